@@ -1,0 +1,69 @@
+"""The ``sare-tf`` command.
+
+Each subcommand lives in its own module under ``sare_tf/commands`` (``make_synthetic.py``
+gives ``sare-tf make-synthetic``) and provides ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``. Command modules import TensorFlow inside ``run`` so that
+``sare-tf --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from sare_tf._version import __version__
+
+
+def _command_modules() -> dict[str, str]:
+    import sare_tf.commands as commands
+
+    found = {}
+    for info in pkgutil.iter_modules(commands.__path__):
+        if not info.name.startswith("_"):
+            found[info.name.replace("_", "-")] = f"sare_tf.commands.{info.name}"
+    return dict(sorted(found.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the argument parser with every discovered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sare-tf",
+        description=(
+            "Image-based localization with NetVLAD descriptors trained by the SARE loss family "
+            "(Liu, Li, Dai, ICCV 2019). Start with `sare-tf demo`."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"sare-tf {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in _command_modules().items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(
+            name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sare-tf`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("\nsare-tf: interrupted.", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as error:
+        # Library errors carry the file or value at fault; a traceback adds nothing for users.
+        print(f"sare-tf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Keras layers of sare_tf: NetVLAD pooling, PCA whitening, preprocessing and tuple folding."""
+
+from sare_tf.layers.image_preprocessing import ImagePreprocessing
+from sare_tf.layers.netvlad import NetVLAD, cluster_descriptors, netvlad_aggregate
+from sare_tf.layers.pca_whitening import PCAWhitening, fit_pca_whitening
+from sare_tf.layers.tuple_folding import FoldTuples, UnfoldTuples
+
+__all__ = [
+    "FoldTuples",
+    "ImagePreprocessing",
+    "NetVLAD",
+    "PCAWhitening",
+    "UnfoldTuples",
+    "cluster_descriptors",
+    "fit_pca_whitening",
+    "netvlad_aggregate",
+]

@@ -1,0 +1,54 @@
+"""Backbone-specific pixel preprocessing inside the model, so exported models take raw RGB."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# ImageNet statistics used by the Keras applications' preprocess_input functions.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+MODES = ("caffe", "torch", "tf", "none")
+
+
+@keras.saving.register_keras_serializable(package="sare_tf")
+class ImagePreprocessing(keras.layers.Layer):
+    """Maps RGB pixels in [0, 255] to what a backbone was trained on.
+
+    Modes follow `keras.applications.imagenet_utils.preprocess_input`: "caffe" (VGG16,
+    ResNet50: RGB->BGR, minus the ImageNet BGR mean), "torch" (scale to [0, 1], ImageNet
+    mean/std), "tf" (scale to [-1, 1]) and "none" (models that preprocess themselves).
+    Computes in float32; the next layer casts to the compute dtype.
+
+    Args:
+        mode: one of "caffe", "torch", "tf", "none".
+        **kwargs: base layer arguments.
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype="float32")
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype="float32")
+            std = ops.convert_to_tensor(_TORCH_STD, dtype="float32")
+            return (x / 255.0 - mean) / std
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config

@@ -1,0 +1,227 @@
+"""NetVLAD pooling (Arandjelovic et al., CVPR 2016), as used by SARE (Liu et al., ICCV 2019)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from sare_tf.layers._dtype import float32_compute_policy
+
+_EPSILON = 1e-12
+
+
+def l2_normalize(x, axis=-1):
+    """L2-normalises ``x`` along ``axis`` (zero vectors stay zero)."""
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, _EPSILON))
+
+
+def netvlad_aggregate(features, assignment_kernel, centroids):
+    """The NetVLAD maths as a pure function of tensors.
+
+    Args:
+        features: `[B, H, W, D]` local descriptors (any float dtype; computed in that dtype).
+        assignment_kernel: `[1, 1, D, K]` kernel of the bias-free 1x1 assignment convolution.
+        centroids: `[K, D]` cluster centres.
+
+    Returns:
+        `[B, K * D]` descriptors, cluster-major (`index = k * D + d`), intra-normalised per
+        cluster and then L2-normalised.
+    """
+    num_clusters, depth = centroids.shape[0], centroids.shape[1]
+    features = l2_normalize(features, axis=-1)
+    logits = ops.conv(features, assignment_kernel, strides=1, padding="valid")
+    assignment = ops.softmax(logits, axis=-1)  # [B, H, W, K]
+    batch = ops.shape(features)[0]
+    features = ops.reshape(features, (batch, -1, depth))  # [B, HW, D]
+    assignment = ops.reshape(assignment, (batch, -1, num_clusters))  # [B, HW, K]
+    # sum_n a_nk (x_n - c_k) = (A^T X)_k - (sum_n a_nk) c_k: one matmul instead of a [B,HW,K,D] tensor.
+    weighted_sum = ops.einsum("bnk,bnd->bkd", assignment, features)
+    mass = ops.sum(assignment, axis=1)  # [B, K]
+    residuals = weighted_sum - mass[:, :, None] * centroids[None, :, :]
+    residuals = l2_normalize(residuals, axis=-1)  # intra-normalisation
+    vlad = ops.reshape(residuals, (batch, num_clusters * depth))
+    return l2_normalize(vlad, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="sare_tf")
+class NetVLAD(keras.layers.Layer):
+    """NetVLAD pooling of a convolutional feature map into one global descriptor.
+
+    Each location's D channels are L2-normalised; a bias-free 1x1 convolution (kernel
+    `alpha * c_hat_k`, normalised centroids) and a softmax give the soft assignment a_k(x);
+    the residuals `x - c_k` are summed with those weights per cluster, intra-normalised,
+    flattened cluster-major (`index = k * D + d`) and L2-normalised. Both the assignment
+    kernel and the centroids are trainable. All maths runs in float32 and the output is
+    float32 whatever the global dtype policy.
+
+    Args:
+        num_clusters: K, the number of visual words.
+        **kwargs: base layer arguments (`name`, `trainable`, `dtype`).
+
+    Call arguments:
+        inputs: `[B, H, W, D]` feature map.
+
+    Returns:
+        `[B, K * D]` float32 unit-norm descriptors.
+
+    Example:
+        >>> layer = NetVLAD(num_clusters=8)
+        >>> layer(np.random.rand(2, 5, 7, 16).astype("float32")).shape
+        (2, 128)
+
+    Reference:
+        Arandjelovic et al., "NetVLAD", CVPR 2016, eqs. (1)-(4); Liu et al., SARE, ICCV 2019, sec. 3.
+    """
+
+    def __init__(self, num_clusters: int = 64, **kwargs):
+        if not isinstance(num_clusters, int) or num_clusters < 1:
+            raise ValueError(f"`num_clusters` must be a positive integer. Received: num_clusters={num_clusters!r}")
+        kwargs["dtype"] = float32_compute_policy(kwargs.get("dtype"))
+        super().__init__(**kwargs)
+        self.num_clusters = num_clusters
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        depth = input_shape[-1]
+        if depth is None:
+            raise ValueError(f"NetVLAD needs a known channel count. Received: input_shape={input_shape}")
+        self.depth = int(depth)
+        self.assignment_kernel = self.add_weight(
+            name="assignment_kernel",
+            shape=(1, 1, self.depth, self.num_clusters),
+            initializer=keras.initializers.GlorotUniform(),
+        )
+        self.centroids = self.add_weight(
+            name="centroids",
+            shape=(self.num_clusters, self.depth),
+            initializer=keras.initializers.RandomUniform(0.0, 1.0),
+        )
+        # 0 until set_centroids / initialize_from_descriptors ran: lets training know whether
+        # cluster initialisation is still to be done, and survives save/load with the weights.
+        self.alpha = self.add_weight(name="alpha", shape=(), initializer="zeros", trainable=False)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.depth})
+
+    def call(self, inputs):
+        features = ops.cast(inputs, self.compute_dtype)
+        return netvlad_aggregate(features, self.assignment_kernel, self.centroids)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_clusters * input_shape[-1])
+
+    @property
+    def is_initialized(self) -> bool:
+        """True once centroids were set (alpha > 0)."""
+        return self.built and float(keras.ops.convert_to_numpy(self.alpha)) > 0.0
+
+    def set_centroids(self, centroids, alpha: float) -> None:
+        """Sets the centroids and the assignment kernel `alpha * c_hat`.
+
+        Args:
+            centroids: `[K, D]` cluster centres (stored as given).
+            alpha: positive sharpness of the soft assignment.
+        """
+        centroids = np.asarray(centroids, dtype="float64")
+        if centroids.ndim != 2 or centroids.shape[0] != self.num_clusters:
+            raise ValueError(
+                f"`centroids` must have shape [num_clusters={self.num_clusters}, D]. "
+                f"Received: centroids.shape={centroids.shape}"
+            )
+        if not np.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"`alpha` must be a positive finite number. Received: alpha={alpha}")
+        if not self.built:
+            self.build((None, None, None, centroids.shape[1]))
+        if centroids.shape[1] != self.depth:
+            raise ValueError(
+                f"`centroids` has {centroids.shape[1]} channels but the layer expects "
+                f"D={self.depth}. Received: centroids.shape={centroids.shape}"
+            )
+        norms = np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), _EPSILON)
+        kernel = (alpha * centroids / norms).T.reshape(1, 1, self.depth, self.num_clusters)
+        self.assignment_kernel.assign(kernel.astype(self.assignment_kernel.dtype))
+        self.centroids.assign(centroids.astype(self.centroids.dtype))
+        self.alpha.assign(float(alpha))
+
+    def initialize_from_descriptors(self, descriptors, seed: int = 0, niter: int = 100) -> float:
+        """Clusters local descriptors with faiss k-means and sets the weights from them.
+
+        The descriptors are L2-normalised, clustered into K centroids (100 iterations), and
+        alpha is chosen, as in the original NetVLAD code, so that on average the nearest
+        centroid gets 100 times the assignment weight of the second nearest:
+        `alpha = -ln(0.01) / mean(top1 - top2)` of the dot products with normalised centroids.
+
+        Args:
+            descriptors: `[M, D]` local descriptors, M >= K.
+            seed: k-means seed.
+            niter: k-means iterations.
+
+        Returns:
+            The alpha that was set.
+        """
+        centroids, alpha = cluster_descriptors(descriptors, self.num_clusters, seed=seed, niter=niter)
+        self.set_centroids(centroids, alpha)
+        return alpha
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_clusters": self.num_clusters})
+        return config
+
+
+def cluster_descriptors(descriptors, num_clusters: int, seed: int = 0, niter: int = 100):
+    """Runs faiss k-means on L2-normalised descriptors and derives the NetVLAD alpha.
+
+    Args:
+        descriptors: `[M, D]` local descriptors.
+        num_clusters: K.
+        seed: k-means seed.
+        niter: k-means iterations.
+
+    Returns:
+        `(centroids [K, D] float32, alpha float)`.
+    """
+    import faiss
+
+    descriptors = np.asarray(descriptors, dtype="float32")
+    if descriptors.ndim != 2:
+        raise ValueError(f"`descriptors` must be [M, D]. Received: shape={descriptors.shape}")
+    if not np.all(np.isfinite(descriptors)):
+        raise ValueError("`descriptors` contain NaN or infinite values.")
+    if descriptors.shape[0] < num_clusters:
+        raise ValueError(
+            f"Need at least num_clusters={num_clusters} descriptors to cluster. "
+            f"Received: {descriptors.shape[0]} descriptors"
+        )
+    normalized = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), _EPSILON)
+    normalized = np.ascontiguousarray(normalized, dtype="float32")
+    kmeans = faiss.Kmeans(
+        normalized.shape[1],
+        num_clusters,
+        niter=niter,
+        seed=seed,
+        verbose=False,
+        # faiss subsamples to 256 points per centroid by default; keep every descriptor.
+        max_points_per_centroid=max(256, math.ceil(normalized.shape[0] / num_clusters)),
+    )
+    kmeans.train(normalized)
+    centroids = kmeans.centroids.copy()
+    alpha = assignment_alpha(normalized, centroids)
+    return centroids, alpha
+
+
+def assignment_alpha(descriptors, centroids) -> float:
+    """`-ln(0.01) / mean(top1 - top2)` of descriptor . normalised-centroid dot products."""
+    descriptors = np.asarray(descriptors, dtype="float64")
+    centroids = np.asarray(centroids, dtype="float64")
+    if centroids.shape[0] < 2:
+        raise ValueError(f"alpha needs at least 2 centroids. Received: {centroids.shape[0]}")
+    c_hat = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), _EPSILON)
+    dots = descriptors @ c_hat.T
+    top2 = -np.partition(-dots, 1, axis=1)[:, :2]
+    gap = float(np.mean(top2[:, 0] - top2[:, 1]))
+    if gap <= 0:
+        raise ValueError("All descriptors are equidistant to their two nearest centroids; alpha is undefined.")
+    return -math.log(0.01) / gap
