@@ -61,7 +61,9 @@ def _tiny(inputs, weights):
     x = inputs
     for block, filters in enumerate((32, 64, 96, 128), start=1):
         for conv in (1, 2):
-            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}")(x)
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}"
+            )(x)
         if block < 4:
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     model = keras.Model(inputs, x, name="tiny")
@@ -72,15 +74,36 @@ def _tiny(inputs, weights):
 
 BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec(
-        "vgg16", _vgg16, "block5_conv3", True, "caffe", "block5_conv1", 512, 16,
+        "vgg16",
+        _vgg16,
+        "block5_conv3",
+        True,
+        "caffe",
+        "block5_conv1",
+        512,
+        16,
         "VGG16 cropped at conv5_3 before its ReLU (the NetVLAD / SARE setting); 512-d, stride 16.",
     ),
     "resnet50": BackboneSpec(
-        "resnet50", _resnet50, "conv4_block6_out", False, "caffe", "conv4_block1_1_conv", 1024, 16,
+        "resnet50",
+        _resnet50,
+        "conv4_block6_out",
+        False,
+        "caffe",
+        "conv4_block1_1_conv",
+        1024,
+        16,
         "ResNet50 cropped after its conv4 stage (conv4_block6_out); 1024-d, stride 16, ~1/4 of VGG16's FLOPs.",
     ),
     "tiny": BackboneSpec(
-        "tiny", _tiny, "block4_conv2", True, "tf", None, 128, 8,
+        "tiny",
+        _tiny,
+        "block4_conv2",
+        True,
+        "tf",
+        None,
+        128,
+        8,
         "A 8-conv VGG-style network trained from scratch, for tests and the CPU demo; 128-d, stride 8.",
     ),
 }
@@ -126,7 +149,9 @@ def build_embedding_model(
         (None, 512)
     """
     if backbone not in BACKBONES:
-        raise ValueError(f"Unknown backbone. Expected one of {sorted(BACKBONES)}. Received: backbone={backbone!r}")
+        raise ValueError(
+            f"Unknown backbone. Expected one of {sorted(BACKBONES)}. Received: backbone={backbone!r}"
+        )
     spec = BACKBONES[backbone]
     if len(input_shape) != 3 or input_shape[-1] != 3:
         raise ValueError(f"`input_shape` must be (H, W, 3). Received: input_shape={input_shape}")
@@ -144,7 +169,9 @@ def build_embedding_model(
         descriptor = PCAWhitening(pca_dim, name="pca_whitening")(descriptor)
     descriptor = keras.layers.Activation("linear", dtype="float32", name="descriptor")(descriptor)
     model = keras.Model(inputs, descriptor, name=name or f"{backbone}_netvlad{num_clusters}")
-    freeze_before(model, spec.default_trainable_from if trainable_from == "default" else trainable_from)
+    freeze_before(
+        model, spec.default_trainable_from if trainable_from == "default" else trainable_from
+    )
     return model
 
 
@@ -184,10 +211,14 @@ def embedding_of(model: keras.Model) -> keras.Model:
 def feature_model(model: keras.Model) -> keras.Model:
     """image -> the cropped backbone's local feature map `[B, h, w, D]` (the NetVLAD input)."""
     embedding = embedding_of(model)
-    return keras.Model(embedding.input, embedding.get_layer("netvlad").input, name=f"{embedding.name}_features")
+    return keras.Model(
+        embedding.input, embedding.get_layer("netvlad").input, name=f"{embedding.name}_features"
+    )
 
 
-def build_tuple_model(embedding_model: keras.Model, num_negatives: int = 10, name: str = "tuple_model") -> keras.Model:
+def build_tuple_model(
+    embedding_model: keras.Model, num_negatives: int = 10, name: str = "tuple_model"
+) -> keras.Model:
     """Wraps an embedding model to embed (query, positive, N negatives) tuples.
 
     Args:
@@ -200,16 +231,24 @@ def build_tuple_model(embedding_model: keras.Model, num_negatives: int = 10, nam
         model once on the `B * (2+N)` images.
     """
     if not isinstance(num_negatives, int) or num_negatives < 1:
-        raise ValueError(f"`num_negatives` must be a positive integer. Received: num_negatives={num_negatives!r}")
+        raise ValueError(
+            f"`num_negatives` must be a positive integer. Received: num_negatives={num_negatives!r}"
+        )
     tuple_size = 2 + num_negatives
     height, width, channels = embedding_model.input_shape[1:]
-    inputs = keras.Input(shape=(tuple_size, height, width, channels), dtype="float32", name="tuple_images")
+    inputs = keras.Input(
+        shape=(tuple_size, height, width, channels), dtype="float32", name="tuple_images"
+    )
     images = FoldTuples(name="fold_tuples")(inputs)
     descriptors = embedding_model(images)
     outputs = UnfoldTuples(tuple_size, name="unfold_tuples", dtype="float32")(descriptors)
     return keras.Model(inputs, outputs, name=name)
 
 
-def fit_pca_whitening_layer(model: keras.Model, descriptors, max_samples: int = 10_000, seed: int = 0) -> None:
+def fit_pca_whitening_layer(
+    model: keras.Model, descriptors, max_samples: int = 10_000, seed: int = 0
+) -> None:
     """Fits the model's `pca_whitening` layer on NetVLAD descriptors `[M, K*D]`."""
-    embedding_of(model).get_layer("pca_whitening").fit(descriptors, max_samples=max_samples, seed=seed)
+    embedding_of(model).get_layer("pca_whitening").fit(
+        descriptors, max_samples=max_samples, seed=seed
+    )

@@ -31,7 +31,9 @@ def resolve_precision(policy: str = "auto", force: bool = False) -> str:
         The Keras dtype policy name.
     """
     if policy not in POLICIES:
-        raise ValueError(f"Unknown precision policy. Expected one of {POLICIES}. Received: policy={policy!r}")
+        raise ValueError(
+            f"Unknown precision policy. Expected one of {POLICIES}. Received: policy={policy!r}"
+        )
     if policy == "auto":
         return "mixed_float16" if gpu_available() else "mixed_bfloat16"
     if policy == "mixed_float16" and not force and not gpu_available():

@@ -13,6 +13,9 @@ def float32_compute_policy(dtype=None):
     layers keep float32 (or float64 when explicitly asked for) for both.
     """
     policy = keras.dtype_policies.get(dtype if dtype is not None else keras.config.dtype_policy())
-    if policy.compute_dtype in ("float32", "float64") and policy.variable_dtype == policy.compute_dtype:
+    if (
+        policy.compute_dtype in ("float32", "float64")
+        and policy.variable_dtype == policy.compute_dtype
+    ):
         return policy
     return keras.dtype_policies.get("float32")

@@ -79,7 +79,9 @@ class NetVLAD(keras.layers.Layer):
 
     def __init__(self, num_clusters: int = 64, **kwargs):
         if not isinstance(num_clusters, int) or num_clusters < 1:
-            raise ValueError(f"`num_clusters` must be a positive integer. Received: num_clusters={num_clusters!r}")
+            raise ValueError(
+                f"`num_clusters` must be a positive integer. Received: num_clusters={num_clusters!r}"
+            )
         kwargs["dtype"] = float32_compute_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.num_clusters = num_clusters
@@ -88,7 +90,9 @@ class NetVLAD(keras.layers.Layer):
     def build(self, input_shape):
         depth = input_shape[-1]
         if depth is None:
-            raise ValueError(f"NetVLAD needs a known channel count. Received: input_shape={input_shape}")
+            raise ValueError(
+                f"NetVLAD needs a known channel count. Received: input_shape={input_shape}"
+            )
         self.depth = int(depth)
         self.assignment_kernel = self.add_weight(
             name="assignment_kernel",
@@ -161,7 +165,9 @@ class NetVLAD(keras.layers.Layer):
         Returns:
             The alpha that was set.
         """
-        centroids, alpha = cluster_descriptors(descriptors, self.num_clusters, seed=seed, niter=niter)
+        centroids, alpha = cluster_descriptors(
+            descriptors, self.num_clusters, seed=seed, niter=niter
+        )
         self.set_centroids(centroids, alpha)
         return alpha
 
@@ -195,7 +201,9 @@ def cluster_descriptors(descriptors, num_clusters: int, seed: int = 0, niter: in
             f"Need at least num_clusters={num_clusters} descriptors to cluster. "
             f"Received: {descriptors.shape[0]} descriptors"
         )
-    normalized = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), _EPSILON)
+    normalized = descriptors / np.maximum(
+        np.linalg.norm(descriptors, axis=1, keepdims=True), _EPSILON
+    )
     normalized = np.ascontiguousarray(normalized, dtype="float32")
     kmeans = faiss.Kmeans(
         normalized.shape[1],
@@ -223,5 +231,7 @@ def assignment_alpha(descriptors, centroids) -> float:
     top2 = -np.partition(-dots, 1, axis=1)[:, :2]
     gap = float(np.mean(top2[:, 0] - top2[:, 1]))
     if gap <= 0:
-        raise ValueError("All descriptors are equidistant to their two nearest centroids; alpha is undefined.")
+        raise ValueError(
+            "All descriptors are equidistant to their two nearest centroids; alpha is undefined."
+        )
     return -math.log(0.01) / gap

@@ -10,7 +10,9 @@ from sare_tf.layers._dtype import float32_compute_policy
 from sare_tf.layers.netvlad import l2_normalize
 
 
-def fit_pca_whitening(descriptors, output_dim: int, max_samples: int = 10_000, seed: int = 0, epsilon: float = 1e-9):
+def fit_pca_whitening(
+    descriptors, output_dim: int, max_samples: int = 10_000, seed: int = 0, epsilon: float = 1e-9
+):
     """Fits PCA whitening in float64.
 
     The covariance is `X^T X / M` of the centred samples. When there are fewer samples than
@@ -36,7 +38,9 @@ def fit_pca_whitening(descriptors, output_dim: int, max_samples: int = 10_000, s
         x = x[np.sort(rows)]
     num_samples, depth = x.shape
     if output_dim > depth:
-        raise ValueError(f"`output_dim` must be <= the descriptor size {depth}. Received: output_dim={output_dim}")
+        raise ValueError(
+            f"`output_dim` must be <= the descriptor size {depth}. Received: output_dim={output_dim}"
+        )
     # Centred data has rank <= M - 1: beyond that the eigenvalues are zero and whitening is undefined.
     if output_dim > num_samples - 1:
         raise ValueError(
@@ -50,7 +54,9 @@ def fit_pca_whitening(descriptors, output_dim: int, max_samples: int = 10_000, s
         eigenvalues, eigenvectors = np.linalg.eigh(gram)
         order = np.argsort(eigenvalues)[::-1][:output_dim]
         eigenvalues = eigenvalues[order]
-        directions = x.T @ eigenvectors[:, order] / np.sqrt(num_samples * np.maximum(eigenvalues, 1e-300))
+        directions = (
+            x.T @ eigenvectors[:, order] / np.sqrt(num_samples * np.maximum(eigenvalues, 1e-300))
+        )
     else:
         covariance = x.T @ x / num_samples
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
@@ -92,7 +98,9 @@ class PCAWhitening(keras.layers.Layer):
 
     def __init__(self, output_dim: int, l2_normalize: bool = True, **kwargs):
         if not isinstance(output_dim, int) or output_dim < 1:
-            raise ValueError(f"`output_dim` must be a positive integer. Received: output_dim={output_dim!r}")
+            raise ValueError(
+                f"`output_dim` must be a positive integer. Received: output_dim={output_dim!r}"
+            )
         kwargs["dtype"] = float32_compute_policy(kwargs.get("dtype"))
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
@@ -102,7 +110,9 @@ class PCAWhitening(keras.layers.Layer):
     def build(self, input_shape):
         depth = input_shape[-1]
         if depth is None:
-            raise ValueError(f"PCAWhitening needs a known input size. Received: input_shape={input_shape}")
+            raise ValueError(
+                f"PCAWhitening needs a known input size. Received: input_shape={input_shape}"
+            )
         self.mean = self.add_weight(name="mean", shape=(int(depth),), initializer="zeros")
         self.projection = self.add_weight(
             name="projection", shape=(int(depth), self.output_dim), initializer="glorot_uniform"
@@ -119,7 +129,9 @@ class PCAWhitening(keras.layers.Layer):
     def fit(self, descriptors, max_samples: int = 10_000, seed: int = 0) -> PCAWhitening:
         """Fits mean and projection on `[M, D]` descriptors (see `fit_pca_whitening`)."""
         descriptors = np.asarray(descriptors)
-        mean, projection = fit_pca_whitening(descriptors, self.output_dim, max_samples=max_samples, seed=seed)
+        mean, projection = fit_pca_whitening(
+            descriptors, self.output_dim, max_samples=max_samples, seed=seed
+        )
         if not self.built:
             self.build((None, descriptors.shape[1]))
         if mean.shape[0] != self.mean.shape[0]:
@@ -131,7 +143,9 @@ class PCAWhitening(keras.layers.Layer):
         return self
 
     @classmethod
-    def from_descriptors(cls, descriptors, output_dim: int, max_samples: int = 10_000, seed: int = 0, **kwargs):
+    def from_descriptors(
+        cls, descriptors, output_dim: int, max_samples: int = 10_000, seed: int = 0, **kwargs
+    ):
         """Creates a layer fitted on `descriptors`."""
         return cls(output_dim, **kwargs).fit(descriptors, max_samples=max_samples, seed=seed)
 

@@ -15,7 +15,11 @@ class FoldTuples(keras.layers.Layer):
         return ops.reshape(inputs, (-1, shape[2], shape[3], shape[4]))
 
     def compute_output_shape(self, input_shape):
-        batch = None if input_shape[0] is None or input_shape[1] is None else input_shape[0] * input_shape[1]
+        batch = (
+            None
+            if input_shape[0] is None or input_shape[1] is None
+            else input_shape[0] * input_shape[1]
+        )
         return (batch, *input_shape[2:])
 
 
@@ -29,7 +33,9 @@ class UnfoldTuples(keras.layers.Layer):
 
     def __init__(self, tuple_size: int, **kwargs):
         if not isinstance(tuple_size, int) or tuple_size < 1:
-            raise ValueError(f"`tuple_size` must be a positive integer. Received: tuple_size={tuple_size!r}")
+            raise ValueError(
+                f"`tuple_size` must be a positive integer. Received: tuple_size={tuple_size!r}"
+            )
         super().__init__(**kwargs)
         self.tuple_size = tuple_size
 
