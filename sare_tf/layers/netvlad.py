@@ -19,6 +19,12 @@ def l2_normalize(x, axis=-1):
     return x * ops.rsqrt(ops.maximum(squared, _EPSILON))
 
 
+def soft_assign(normalized_features, assignment_kernel):
+    """`softmax_k(x . w_k)`: the bias-free 1x1 convolution and softmax over the K clusters."""
+    logits = ops.conv(normalized_features, assignment_kernel, strides=1, padding="valid")
+    return ops.softmax(logits, axis=-1)
+
+
 def netvlad_aggregate(features, assignment_kernel, centroids):
     """The NetVLAD maths as a pure function of tensors.
 
@@ -33,8 +39,7 @@ def netvlad_aggregate(features, assignment_kernel, centroids):
     """
     num_clusters, depth = centroids.shape[0], centroids.shape[1]
     features = l2_normalize(features, axis=-1)
-    logits = ops.conv(features, assignment_kernel, strides=1, padding="valid")
-    assignment = ops.softmax(logits, axis=-1)  # [B, H, W, K]
+    assignment = soft_assign(features, assignment_kernel)  # [B, H, W, K]
     batch = ops.shape(features)[0]
     features = ops.reshape(features, (batch, -1, depth))  # [B, HW, D]
     assignment = ops.reshape(assignment, (batch, -1, num_clusters))  # [B, HW, K]
@@ -116,6 +121,11 @@ class NetVLAD(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_clusters * input_shape[-1])
 
+    def soft_assignment(self, inputs):
+        """`[B, H, W, K]` soft assignment of each location to the clusters (rows sum to 1)."""
+        features = l2_normalize(ops.cast(inputs, self.compute_dtype), axis=-1)
+        return soft_assign(features, self.assignment_kernel)
+
     @property
     def is_initialized(self) -> bool:
         """True once centroids were set (alpha > 0)."""
@@ -177,8 +187,56 @@ class NetVLAD(keras.layers.Layer):
         return config
 
 
+def kmeans_plus_plus_seeds(
+    points, num_clusters: int, seed: int = 0, candidates: int | None = None
+) -> np.ndarray:
+    """Picks greedy k-means++ initial centres.
+
+    Each step draws `candidates` points with probability proportional to their squared
+    distance to the nearest centre so far and keeps the one that lowers the total squared
+    distance most. Uniform random seeds (faiss' default) often put two seeds in one true
+    cluster and none in another, which Lloyd iterations cannot undo; plain k-means++ still
+    does so when clusters are wide, the greedy choice rarely.
+
+    Args:
+        points: `[M, D]` data.
+        num_clusters: K.
+        seed: random seed.
+        candidates: draws per step (default `2 + ln K`).
+
+    Returns:
+        `[K, D]` float32 seeds.
+    """
+    rng = np.random.default_rng(seed)
+    points = np.asarray(points, dtype="float32")
+    candidates = candidates or 2 + int(math.log(num_clusters))
+    squared_norms = np.einsum("ij,ij->i", points, points)
+
+    def squared_distances(centres):  # [C, M]
+        return np.maximum(
+            squared_norms[None, :] - 2.0 * centres @ points.T + np.sum(centres**2, axis=1)[:, None],
+            0.0,
+        )
+
+    seeds = np.empty((num_clusters, points.shape[1]), dtype="float32")
+    seeds[0] = points[rng.integers(points.shape[0])]
+    nearest = squared_distances(seeds[:1])[0]
+    for k in range(1, num_clusters):
+        weights = nearest.astype("float64")
+        total = weights.sum()
+        if total <= 0:  # fewer distinct points than clusters
+            seeds[k] = points[rng.integers(points.shape[0])]
+            continue
+        drawn = rng.choice(points.shape[0], size=candidates, p=weights / total)
+        trial = np.minimum(nearest[None, :], squared_distances(points[drawn]))
+        best = int(np.argmin(trial.sum(axis=1)))
+        seeds[k] = points[drawn[best]]
+        nearest = trial[best]
+    return seeds
+
+
 def cluster_descriptors(descriptors, num_clusters: int, seed: int = 0, niter: int = 100):
-    """Runs faiss k-means on L2-normalised descriptors and derives the NetVLAD alpha.
+    """Runs faiss k-means (k-means++ seeds) on L2-normalised descriptors and derives alpha.
 
     Args:
         descriptors: `[M, D]` local descriptors.
@@ -214,7 +272,9 @@ def cluster_descriptors(descriptors, num_clusters: int, seed: int = 0, niter: in
         # faiss subsamples to 256 points per centroid by default; keep every descriptor.
         max_points_per_centroid=max(256, math.ceil(normalized.shape[0] / num_clusters)),
     )
-    kmeans.train(normalized)
+    kmeans.train(
+        normalized, init_centroids=kmeans_plus_plus_seeds(normalized, num_clusters, seed=seed)
+    )
     centroids = kmeans.centroids.copy()
     alpha = assignment_alpha(normalized, centroids)
     return centroids, alpha

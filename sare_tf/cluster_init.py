@@ -1,0 +1,128 @@
+"""Initialising NetVLAD's clusters from local descriptors of training images.
+
+As in the original NetVLAD code: run the cropped backbone on up to 500 images, keep up to 100
+randomly chosen local descriptors per image, cluster them with k-means (100 iterations), and
+set the centroids and the assignment sharpness alpha from the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sare_tf.data.images import load_image
+from sare_tf.models import feature_model, netvlad_layer
+
+
+def _image_batches(paths: Sequence[str], image_size, batch_size: int) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices(list(paths))
+    dataset = dataset.map(
+        lambda path: load_image(path, image_size), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def sample_local_descriptors(
+    model: keras.Model,
+    image_paths: Sequence[str],
+    image_size: tuple[int, int] | None,
+    descriptors_per_image: int = 100,
+    max_images: int = 500,
+    batch_size: int = 8,
+    seed: int = 0,
+    verbose: bool = True,
+) -> np.ndarray:
+    """Samples local descriptors of the cropped backbone from images.
+
+    Streams images through tf.data in batches and keeps only the sampled rows, so memory is
+    bounded by `max_images * descriptors_per_image * D` floats whatever the image count.
+
+    Args:
+        model: an embedding model (or tuple model); its backbone up to the NetVLAD input is used.
+        image_paths: candidate images; a seeded random subset of `max_images` is used.
+        image_size: `(height, width)` all images are resized to (None: native size, batch 1).
+        descriptors_per_image: local descriptors kept per image (all when the map is smaller).
+        max_images: images used at most.
+        batch_size: images per forward pass.
+        seed: seed of the image subset and the location sampling.
+        verbose: show a progress bar.
+
+    Returns:
+        `[M, D]` float32 local descriptors (not normalised).
+    """
+    if len(image_paths) == 0:
+        raise ValueError("No images to sample local descriptors from. Received: image_paths=[]")
+    if descriptors_per_image < 1 or max_images < 1:
+        raise ValueError(
+            "`descriptors_per_image` and `max_images` must be positive. "
+            f"Received: descriptors_per_image={descriptors_per_image}, max_images={max_images}"
+        )
+    rng = np.random.default_rng(seed)
+    count = min(max_images, len(image_paths))
+    chosen = np.sort(rng.choice(len(image_paths), size=count, replace=False))
+    paths = [str(image_paths[i]) for i in chosen]
+    features_of = feature_model(model)
+    if image_size is None:
+        batch_size = 1
+    depth = features_of.output_shape[-1]
+    samples = np.empty((count * descriptors_per_image, depth), dtype="float32")
+    filled = 0
+    progress = keras.utils.Progbar(count, unit_name="image") if verbose else None
+    if verbose:
+        print(
+            f"Sampling up to {descriptors_per_image} local descriptors from each of {count} images"
+        )
+    for batch in _image_batches(paths, image_size, batch_size):
+        features = np.asarray(
+            keras.ops.convert_to_numpy(features_of(batch, training=False)), dtype="float32"
+        )
+        features = features.reshape(features.shape[0], -1, depth)
+        for image_features in features:
+            keep = min(descriptors_per_image, image_features.shape[0])
+            rows = rng.choice(image_features.shape[0], size=keep, replace=False)
+            samples[filled : filled + keep] = image_features[rows]
+            filled += keep
+        if progress is not None:
+            progress.add(features.shape[0])
+    return samples[:filled]
+
+
+def initialize_netvlad(
+    model: keras.Model,
+    image_paths: Sequence[str],
+    image_size: tuple[int, int] | None,
+    descriptors_per_image: int = 100,
+    max_images: int = 500,
+    batch_size: int = 8,
+    seed: int = 0,
+    verbose: bool = True,
+) -> float:
+    """Samples local descriptors and initialises the model's NetVLAD layer from them.
+
+    Args:
+        model: an embedding model (or a tuple model wrapping one).
+        image_paths, image_size, descriptors_per_image, max_images, batch_size, seed, verbose:
+            as in `sample_local_descriptors`.
+
+    Returns:
+        The alpha that was set.
+    """
+    descriptors = sample_local_descriptors(
+        model,
+        image_paths,
+        image_size,
+        descriptors_per_image=descriptors_per_image,
+        max_images=max_images,
+        batch_size=batch_size,
+        seed=seed,
+        verbose=verbose,
+    )
+    layer = netvlad_layer(model)
+    if verbose:
+        print(
+            f"Clustering {descriptors.shape[0]} descriptors into {layer.num_clusters} NetVLAD clusters"
+        )
+    return layer.initialize_from_descriptors(descriptors, seed=seed)
