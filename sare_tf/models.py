@@ -252,3 +252,34 @@ def fit_pca_whitening_layer(
     embedding_of(model).get_layer("pca_whitening").fit(
         descriptors, max_samples=max_samples, seed=seed
     )
+
+
+def with_pca_whitening(
+    model: keras.Model, descriptors, pca_dim: int, max_samples: int = 10_000, seed: int = 0
+) -> keras.Model:
+    """A new embedding model with a fitted `PCAWhitening` after NetVLAD.
+
+    The result shares every layer (and weight) of `model` up to "netvlad", then applies a
+    `PCAWhitening(pca_dim)` fitted on `descriptors` and a float32 "descriptor" output, as
+    `build_embedding_model(..., pca_dim=pca_dim)` followed by `fit_pca_whitening_layer` would.
+
+    Args:
+        model: an embedding model without PCA whitening (or a tuple model wrapping one).
+        descriptors: `[M, K*D]` NetVLAD descriptors (the "netvlad" layer's output) to fit on.
+        pca_dim: size of the whitened descriptor.
+        max_samples: at most this many descriptors are used for the fit.
+        seed: subset seed.
+
+    Returns:
+        A functional model image -> `[B, pca_dim]` unit-norm descriptor.
+    """
+    embedding = embedding_of(model)
+    if any(isinstance(layer, PCAWhitening) for layer in embedding.layers):
+        raise ValueError(
+            f"Model {embedding.name!r} already has a PCA whitening layer. Received: pca_dim={pca_dim}"
+        )
+    pca = PCAWhitening(pca_dim, name="pca_whitening")
+    pca.fit(descriptors, max_samples=max_samples, seed=seed)
+    whitened = pca(embedding.get_layer("netvlad").output)
+    descriptor = keras.layers.Activation("linear", dtype="float32", name="descriptor")(whitened)
+    return keras.Model(embedding.input, descriptor, name=f"{embedding.name}_pca{pca_dim}")
