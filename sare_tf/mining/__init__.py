@@ -1,0 +1,20 @@
+"""Hard-negative mining: the pure tuple-mining function and the Keras callback that refreshes
+the training pipeline's mining state with it.
+
+`mine_tuples` (numpy in, numpy out) is importable without TensorFlow; `HardNegativeMining`
+(a `keras.callbacks.Callback`) is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sare_tf.mining.hard_negatives import NO_INDEX, mine_tuples
+
+__all__ = ["NO_INDEX", "HardNegativeMining", "mine_tuples"]
+
+
+def __getattr__(name: str):
+    if name == "HardNegativeMining":
+        return importlib.import_module("sare_tf.mining.callback").HardNegativeMining
+    raise AttributeError(f"module 'sare_tf.mining' has no attribute {name!r}")
