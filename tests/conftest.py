@@ -17,3 +17,18 @@ def _float32_policy_and_seed():
     keras.utils.set_random_seed(0)
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_city(tmp_path_factory):
+    """The 'tiny' synthetic city (a few hundred 60x80 JPEGs, seed 0), made once per test session.
+
+    Returns:
+        `{"train": mat, "val": mat, "test": mat, "root": image_root}`; load a split with
+        `GeoDataset.from_dbstruct(tiny_city["train"])`. Treat the files as read-only.
+    """
+    from sare_tf.data.synthetic import make_synthetic_city
+
+    root = tmp_path_factory.mktemp("tiny_city")
+    mats = make_synthetic_city(root, preset="tiny", seed=0)
+    return {**mats, "root": str(root)}

@@ -1,0 +1,396 @@
+"""The synthetic city: a seeded, deterministic place-recognition dataset in the Pittsburgh layout.
+
+Streets run east-west in UTM metres (zone 17T-like coordinates), each lined on both sides by
+procedurally painted facades (`synthetic_facades`). Database images are taken along every street
+every `db_spacing_m` metres, looking at each side, on one sunny day. Queries are taken at other
+positions along the same streets at "other times" (`synthetic_render`): another illuminant and
+exposure, shadows, haze, rain, noise, blur, passing cars and pedestrians, and a different
+viewpoint (lateral offset, so another scale; yaw and pitch, so another perspective). Nearby views
+share most of their content; views a street apart share only the city's style.
+
+The train, val and test splits are different streets in different districts (thousands of metres
+apart), written as JPEG files under `out_dir/images/<split>/` plus one dbStruct `.mat` file per
+split (`out_dir/synthcity_<split>.mat`, image root `out_dir`), read by the same reader as
+Pittsburgh 30k/250k.
+
+Example:
+    >>> mats = make_synthetic_city("/tmp/city", preset="tiny", seed=0)
+    >>> ds = GeoDataset.from_dbstruct(mats["train"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+from PIL import Image
+
+from sare_tf.data.dbstruct import write_dbstruct
+from sare_tf.data.geo_dataset import GeoDataset
+from sare_tf.data.synthetic_facades import make_facade, make_glyph_alphabet
+from sare_tf.data.synthetic_render import (
+    TIMES_OF_DAY,
+    CameraPose,
+    Conditions,
+    apply_sensor,
+    render_view,
+)
+
+SPLITS = ("train", "val", "test")
+GENERATOR_VERSION = 1
+# Origin of the city and of each split's district (UTM easting, northing in metres).
+CITY_ORIGIN = (584000.0, 4477000.0)
+DISTRICT_STRIDE_M = 5000.0
+STREET_STRIDE_M = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CityConfig:
+    """Sizes and difficulty of a synthetic city.
+
+    Attributes:
+        image_size: `(height, width)` of the written JPEG files.
+        hfov_deg: horizontal field of view of the camera.
+        streets: number of streets per split, `(train, val, test)`.
+        street_length_m: length of every street.
+        db_spacing_m: distance between database positions along a street (two images each:
+            one per side).
+        queries_per_street: queries taken at random positions along each street.
+        street_half_width_m: distance from the street centre line to each facade.
+        camera_height_m: camera height above the road.
+        pitch_deg: upward tilt of the database camera.
+        query_max_yaw_deg: queries turn by up to this angle (database: 2 degrees).
+        query_lateral_m: queries stand up to this far from the centre line.
+        query_pitch_jitter_deg: queries tilt by up to this much more or less.
+        appearance_change: 0 (queries lit like the database) to 1 (full "other time" changes).
+        occluders: expected number of cars + pedestrians per query is about `2 * occluders`.
+        max_texture_ppm: cap on facade texels per metre (memory for large images).
+        db_jpeg_quality: JPEG quality of database images (queries: 60 to 92).
+    """
+
+    image_size: tuple[int, int] = (120, 160)
+    hfov_deg: float = 70.0
+    streets: tuple[int, int, int] = (6, 2, 2)
+    street_length_m: float = 200.0
+    db_spacing_m: float = 4.0
+    queries_per_street: int = 50
+    street_half_width_m: float = 12.0
+    camera_height_m: float = 2.2
+    pitch_deg: float = 12.0
+    query_max_yaw_deg: float = 15.0
+    query_lateral_m: float = 1.5
+    query_pitch_jitter_deg: float = 4.0
+    appearance_change: float = 1.0
+    occluders: float = 1.0
+    max_texture_ppm: float = 40.0
+    db_jpeg_quality: int = 92
+
+    def __post_init__(self):
+        height, width = self.image_size
+        if min(height, width) < 16:
+            raise ValueError(f"`image_size` must be at least 16x16. Received: {self.image_size}")
+        if len(self.streets) != 3 or min(self.streets) < 1:
+            raise ValueError(
+                f"`streets` must give at least one street for each of train, val, test. "
+                f"Received: streets={self.streets}"
+            )
+        if not 0 < self.db_spacing_m <= self.street_length_m:
+            raise ValueError(
+                "`db_spacing_m` must be positive and at most `street_length_m`. "
+                f"Received: db_spacing_m={self.db_spacing_m}"
+            )
+        if self.street_length_m < 20:
+            raise ValueError(
+                f"`street_length_m` must be at least 20. Received: {self.street_length_m}"
+            )
+        if self.queries_per_street < 1:
+            raise ValueError(
+                f"`queries_per_street` must be at least 1. Received: {self.queries_per_street}"
+            )
+
+    def num_images(self) -> dict[str, tuple[int, int]]:
+        """`{split: (database images, queries)}`."""
+        positions = len(_db_positions(self))
+        return {
+            split: (2 * positions * count, self.queries_per_street * count)
+            for split, count in zip(SPLITS, self.streets, strict=True)
+        }
+
+
+PRESETS: dict[str, dict] = {
+    # A few hundred 60x80 images in a few seconds: for tests.
+    "tiny": dict(
+        image_size=(60, 80),
+        streets=(2, 1, 1),
+        street_length_m=100.0,
+        db_spacing_m=5.0,
+        queries_per_street=12,
+    ),
+    # About two thousand 120x160 images: for `sare-tf demo` on a CPU.
+    "demo": dict(
+        image_size=(120, 160),
+        streets=(6, 2, 2),
+        street_length_m=200.0,
+        db_spacing_m=4.0,
+        queries_per_street=50,
+    ),
+}
+
+
+def city_config(preset: str = "tiny", **overrides) -> CityConfig:
+    """The `CityConfig` of a preset with some fields overridden."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset. Expected one of {sorted(PRESETS)}. Received: {preset!r}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(CityConfig)})
+    if unknown:
+        raise ValueError(f"Unknown synthetic city setting(s): {unknown}")
+    values = dict(PRESETS[preset])
+    values.update(overrides)
+    for key in ("image_size", "streets"):
+        values[key] = tuple(int(v) for v in values[key])
+    return CityConfig(**values)
+
+
+def _db_positions(config: CityConfig) -> np.ndarray:
+    count = int(np.floor(config.street_length_m / config.db_spacing_m + 1e-9)) + 1
+    return np.arange(count) * config.db_spacing_m
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *[int(k) for k in keys]]))
+
+
+def _database_conditions(rng: np.random.Generator, config: CityConfig, distance: float):
+    pedestrians = tuple(
+        (rng.uniform(0.05, 0.95), rng.uniform(4.0, distance - 2.0), int(rng.integers(7)))
+        for _ in range(rng.poisson(0.15 * config.occluders))
+    )
+    return Conditions(brightness=float(np.exp(rng.normal(0, 0.03))), pedestrians=pedestrians)
+
+
+def _query_conditions(rng: np.random.Generator, config: CityConfig, distance: float):
+    change = config.appearance_change
+    names = list(TIMES_OF_DAY)
+    zenith, horizon, gain, brightness, contrast = TIMES_OF_DAY[
+        names[int(rng.choice(len(names), p=[0.2, 0.25, 0.2, 0.2, 0.15]))]
+    ]
+    if change < 1:  # blend toward the database's sunny day
+        base_zenith, base_horizon, base_gain, base_brightness, base_contrast = TIMES_OF_DAY["noon"]
+        blend = lambda a, b: tuple(np.asarray(b) + change * (np.asarray(a) - np.asarray(b)))  # noqa: E731
+        zenith, horizon, gain = (
+            blend(zenith, base_zenith),
+            blend(horizon, base_horizon),
+            blend(gain, base_gain),
+        )
+        brightness = float(blend((brightness,), (base_brightness,))[0])
+        contrast = float(blend((contrast,), (base_contrast,))[0])
+    gain = tuple(np.asarray(gain) * (1 + rng.normal(0, 0.06 * change, 3)))
+    shadow = None
+    if rng.random() < 0.5 * change:
+        shadow = (rng.uniform(-0.6, 0.6), rng.uniform(2.0, 12.0), rng.uniform(0.45, 0.8))
+    cars = tuple(
+        (rng.uniform(0.0, 1.0), rng.uniform(5.0, distance - 3.0), int(rng.integers(7)))
+        for _ in range(rng.poisson(0.9 * config.occluders))
+    )
+    pedestrians = tuple(
+        (rng.uniform(0.03, 0.97), rng.uniform(3.5, distance - 2.0), int(rng.integers(7)))
+        for _ in range(rng.poisson(1.1 * config.occluders))
+    )
+    return Conditions(
+        sky_zenith=tuple(zenith),
+        sky_horizon=tuple(horizon),
+        gain=gain,
+        brightness=float(brightness * np.exp(rng.normal(0, 0.12 * change))),
+        contrast=float(contrast * np.exp(rng.normal(0, 0.1 * change))),
+        gamma=float(np.exp(rng.normal(0, 0.15 * change))),
+        shadow=shadow,
+        haze=float(rng.uniform(0.1, 0.35) * change) if rng.random() < 0.35 else 0.0,
+        noise_std=float(rng.uniform(0.0, 0.035) * change),
+        blur=bool(rng.random() < 0.3 * change),
+        rain=int(rng.integers(20, 60)) if rng.random() < 0.15 * change else 0,
+        cars=cars,
+        pedestrians=pedestrians,
+        jpeg_quality=int(rng.integers(60, 93)),
+    )
+
+
+def _pixels_per_m(config: CityConfig) -> float:
+    visible_width = 2 * config.street_half_width_m * np.tan(np.radians(config.hfov_deg) / 2)
+    return float(min(config.max_texture_ppm, 1.25 * config.image_size[1] / visible_width))
+
+
+def _write_jpeg(path: str, pixels: np.ndarray, quality: int) -> None:
+    Image.fromarray(pixels).save(path, format="JPEG", quality=int(quality))
+
+
+def _render_street(
+    config: CityConfig, seed: int, split_index: int, street: int, glyphs, out_dir: str
+) -> tuple[list, list, list, list]:
+    """Renders and writes the database images and queries of one street."""
+    split = SPLITS[split_index]
+    half_width = config.street_half_width_m
+    length = config.street_length_m
+    # Views near the street ends see past them: the facade strip extends by a margin.
+    margin = half_width * np.tan(np.radians(config.hfov_deg / 2 + config.query_max_yaw_deg)) + 8
+    ppm = _pixels_per_m(config)
+    facades = [
+        make_facade(
+            _rng(seed, split_index, street, side, 1),
+            length + 2 * margin,
+            ppm,
+            glyphs,
+            x_offset_m=-margin,
+        )
+        for side in (0, 1)
+    ]
+    east0 = CITY_ORIGIN[0] + split_index * DISTRICT_STRIDE_M
+    north0 = CITY_ORIGIN[1] + street * STREET_STRIDE_M
+
+    def facade_coordinate(side: int, along: float) -> float:
+        # Side 0 faces north (east is to the right), side 1 faces south (east is to the left).
+        return along if side == 0 else length - along
+
+    db_paths, db_utm, query_paths, query_utm = [], [], [], []
+    folder = os.path.join(out_dir, "images", split)
+    for index, along in enumerate(_db_positions(config)):
+        for side in (0, 1):
+            rng = _rng(seed, split_index, street, side, 2, index)
+            pose = CameraPose(
+                along_m=facade_coordinate(side, along),
+                distance_m=half_width,
+                height_m=config.camera_height_m,
+                yaw_deg=float(rng.uniform(-2, 2)),
+                pitch_deg=config.pitch_deg,
+            )
+            conditions = _database_conditions(rng, config, half_width)
+            pixels = apply_sensor(
+                render_view(facades[side], pose, config.image_size, config.hfov_deg, conditions),
+                conditions,
+                rng,
+            )
+            relative = f"images/{split}/database/s{street:02d}_p{index:04d}_{'NS'[side]}.jpg"
+            _write_jpeg(os.path.join(out_dir, relative), pixels, config.db_jpeg_quality)
+            db_paths.append(relative)
+            db_utm.append((east0 + along, north0))
+    rng = _rng(seed, split_index, street, 3)
+    for index in range(config.queries_per_street):
+        along = float(rng.uniform(4.0, length - 4.0))
+        side = int(rng.integers(2))
+        lateral = float(rng.uniform(-config.query_lateral_m, config.query_lateral_m))
+        distance = half_width - lateral if side == 0 else half_width + lateral
+        view_rng = _rng(seed, split_index, street, 4, index)
+        pose = CameraPose(
+            along_m=facade_coordinate(side, along),
+            distance_m=distance,
+            height_m=config.camera_height_m + float(view_rng.uniform(-0.3, 0.3)),
+            yaw_deg=float(view_rng.uniform(-1, 1) * config.query_max_yaw_deg),
+            pitch_deg=config.pitch_deg
+            + float(view_rng.uniform(-1, 1) * config.query_pitch_jitter_deg),
+        )
+        conditions = _query_conditions(view_rng, config, distance)
+        pixels = apply_sensor(
+            render_view(facades[side], pose, config.image_size, config.hfov_deg, conditions),
+            conditions,
+            view_rng,
+        )
+        relative = f"images/{split}/queries/s{street:02d}_q{index:04d}.jpg"
+        _write_jpeg(os.path.join(out_dir, relative), pixels, conditions.jpeg_quality)
+        query_paths.append(relative)
+        query_utm.append((east0 + along, north0 + lateral))
+    os.makedirs(folder, exist_ok=True)
+    return db_paths, db_utm, query_paths, query_utm
+
+
+def _manifest(config: CityConfig, preset: str, seed: int) -> dict:
+    fields = dataclasses.asdict(config)
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    return {"generator_version": GENERATOR_VERSION, "preset": preset, "seed": int(seed), **fields}
+
+
+def make_synthetic_city(
+    out_dir,
+    preset: str = "tiny",
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = False,
+    **overrides,
+) -> dict[str, str]:
+    """Generates the synthetic city (JPEG images and one dbStruct `.mat` per split).
+
+    A city already present in `out_dir` with the same settings (recorded in `city.json`) is
+    reused unless `force` is set. Same settings and seed give byte-identical files.
+
+    Args:
+        out_dir: output folder (the image root of the `.mat` files).
+        preset: "tiny" (tests: a few hundred 60x80 images) or "demo" (about two thousand
+            120x160 images).
+        seed: the city's seed.
+        force: regenerate even when a matching city exists.
+        progress: print a progress bar and a summary.
+        **overrides: `CityConfig` fields, e.g. `image_size=(96, 128)`, `streets=(2, 1, 1)`.
+
+    Returns:
+        `{"train": path, "val": path, "test": path}` of the `.mat` files.
+    """
+    config = city_config(preset, **overrides)
+    out_dir = os.fspath(out_dir)
+    mats = {split: os.path.join(out_dir, f"synthcity_{split}.mat") for split in SPLITS}
+    manifest_path = os.path.join(out_dir, "city.json")
+    manifest = _manifest(config, preset, seed)
+    if not force and os.path.isfile(manifest_path) and all(map(os.path.isfile, mats.values())):
+        with open(manifest_path) as handle:
+            if json.load(handle) == manifest:
+                if progress:
+                    print(f"Synthetic city already present in {out_dir} (same settings): reused.")
+                return mats
+    for split in SPLITS:
+        for kind in ("database", "queries"):
+            os.makedirs(os.path.join(out_dir, "images", split, kind), exist_ok=True)
+    glyphs = make_glyph_alphabet(_rng(seed, 99))
+    counts = config.num_images()
+    total = sum(db + q for db, q in counts.values())
+    bar = None
+    if progress:
+        import keras
+
+        print(
+            f"Generating the '{preset}' synthetic city in {out_dir}: {total} images of "
+            f"{config.image_size[0]}x{config.image_size[1]} (seed {seed})"
+        )
+        bar = keras.utils.Progbar(total, unit_name="image")
+    start = time.perf_counter()
+    done = 0
+    for split_index, split in enumerate(SPLITS):
+        db_paths, db_utm, query_paths, query_utm = [], [], [], []
+        for street in range(config.streets[split_index]):
+            parts = _render_street(config, seed, split_index, street, glyphs, out_dir)
+            db_paths += parts[0]
+            db_utm += parts[1]
+            query_paths += parts[2]
+            query_utm += parts[3]
+            done += len(parts[0]) + len(parts[2])
+            if bar is not None:
+                bar.update(done)
+        dataset = GeoDataset(
+            db_paths=db_paths,
+            db_utm=np.asarray(db_utm),
+            query_paths=query_paths,
+            query_utm=np.asarray(query_utm),
+            image_root=out_dir,
+            name=f"synthcity_{split}",
+        )
+        write_dbstruct(mats[split], dataset, split)
+    with open(manifest_path + ".tmp", "w") as handle:
+        json.dump(manifest, handle, indent=1, sort_keys=True)
+    os.replace(manifest_path + ".tmp", manifest_path)
+    if progress:
+        seconds = time.perf_counter() - start
+        print(
+            f"Wrote {total} images in {seconds:.1f} s ({60 * total / max(seconds, 1e-9):.0f} "
+            f"images/min); splits: "
+            + ", ".join(f"{s} {db} db + {q} queries" for s, (db, q) in counts.items())
+        )
+    return mats
