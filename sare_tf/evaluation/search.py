@@ -1,0 +1,275 @@
+"""Nearest-neighbour search of database descriptors with faiss (numpy in, numpy out).
+
+Descriptors are L2-normalised, so ranking by inner product is ranking by Euclidean distance
+(|q - x|^2 = 2 - 2 q.x). Three indexes, chosen by name:
+
+- ``"flat"`` (default): exact search, `faiss.IndexFlatIP`. Ties (equal similarity) are ordered
+  by ascending database index, including at the cut-off k (faiss itself does not order ties for
+  inner products; rows with a tie across the cut-off are re-ranked exactly with numpy).
+- ``"ivfpq"``: inverted file + product quantization (`faiss.IndexIVFPQ`, L2 on unit vectors),
+  for maps of hundreds of thousands to millions of images. Parameters: ``nlist`` coarse cells
+  (default ~4 sqrt(N), a power of two, at most N / 39), ``m`` sub-quantizers (bytes per vector at
+  ``nbits=8``; default D / 4 capped at 64, must divide D), ``nbits`` bits per sub-quantizer code
+  (8), ``nprobe`` cells visited per query (default 32), ``refine_factor`` (0: off; R > 0
+  re-ranks the k * R best codes with the exact vectors, `faiss.IndexRefineFlat`, which keeps the
+  raw vectors in memory but recovers exact ordering).
+- ``"hnsw"``: graph search over the raw vectors (`faiss.IndexHNSWFlat`, L2): ``hnsw_m``
+  neighbours per node (32), ``ef_construction`` (80), ``ef_search`` (128). No compression but
+  fast queries; memory ~ N * (4 D + 8 hnsw_m) bytes.
+
+Whatever the index, `search` returns similarities ``D`` (inner products; for the L2 indexes
+converted as q.x = 1 - |q - x|^2 / 2, exact for unit vectors) sorted in decreasing order and
+database ids ``I``; slots past the database size are ``I = -1``, ``D = -inf``.
+"""
+
+# ruff: noqa: E741  (faiss naming: D, I = index.search(xq, k))
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+INDEX_TYPES = ("flat", "ivfpq", "hnsw")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """How to build a faiss index (see the module docstring for the meaning of each field).
+
+    Attributes:
+        kind: "flat", "ivfpq" or "hnsw".
+        nlist: IVF cells; None picks ~4 sqrt(N) (power of two, at least 39 training points each).
+        m: PQ sub-quantizers; None picks D / 4 capped at 64 (a divisor of D).
+        nbits: bits per PQ code.
+        nprobe: IVF cells visited per query.
+        refine_factor: exact re-ranking of `k * refine_factor` candidates (0: off).
+        hnsw_m: HNSW graph degree.
+        ef_construction: HNSW build-time beam.
+        ef_search: HNSW query-time beam.
+        max_train_points: training sample for IVF-PQ (k-means and codebooks).
+        seed: sampling seed for training.
+    """
+
+    kind: str = "flat"
+    nlist: int | None = None
+    m: int | None = None
+    nbits: int = 8
+    nprobe: int = 32
+    refine_factor: int = 0
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    max_train_points: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in INDEX_TYPES:
+            raise ValueError(
+                f"Unknown index type. Expected one of {INDEX_TYPES}. Received: index={self.kind!r}"
+            )
+        for name in ("nbits", "nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. Received: {name}={getattr(self, name)}"
+                )
+        if self.refine_factor < 0:
+            raise ValueError(
+                f"`refine_factor` must be >= 0. Received: refine_factor={self.refine_factor}"
+            )
+
+
+def as_index_config(index: str | IndexConfig = "flat", **params) -> IndexConfig:
+    """Turns an index name plus keyword parameters (or an `IndexConfig`) into an `IndexConfig`."""
+    if isinstance(index, IndexConfig):
+        return dataclasses.replace(index, **params) if params else index
+    unknown = set(params) - {f.name for f in dataclasses.fields(IndexConfig)}
+    if unknown:
+        raise ValueError(f"Unknown index parameters. Received: {sorted(unknown)}")
+    params = {key: value for key, value in params.items() if value is not None}
+    return IndexConfig(kind=index, **params)
+
+
+def as_float32_matrix(x, name: str) -> np.ndarray:
+    """C-contiguous float32 `[N, D]` copy-if-needed of `x`, with a clear error otherwise."""
+    array = np.ascontiguousarray(x, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be a 2-D [N, D] array. Received: {name}.shape={array.shape}"
+        )
+    if array.size and not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise ValueError(f"`{name}` has non-finite values (first at row {row}).")
+    return array
+
+
+def default_nlist(num_db: int) -> int:
+    """~4 sqrt(N) rounded to a power of two, with at least 39 database points per cell."""
+    target = 4 * math.sqrt(max(num_db, 1))
+    nlist = 2 ** max(0, round(math.log2(target)))
+    return int(max(1, min(nlist, num_db // 39)))
+
+
+def default_pq_m(dim: int) -> int:
+    """The largest divisor of `dim` not above min(64, dim / 4) (faiss needs m | D)."""
+    target = max(1, min(64, dim // 4))
+    for m in range(target, 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+def build_index(xb, index: str | IndexConfig = "flat", **params):
+    """Builds and fills a faiss index with database descriptors.
+
+    Args:
+        xb: `[Ndb, D]` database descriptors (L2-normalised).
+        index: "flat", "ivfpq", "hnsw" or an `IndexConfig`.
+        **params: `IndexConfig` fields (nlist, m, nbits, nprobe, refine_factor, ...).
+
+    Returns:
+        A trained faiss index holding `xb` (ids = row numbers). Its `metric_type` says whether it
+        returns inner products or squared L2 distances; `search_index` converts.
+    """
+    import faiss
+
+    config = as_index_config(index, **params)
+    xb = as_float32_matrix(xb, "xb")
+    num_db, dim = xb.shape
+    if config.kind == "flat":
+        faiss_index = faiss.IndexFlatIP(dim)
+    elif config.kind == "hnsw":
+        faiss_index = faiss.IndexHNSWFlat(dim, config.hnsw_m)
+        faiss_index.hnsw.efConstruction = config.ef_construction
+        faiss_index.hnsw.efSearch = config.ef_search
+    else:
+        nlist = config.nlist or default_nlist(num_db)
+        m = config.m or default_pq_m(dim)
+        if dim % m:
+            raise ValueError(f"PQ `m` must divide the descriptor size {dim}. Received: m={m}")
+        if num_db < max(nlist, 2**config.nbits):
+            raise ValueError(
+                f"IVF-PQ needs at least max(nlist, 2**nbits) = {max(nlist, 2**config.nbits)} "
+                f"database descriptors to train. Received: {num_db} (use index='flat')."
+            )
+        quantizer = faiss.IndexFlatL2(dim)
+        ivfpq = faiss.IndexIVFPQ(quantizer, dim, nlist, m, config.nbits)
+        ivfpq.nprobe = min(config.nprobe, nlist)
+        rng = np.random.default_rng(config.seed)
+        train = xb
+        if num_db > config.max_train_points:
+            train = xb[np.sort(rng.choice(num_db, config.max_train_points, replace=False))]
+        ivfpq.train(train)
+        faiss_index = ivfpq
+        if config.refine_factor:
+            faiss_index = faiss.IndexRefineFlat(ivfpq)
+            faiss_index.k_factor = float(config.refine_factor)
+    faiss_index.add(xb)
+    return faiss_index
+
+
+def _iterate_blocks(num_rows: int, block_size: int, progress: bool, label: str):
+    bar = None
+    if progress and num_rows > block_size:
+        import keras
+
+        bar = keras.utils.Progbar(num_rows, unit_name=label)
+    for start in range(0, num_rows, block_size):
+        stop = min(num_rows, start + block_size)
+        yield start, stop
+        if bar is not None:
+            bar.update(stop)
+
+
+def _order_ties(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorts each row by decreasing similarity, then increasing id (missing ids last)."""
+    ids_key = np.where(I < 0, np.iinfo(np.int64).max, I)
+    order = np.lexsort((ids_key, -D), axis=1)
+    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+
+
+def _flat_vectors(faiss_index) -> np.ndarray:
+    """A read-only numpy view of the vectors stored in a flat index (no copy)."""
+    import faiss
+
+    count, dim = faiss_index.ntotal, faiss_index.d
+    return faiss.rev_swig_ptr(faiss_index.get_xb(), count * dim).reshape(count, dim)
+
+
+def _exact_row(xq_row: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    similarities = xb @ xq_row
+    order = np.lexsort((np.arange(len(xb)), -similarities))[:k]
+    return similarities[order], order.astype(np.int64)
+
+
+def search_index(faiss_index, xq, k: int, block_size: int = 2048, progress: bool = False):
+    """Searches a built index in blocks of queries (bounded memory), best first.
+
+    Args:
+        faiss_index: from `build_index`.
+        xq: `[Nq, D]` query descriptors.
+        k: results per query; may exceed the database size (missing slots are -1 / -inf).
+        block_size: queries per faiss call.
+        progress: show a progress bar.
+
+    Returns:
+        `(D, I)`: `[Nq, k]` float32 similarities (inner products) and int64 database ids.
+    """
+    import faiss
+
+    if int(k) < 1:
+        raise ValueError(f"`k` must be a positive integer. Received: k={k}")
+    k = int(k)
+    xq = as_float32_matrix(xq, "xq")
+    if xq.shape[1] != faiss_index.d:
+        raise ValueError(
+            f"Query descriptors have {xq.shape[1]} dims but the index holds {faiss_index.d}-d "
+            f"descriptors. Received: xq.shape={xq.shape}"
+        )
+    num_db = faiss_index.ntotal
+    depth = min(k, num_db)
+    is_flat = isinstance(faiss_index, faiss.IndexFlat)
+    # One extra result on exact search reveals ties across the cut-off.
+    probe = min(depth + 1, num_db) if is_flat else depth
+    D_all = np.full((len(xq), k), -np.inf, dtype=np.float32)
+    I_all = np.full((len(xq), k), -1, dtype=np.int64)
+    if depth == 0 or len(xq) == 0:
+        return D_all, I_all
+    for start, stop in _iterate_blocks(len(xq), block_size, progress, "query"):
+        D, I = faiss_index.search(xq[start:stop], probe)
+        if faiss_index.metric_type == faiss.METRIC_L2:
+            D = np.where(I >= 0, 1.0 - D / 2.0, -np.inf).astype(np.float32)
+        if is_flat and probe > depth:
+            boundary_tie = D[:, depth] == D[:, depth - 1]
+            for row in np.flatnonzero(boundary_tie):
+                D[row, :depth], I[row, :depth] = _exact_row(
+                    xq[start + row], _flat_vectors(faiss_index), depth
+                )
+        D, I = _order_ties(D[:, :depth], I[:, :depth])
+        D_all[start:stop, :depth] = D
+        I_all[start:stop, :depth] = I
+    return D_all, I_all
+
+
+def search(xq, xb, k: int, index: str | IndexConfig = "flat", block_size: int = 2048, **params):
+    """Finds the k most similar database descriptors of each query.
+
+    Args:
+        xq: `[Nq, D]` query descriptors (L2-normalised).
+        xb: `[Ndb, D]` database descriptors (L2-normalised).
+        k: results per query (may exceed Ndb; missing slots are id -1, similarity -inf).
+        index: "flat" (exact), "ivfpq" or "hnsw" (see the module docstring), or an `IndexConfig`.
+        block_size: queries per faiss call.
+        **params: `IndexConfig` fields, e.g. `nprobe=64`, `m=128`.
+
+    Returns:
+        `(D, I)`: `[Nq, k]` similarities (decreasing) and database ids. Exact search orders
+        equal similarities by ascending database id.
+
+    Example:
+        >>> xb = np.eye(3, dtype="float32")
+        >>> D, I = search(xb[[2]], xb, k=2)
+        >>> I.tolist()
+        [[2, 0]]
+    """
+    return search_index(build_index(xb, index, **params), xq, k, block_size=block_size)
