@@ -1,0 +1,294 @@
+"""Callbacks of the fit recipe: validation Recall@N, best-by-Recall@5 checkpoint, the run
+summary, the learning-rate halving schedule and a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from sare_tf.training.atomic import save_model_atomic, write_json_atomic
+
+
+def halving_schedule(initial_lr: float, halve_every: int):
+    """`lr(epoch) = initial_lr * 0.5 ** (epoch // halve_every)` (epochs counted from 0).
+
+    Args:
+        initial_lr: learning rate of the first epochs (paper: 1e-3).
+        halve_every: epochs between halvings (paper: 5); 0 keeps the rate constant.
+
+    Returns:
+        A function `(epoch, lr) -> lr` for `keras.callbacks.LearningRateScheduler`. It depends
+        on the epoch only, so a resumed run gets the same rate as an uninterrupted one.
+    """
+    if not initial_lr > 0:
+        raise ValueError(f"`initial_lr` must be positive. Received: initial_lr={initial_lr}")
+    if halve_every < 0:
+        raise ValueError(f"`halve_every` must be >= 0. Received: halve_every={halve_every}")
+
+    def schedule(epoch, lr=None):
+        if halve_every == 0:
+            return float(initial_lr)
+        return float(initial_lr * 0.5 ** (epoch // halve_every))
+
+    return schedule
+
+
+def _inference_fn(model):
+    """A traced `images -> descriptors` function of a Keras model (weights read at call time)."""
+    import tensorflow as tf
+
+    return tf.function(
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
+
+
+class ValidationRecall(keras.callbacks.Callback):
+    """Adds validation Recall@N to the epoch logs (`val_recall@1`, `val_recall@5`, ...).
+
+    Later callbacks (checkpoint, TensorBoard, History, the progress bar) see the values.
+
+    Args:
+        dataset: the validation `GeoDataset`.
+        image_size: `(height, width)` images are resized to.
+        embedding_model: image -> descriptor model; default found in the model being trained.
+        ns: the N to report.
+        batch_size: images per encoding batch.
+        every: evaluate every this many epochs (and always after the last one).
+        verbose: progress bars.
+
+    Attributes:
+        seconds: wall time of each evaluation, by epoch index.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        image_size,
+        embedding_model=None,
+        ns=(1, 5, 10),
+        batch_size: int = 16,
+        every: int = 1,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        self.dataset = dataset
+        self.image_size = tuple(image_size)
+        self.embedding_model = embedding_model
+        self.ns = tuple(int(n) for n in ns)
+        self.batch_size = batch_size
+        self.every = max(1, int(every))
+        self.verbose = verbose
+        self.seconds: dict[int, float] = {}
+        self._predict = None
+
+    def evaluate(self) -> dict[str, float]:
+        """`{"recall@N": fraction}` of the current weights."""
+        from sare_tf.evaluation import evaluate_dataset
+        from sare_tf.models import embedding_of
+
+        if self._predict is None:
+            self._predict = _inference_fn(self.embedding_model or embedding_of(self.model))
+        return evaluate_dataset(
+            self._predict,
+            self.dataset,
+            self.image_size,
+            ns=self.ns,
+            batch_size=self.batch_size,
+            progress=bool(self.verbose),
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") if self.params else None
+        if (epoch + 1) % self.every and (last is None or epoch + 1 != last):
+            return
+        if not np.isfinite((logs or {}).get("loss", 0.0)):
+            return  # diverged: TerminateOnNaN is stopping the run, the weights are garbage
+        start = time.perf_counter()
+        metrics = self.evaluate()
+        self.seconds[epoch] = time.perf_counter() - start
+        if logs is not None:
+            for n in self.ns:
+                logs[f"val_recall@{n}"] = float(metrics[f"recall@{n}"])
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the embedding model to a `.keras` file whenever the monitored value improves.
+
+    The file is written atomically (temporary file, then rename): a run killed while saving
+    keeps the previous best model.
+
+    Args:
+        path: the `.keras` file.
+        monitor: the log key to maximise.
+        embedding_model: what to save; default the embedding model inside the trained model.
+        best: the value to beat (a resumed run passes the best it had reached).
+        last_path: also save the model after every epoch here (None: no).
+
+    Attributes:
+        best: the best value so far; `best_epoch` its epoch (1-based, None before any).
+    """
+
+    def __init__(
+        self,
+        path,
+        monitor: str = "val_recall@5",
+        embedding_model=None,
+        best: float = -math.inf,
+        best_epoch: int | None = None,
+        last_path=None,
+    ):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.monitor = monitor
+        self.embedding_model = embedding_model
+        self.best = best
+        self.best_epoch = best_epoch
+        self.last_path = None if last_path is None else os.fspath(last_path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sare_tf.models import embedding_of
+
+        model = self.embedding_model or embedding_of(self.model)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and np.isfinite(value) and value > self.best:
+            save_model_atomic(model, self.path)
+            self.best, self.best_epoch = float(value), epoch + 1
+        if self.last_path is not None and np.isfinite((logs or {}).get("loss", 0.0)):
+            save_model_atomic(model, self.last_path)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Records where the loss stopped being finite (`keras.callbacks.TerminateOnNaN` stops).
+
+    Attributes:
+        failure: None, or `{"epoch": e (1-based), "batch": b, "loss": value}`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failure = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.failure is None and loss is not None and not np.isfinite(loss):
+            self.failure = {"epoch": self._epoch + 1, "batch": int(batch), "loss": float(loss)}
+
+
+class RunSummary(keras.callbacks.Callback):
+    """Keeps the JSON run summary current: written atomically after every epoch.
+
+    Args:
+        path: the JSON file.
+        summary: the dict to keep (config, dataset info, timings ...); its "epochs" list gets
+            one record per epoch. On a resumed run, records of epochs that are run again are
+            dropped when training restarts.
+        mining: the `HardNegativeMining` callback, for per-epoch mining time.
+        validation: the `ValidationRecall` callback, for per-epoch validation time.
+        checkpoint: the `BestModelCheckpoint`, for the best value so far.
+    """
+
+    def __init__(self, path, summary: dict, mining=None, validation=None, checkpoint=None):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.summary = summary
+        self.summary.setdefault("epochs", [])
+        self.mining = mining
+        self.validation = validation
+        self.checkpoint = checkpoint
+        self._started = False
+        self._epoch_start = 0.0
+        self._refreshes_at_start = 0
+
+    def write(self) -> None:
+        write_json_atomic(self.path, self.summary)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            kept = [r for r in self.summary["epochs"] if r["epoch"] <= epoch]
+            if len(kept) != len(self.summary["epochs"]) or epoch > 0:
+                self.summary.setdefault("resumed", []).append(
+                    {"at_epoch": epoch + 1, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                )
+            self.summary["epochs"] = kept
+        self._epoch_start = time.perf_counter()
+        self._refreshes_at_start = len(self.mining.refreshes) if self.mining else 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1}
+        for key, value in (logs or {}).items():
+            record[key] = float(value)
+        record["seconds"] = round(time.perf_counter() - self._epoch_start, 3)
+        if self.mining is not None:
+            refreshes = self.mining.refreshes[self._refreshes_at_start :]
+            record["mining_refreshes"] = len(refreshes)
+            record["mining_seconds"] = round(sum(r["seconds"] for r in refreshes), 3)
+        if self.validation is not None and epoch in self.validation.seconds:
+            record["validation_seconds"] = round(self.validation.seconds[epoch], 3)
+        self.summary["epochs"].append(record)
+        if self.checkpoint is not None and self.checkpoint.best_epoch is not None:
+            self.summary["best"] = {
+                "epoch": self.checkpoint.best_epoch,
+                self.checkpoint.monitor: self.checkpoint.best,
+                "path": os.path.basename(self.checkpoint.path),
+            }
+        self.write()
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Writes the epoch logs as TensorBoard scalars, without needing the tensorboard package.
+
+    TensorFlow 2.21 no longer installs `tensorboard`, and `keras.callbacks.TensorBoard` (through
+    `tf.summary.scalar`) fails without it. This writes the same event files with the core op
+    `tf.summary.write` and the scalar plugin's metadata: keys starting with `val_` go to
+    `log_dir/validation` (without the prefix), the others to `log_dir/train`, as Keras does.
+
+    Args:
+        log_dir: the run's TensorBoard folder.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self._writers = {}
+
+    def _writer(self, name: str):
+        import tensorflow as tf
+
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR,
+        )
+        for key, value in (logs or {}).items():
+            split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(split).as_default():
+                tf.summary.write(
+                    f"epoch_{tag}",
+                    tf.constant(float(value), tf.float32),
+                    step=epoch,
+                    metadata=metadata.SerializeToString(),
+                )
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

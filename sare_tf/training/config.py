@@ -1,0 +1,133 @@
+"""The settings of a training run (one dataclass, the CLI flags map onto it one to one)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `sare_tf.training.train` needs; defaults are the paper's Pitts30k recipe.
+
+    Attributes:
+        dataset: training split (`.mat` dbStruct, `.csv` or folder; see `GeoDataset.load`).
+        val_dataset: validation split for Recall@N after each epoch (None: no validation, no
+            best checkpoint).
+        image_root: folder the image paths are relative to (default: the dataset's own).
+        out: run folder (checkpoints, backup, TensorBoard logs, summary.json).
+        loss: loss name (`sare_tf.losses.LOSS_NAMES`: "sare-joint", "sare-ind", ...,
+            "triplet", "contrastive").
+        backbone: "vgg16", "resnet50" or "tiny".
+        weights: backbone weights: None (random), "imagenet" or a local weights file.
+        initial_model: start from this `.keras` embedding model instead of building one.
+        num_clusters: NetVLAD K (64).
+        trainable_from: first trainable backbone layer ("default": conv5 for VGG16).
+        epochs: epochs to train (30).
+        batch_size: tuples per batch (4).
+        num_negatives: negatives per tuple (10).
+        lr: initial learning rate (1e-3).
+        lr_halve_every: halve the learning rate every this many epochs (5; 0: never).
+        weight_decay: SGD weight decay (1e-3; Keras applies it decoupled: `w -= lr * wd * w`).
+        momentum: SGD momentum (0.9).
+        image_size: `(height, width)` of training and validation images (480, 640).
+        precision: "auto" (bf16 on CPU, fp16 on GPU), "float32", "mixed_bfloat16", ...
+        force_precision: allow "mixed_float16" without a GPU.
+        strategy: "none", "mirrored" (all local GPUs / devices) or "multiworker" (TF_CONFIG).
+        num_candidates: random negatives sampled per query when mining (1000).
+        refresh_every: training queries between mining refreshes (1000).
+        mining_mode: "full" (re-encode everything) or "partial" (see `HardNegativeMining`).
+        partial_db_size: database images per partial refresh (default `num_candidates`).
+        mining_grow_with_lr: lengthen the refresh interval as the learning rate drops.
+        cluster_images: images sampled for NetVLAD cluster initialisation (500).
+        descriptors_per_image: local descriptors kept per image for clustering (100).
+        eval_batch_size: images per batch when encoding for mining and validation.
+        val_every: validate every this many epochs (and after the last).
+        validate_before_training: also measure validation recall before the first epoch.
+        augment: photometric / crop augmentation in the tuple pipeline.
+        steps_per_epoch: cap the batches per epoch (None: one pass over the training queries).
+        backup_every: batches between backups for resuming (None: once per epoch).
+        tensorboard: write TensorBoard logs to `out/tensorboard`.
+        seed: seed of every random choice (shuffling, mining, cluster init).
+        verbose: 0 silent, 1 progress bars and messages.
+    """
+
+    dataset: str | None = None
+    val_dataset: str | None = None
+    image_root: str | None = None
+    out: str = "runs/train"
+    loss: str = "sare-joint"
+    backbone: str = "vgg16"
+    weights: str | None = None
+    initial_model: str | None = None
+    num_clusters: int = 64
+    trainable_from: str | None = "default"
+    epochs: int = 30
+    batch_size: int = 4
+    num_negatives: int = 10
+    lr: float = 1e-3
+    lr_halve_every: int = 5
+    weight_decay: float = 1e-3
+    momentum: float = 0.9
+    image_size: tuple[int, int] = (480, 640)
+    precision: str = "auto"
+    force_precision: bool = False
+    strategy: str = "none"
+    num_candidates: int = 1000
+    refresh_every: int = 1000
+    mining_mode: str = "full"
+    partial_db_size: int | None = None
+    mining_grow_with_lr: bool = False
+    cluster_images: int = 500
+    descriptors_per_image: int = 100
+    eval_batch_size: int = 16
+    val_every: int = 1
+    validate_before_training: bool = False
+    augment: bool = False
+    steps_per_epoch: int | None = None
+    backup_every: int | None = 200
+    tensorboard: bool = True
+    seed: int = 0
+    verbose: int = 1
+
+    def __post_init__(self):
+        self.image_size = tuple(int(v) for v in self.image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(
+                f"`image_size` must be (height, width). Received: image_size={self.image_size}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"Unknown strategy. Expected one of {STRATEGIES}. Received: strategy={self.strategy!r}"
+            )
+        for name in ("epochs", "batch_size", "num_negatives", "refresh_every", "num_candidates"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        for name in ("lr", "weight_decay", "momentum"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0 and value == value):
+                raise ValueError(
+                    f"`{name}` must be a non-negative number. Received: {name}={value!r}"
+                )
+        if not self.lr > 0:
+            raise ValueError(f"`lr` must be positive. Received: lr={self.lr}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(
+                f"`steps_per_epoch` must be >= 1 or None. Received: {self.steps_per_epoch}"
+            )
+        if self.backup_every is not None and self.backup_every < 1:
+            raise ValueError(f"`backup_every` must be >= 1 or None. Received: {self.backup_every}")
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of every setting."""
+        data = dataclasses.asdict(self)
+        data["image_size"] = list(self.image_size)
+        for key, value in data.items():
+            if isinstance(value, os.PathLike):
+                data[key] = os.fspath(value)
+            elif value is not None and not isinstance(value, str | int | float | bool | list):
+                data[key] = repr(value)
+        return data
