@@ -60,7 +60,9 @@ def get_loss(name: str, /, **kwargs) -> TupleLoss:
     if key not in _LOSSES:
         raise ValueError(f"Unknown loss. Expected one of {LOSS_NAMES}. Received: name={name!r}")
     cls, fixed = _LOSSES[key]
-    clashes = sorted(set(fixed) & set(kwargs))
+    # The kernel is fixed by the class (GaussianSARE, ...), the negatives mode by the name.
+    fixed_names = set(fixed) | ({"kernel"} if issubclass(cls, SARELoss) else set())
+    clashes = sorted(fixed_names & set(kwargs))
     if clashes:
         raise ValueError(
             f"Loss {key!r} fixes {clashes}; use SARELoss to choose them. Received: {kwargs}"

@@ -1,20 +1,19 @@
 """Stochastic Attraction-Repulsion Embedding (SARE) losses (Liu, Li and Dai, ICCV 2019).
 
 SARE turns the distances of a query q to its positive p and N negatives n_i into a
-probability of matching with a kernel k (paper sec. 3, eqs. 3-4 for the Gaussian kernel):
+probability of matching with a kernel k (paper sec. 3, eqs. 3-9):
 
     c_p|q = k(q, p) / (k(q, p) + sum_j k(q, n_j)),   c_ni|q = k(q, n_i) / (same sum)
 
 and minimises the KL divergence to the ground-truth distribution (all mass on the positive),
-which reduces to `L = -log c_p|q` (eqs. 5-6). Writing `r_i = log k(q, n_i) - log k(q, p)`:
+which reduces to `L = -log c_p|q`. Writing `r_i = log k(q, n_i) - log k(q, p)`:
 
     joint:        L = log(1 + sum_i exp(r_i)) = softplus(logsumexp_i r_i)
     independent:  L = mean_i log(1 + exp(r_i)) = mean_i softplus(r_i)
 
 "independent" treats each (q, p, n_i) as its own single-negative SARE problem (one
-softmax per negative); "joint" puts all negatives in one softmax (sec. 3, eqs. 7-9 with the
-Cauchy and exponential kernels). With squared distances dp = |q-p|^2, dn_i = |q-n_i|^2 and
-plain distances sp, sn_i, the kernels give:
+softmax per negative); "joint" puts all negatives in one softmax. With squared distances
+dp = |q-p|^2, dn_i = |q-n_i|^2 and plain distances sp, sn_i, the kernels give:
 
     Gaussian     k = exp(-d^2)       r_i = dp - dn_i
     Cauchy       k = 1 / (1 + d^2)   r_i = log(1 + dp) - log(1 + dn_i)
@@ -46,7 +45,7 @@ NEGATIVE_MODES = ("joint", "independent")
 
 
 def gaussian_log_kernel(squared_distance):
-    """`log k` of the Gaussian kernel `k = exp(-|q - x|^2)` (paper eq. 3)."""
+    """`log k` of the Gaussian kernel `k = exp(-|q - x|^2)` (paper sec. 3)."""
     return -squared_distance
 
 
@@ -121,7 +120,7 @@ def sare_log_ratios(y_pred, kernel: str = "gaussian"):
 
 
 def sare_probabilities(y_pred, kernel: str = "gaussian"):
-    """The matching probabilities `[c_p|q, c_n1|q, ..., c_nN|q]` `[B, 1+N]` (paper eqs. 3-4).
+    """The matching probabilities `[c_p|q, c_n1|q, ..., c_nN|q]` `[B, 1+N]` (paper sec. 3).
 
     A softmax over the log kernels, so the joint SARE loss is `-log` of column 0.
     """
@@ -237,7 +236,7 @@ class _FixedKernelSARE(SARELoss):
 
 @keras.saving.register_keras_serializable(package="sare_tf")
 class GaussianSARE(_FixedKernelSARE):
-    """SARE with the Gaussian kernel `k = exp(-|q - x|^2)` (paper eqs. 3-6).
+    """SARE with the Gaussian kernel `k = exp(-|q - x|^2)` (the paper's main loss, sec. 3).
 
     Per tuple: joint `log(1 + sum_i exp(dp - dn_i))`, independent
     `mean_i log(1 + exp(dp - dn_i))`. Gradients: appendix eqs. (10)-(12).

@@ -46,7 +46,7 @@ class TripletRankingLoss(TupleLoss):
         y_pred: `[B, 2+N, D]` embeddings, order query, positive, negatives.
 
     Reference:
-        Arandjelovic et al., NetVLAD, CVPR 2016, eq. 7; Liu et al., SARE, ICCV 2019, eq. 1.
+        Arandjelovic et al., NetVLAD, CVPR 2016; Liu et al., SARE, ICCV 2019, eq. 1.
     """
 
     def __init__(self, margin: float = 0.1, name=None, reduction="sum_over_batch_size", dtype=None):

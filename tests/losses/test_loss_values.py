@@ -205,6 +205,7 @@ def test_registered_kernel_is_usable_by_name():
         (lambda: ContrastiveLoss(margin=0.0), "margin=0.0"),
         (lambda: get_loss("sare"), "Unknown loss.*name='sare'"),
         (lambda: get_loss("sare-joint", negatives="independent"), "fixes \\['negatives'\\]"),
+        (lambda: get_loss("sare-joint-exp", kernel="cauchy"), "fixes \\['kernel'\\]"),
         (lambda: losses.register_sare_kernel("", abs), "non-empty"),
         (lambda: sare_loss(np.zeros((2, 3, 4)), negatives="all"), "negatives='all'"),
     ],
