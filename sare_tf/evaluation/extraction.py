@@ -1,0 +1,330 @@
+"""Images -> descriptors, batched through tf.data with parallel decoding and bounded memory.
+
+Decoding (and resizing, cropping) runs in parallel in tf.data; the model runs on batches. With a
+fixed `image_size` every image is resized and batches are plain. Without one, images keep their
+size (or are shrunk to `long_side`), and images of equal size are batched together: a small
+pool of pending images per size is flushed when full, so memory stays bounded whatever the mix.
+
+Descriptors go into a preallocated float32 array, or into a `.npy` memory map on disk when
+`out_path` is given (city-size maps do not fit in memory: Pitts250k is 250k x 4096 x 4 B = 4 GB).
+
+Unreadable images (missing, empty, truncated, not an image) never stop the run: they are
+counted, named in a warning, get an all-zero descriptor row, and are reported through
+`return_valid=True` so that evaluation can leave them out (database) or count them as failures
+(queries).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+logger = logging.getLogger("sare_tf.evaluation")
+
+
+def _check_size(image_size):
+    if image_size is None:
+        return None
+    size = tuple(int(v) for v in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(
+            f"`image_size` must be (height, width) with positive values. Received: {image_size!r}"
+        )
+    return size
+
+
+def _as_boxes(boxes, count: int) -> np.ndarray | None:
+    if boxes is None:
+        return None
+    if len(boxes) != count:
+        raise ValueError(
+            f"`boxes` needs one entry per image ({count}). Received: {len(boxes)} boxes"
+        )
+    array = np.full((count, 4), np.nan, dtype=np.float32)
+    for row, box in enumerate(boxes):
+        if box is not None:
+            array[row] = np.asarray(box, dtype=np.float32).reshape(4)
+    return array
+
+
+def _predict_fn(model):
+    """A function `images [B, H, W, 3] float32 -> descriptors [B, D]` for a model or callable."""
+    import keras
+    import tensorflow as tf
+
+    if isinstance(model, keras.Model):
+        # One trace for every image size and batch size.
+        return tf.function(
+            lambda images: model(images, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
+    if callable(model):
+        return model
+    raise ValueError(f"`model` must be a keras.Model or a callable. Received: {type(model)}")
+
+
+def _to_numpy(outputs) -> np.ndarray:
+    if isinstance(outputs, dict):
+        if "descriptor" not in outputs:
+            raise ValueError(
+                f"The model returned a dict without a 'descriptor' entry. Received keys: "
+                f"{sorted(outputs)}"
+            )
+        outputs = outputs["descriptor"]
+    array = np.asarray(outputs, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"The model must return [B, D] descriptors. Received: shape={array.shape}")
+    return array
+
+
+def _raw_reader():
+    """`path -> (uint8 [H, W, 3], ok)` that never raises, or None without a Pillow reader."""
+    import tensorflow as tf
+
+    from sare_tf.data import images as image_io
+
+    read_rgb = getattr(image_io, "read_rgb", None)
+    bad_image_error = getattr(image_io, "BadImageError", None)
+    if read_rgb is None or bad_image_error is None:
+        return None
+
+    def read(path_bytes):
+        try:
+            return read_rgb(path_bytes), np.bool_(True)
+        except bad_image_error:
+            return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
+
+    def load(path):
+        pixels, ok = tf.numpy_function(read, [path], [tf.uint8, tf.bool], stateful=False)
+        pixels.set_shape([None, None, 3])
+        ok.set_shape([])
+        return tf.cast(pixels, tf.float32), ok
+
+    return load
+
+
+def _make_dataset(paths, image_size, long_side, boxes, num_parallel_calls):
+    """tf.data of `(index, image float32 [H, W, 3], ok)` in input order.
+
+    Bad files never raise: `safe_load_image` (fixed size) or the Pillow reader `read_rgb`
+    (any size) flag them; without those loaders, failing elements are dropped and found missing.
+    """
+    import tensorflow as tf
+
+    from sare_tf.data import images as image_io
+
+    needs_raw = boxes is not None or long_side is not None or image_size is None
+    safe_load = getattr(image_io, "safe_load_image", None)
+    raw_load = _raw_reader()
+    never_raises = (safe_load is not None) if not needs_raw else (raw_load is not None)
+
+    def decode(index, path, box):
+        if not needs_raw and safe_load is not None:
+            image, ok = safe_load(path, image_size)
+        elif raw_load is not None:
+            image, ok = raw_load(path)
+        else:
+            image, ok = image_io.load_image(path, None), tf.constant(True)
+        if needs_raw:
+            if boxes is not None:
+                image = _crop(image, box)
+            if long_side is not None:
+                image = _shrink_to_long_side(image, long_side)
+            if image_size is not None:
+                image = image_io.resize_image(image, image_size)
+        elif safe_load is None:
+            image = image_io.resize_image(image, image_size)
+        image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
+        return index, image, tf.cast(ok, tf.bool)
+
+    box_array = boxes if boxes is not None else np.full((len(paths), 4), np.nan, np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.arange(len(paths), dtype=np.int64), np.asarray(paths, dtype=object), box_array)
+    )
+    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if not never_raises:
+        dataset = dataset.ignore_errors()
+    return dataset
+
+
+def _crop(image, box):
+    """Crops `[H, W, 3]` to `box = (x1, y1, x2, y2)` in pixels (NaN box: no crop)."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+
+    def cropped():
+        x1 = tf.clip_by_value(tf.cast(tf.floor(box[0]), tf.int32), 0, width - 1)
+        y1 = tf.clip_by_value(tf.cast(tf.floor(box[1]), tf.int32), 0, height - 1)
+        x2 = tf.clip_by_value(tf.cast(tf.math.ceil(box[2]), tf.int32), x1 + 1, width)
+        y2 = tf.clip_by_value(tf.cast(tf.math.ceil(box[3]), tf.int32), y1 + 1, height)
+        return image[y1:y2, x1:x2]
+
+    return tf.cond(tf.reduce_any(tf.math.is_nan(box)), lambda: image, cropped)
+
+
+def _shrink_to_long_side(image, long_side: int):
+    """Resizes so the longer side is `long_side` when it is longer (aspect ratio kept)."""
+    import tensorflow as tf
+
+    from sare_tf.data.images import resize_image
+
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = float(long_side) / tf.reduce_max(shape)
+
+    def shrunk():
+        size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
+        return resize_image(image, size)
+
+    return tf.cond(scale < 1.0, shrunk, lambda: image)
+
+
+def _stack(group: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    indices = np.array([element[0] for element in group], dtype=np.int64)
+    images = np.stack([element[1] for element in group])
+    ok = np.array([bool(element[2]) for element in group])
+    return indices, images, ok
+
+
+def _same_size_batches(dataset, batch_size: int, max_pending: int):
+    """Groups `(index, image, ok)` elements into `(indices, images, ok)` batches of one size.
+
+    A batch is released when `batch_size` images of one size are pending, or, when more than
+    `max_pending` images wait in total, the largest group is released early.
+    """
+    pending: dict[tuple, list] = {}
+    total = 0
+    for index, image, ok in dataset.as_numpy_iterator():
+        if not ok:
+            continue  # a placeholder: nothing to describe (its row stays zero)
+        group = pending.setdefault(image.shape, [])
+        group.append((index, image, ok))
+        total += 1
+        if len(group) >= batch_size:
+            key = image.shape
+        elif total > max_pending:
+            key = max(pending, key=lambda shape: len(pending[shape]))
+        else:
+            continue
+        released = pending.pop(key)
+        total -= len(released)
+        yield _stack(released)
+    for group in pending.values():
+        yield _stack(group)
+
+
+def extract_descriptors(
+    model,
+    image_paths,
+    image_size=None,
+    batch_size: int = 16,
+    out_path: str | os.PathLike | None = None,
+    long_side: int | None = None,
+    boxes=None,
+    num_parallel_calls: int | None = None,
+    progress: bool = True,
+    return_valid: bool = False,
+):
+    """Computes the descriptor of every image.
+
+    Args:
+        model: a `keras.Model` (image -> descriptor) or a callable mapping a float32
+            `[B, H, W, 3]` RGB 0-255 batch to `[B, D]` (or to a dict with a "descriptor" entry,
+            e.g. a SavedModel signature; see `sare_tf.evaluation.load_descriptor_model`).
+        image_paths: image files (absolute or relative to the working directory).
+        image_size: `(height, width)` to resize every image to, or None to keep sizes (images of
+            equal size are still batched together).
+        batch_size: images per model call.
+        out_path: write descriptors into this `.npy` file (memory-mapped) instead of memory.
+        long_side: shrink images whose longer side exceeds this (the Tokyo 24/7 protocol shrinks
+            queries to 640); applied before `image_size` when both are given.
+        boxes: optional per-image `(x1, y1, x2, y2)` pixel crop (None entries: whole image),
+            e.g. the Oxford / Paris query regions.
+        num_parallel_calls: parallel decoders (default: tf.data AUTOTUNE).
+        progress: show a progress bar.
+        return_valid: also return the `[N]` bool mask of images that were read.
+
+    Returns:
+        `[N, D]` float32 descriptors (a `np.memmap` when `out_path` is given); with
+        `return_valid`, the tuple `(descriptors, valid)`. Rows of unreadable images are zeros.
+
+    Example:
+        >>> desc = extract_descriptors(model, ["a.jpg", "b.jpg"], image_size=(480, 640))
+        >>> desc.shape
+        (2, 32768)
+    """
+    import tensorflow as tf
+
+    paths = [os.fspath(path) for path in image_paths]
+    image_size = _check_size(image_size)
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
+    if long_side is not None and int(long_side) < 1:
+        raise ValueError(f"`long_side` must be >= 1. Received: long_side={long_side}")
+    box_array = _as_boxes(boxes, len(paths))
+    predict = _predict_fn(model)
+    dataset = _make_dataset(
+        paths,
+        image_size,
+        None if long_side is None else int(long_side),
+        box_array,
+        num_parallel_calls or tf.data.AUTOTUNE,
+    )
+    if image_size is not None:
+        batches = dataset.batch(batch_size).prefetch(2).as_numpy_iterator()
+    else:
+        batches = _same_size_batches(dataset.prefetch(batch_size), batch_size, 4 * batch_size)
+
+    valid = np.zeros(len(paths), dtype=bool)
+    descriptors = None
+    bar = None
+    if progress and paths:
+        import keras
+
+        bar = keras.utils.Progbar(len(paths), unit_name="image")
+    done = 0
+    for indices, images, ok in batches:
+        output = _to_numpy(predict(tf.constant(images, dtype=tf.float32)))
+        if len(output) != len(indices):
+            raise ValueError(
+                f"The model returned {len(output)} descriptors for {len(indices)} images."
+            )
+        if descriptors is None:
+            descriptors = _allocate(len(paths), output.shape[1], out_path)
+        descriptors[indices] = output
+        valid[indices] = ok
+        done += len(indices)
+        if bar is not None:
+            bar.update(done)
+    if paths and not valid.any():
+        raise ValueError(f"None of the {len(paths)} images could be read (e.g. {paths[0]!r}).")
+    if descriptors is None:
+        descriptors = _allocate(0, 0, out_path)
+    descriptors[~valid] = 0.0
+    if isinstance(descriptors, np.memmap):
+        descriptors.flush()
+    bad = np.flatnonzero(~valid)
+    if bad.size:
+        examples = ", ".join(repr(paths[i]) for i in bad[:5])
+        logger.warning(
+            "%d of %d images could not be read and were skipped (zero descriptors): %s%s",
+            bad.size,
+            len(paths),
+            examples,
+            ", ..." if bad.size > 5 else "",
+        )
+    if bar is not None and done < len(paths):
+        bar.update(len(paths))
+    return (descriptors, valid) if return_valid else descriptors
+
+
+def _allocate(count: int, dim: int, out_path):
+    if out_path is None:
+        return np.zeros((count, dim), dtype=np.float32)
+    out_path = os.fspath(out_path)
+    folder = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(folder, exist_ok=True)
+    return np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(count, dim))
