@@ -27,6 +27,12 @@ def write_jpeg(path, height, width, seed):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def jpeg_writer():
+    """`write_jpeg(path, height, width, seed) -> str`."""
+    return write_jpeg
+
+
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory):
     """Eight JPEGs in three sizes (48x64, 64x48, 40x40) and the folder holding them."""

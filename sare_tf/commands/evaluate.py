@@ -1,0 +1,280 @@
+"""`sare-tf evaluate`: Recall@N (and mAP) of one or several models on a dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+HELP = (
+    "Measure Recall@N (or mAP) of .keras / SavedModel models on a dataset; write metrics and plots."
+)
+DESCRIPTION = """\
+Extracts descriptors of the database and query images with each model, searches the database
+with faiss (exact by default) and reports Recall@1/5/10/20: the share of queries with a database
+image within the positive radius (25 m) among the top N. Writes metrics.json, a Recall@N curve
+(N = 1..25, all models on one plot) and, with --tsne, a t-SNE map of query descriptors.
+
+Datasets: a Pittsburgh / Tokyo .mat dbStruct, a .csv or a dataset folder (see GeoDataset.load).
+Tokyo 24/7 (name containing "tokyo247") is evaluated with its panorama non-maximum suppression
+and 640-pixel queries; TokyoTM files (with time stamps) drop same-time database images.
+An Oxford 5k / Paris 6k ground-truth folder (*_query.txt, *_good.txt, ...) or --protocol
+holidays gives mAP instead (query regions cropped as in the standard protocol).
+"""
+
+RECALL_NS = (1, 5, 10, 20)
+CURVE_MAX_N = 25
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help=".keras file(s) and/or SavedModel folder(s) (a TF Serving root uses its newest version)",
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        metavar="MAT_OR_FOLDER",
+        help=".mat dbStruct, .csv, dataset folder, Oxford/Paris ground-truth folder or Holidays folder",
+    )
+    parser.add_argument(
+        "--image-root", default=None, help="folder the dataset's image paths are relative to"
+    )
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        default=None,
+        help="resize every image to H x W (default: keep image sizes, or the model's fixed size)",
+    )
+    parser.add_argument(
+        "--query-long-side",
+        type=int,
+        default=None,
+        help="shrink queries to this longer side (default 640 for Tokyo 24/7 without --image-size)",
+    )
+    parser.add_argument(
+        "--protocol",
+        default="auto",
+        choices=("auto", "standard", "tokyo247", "tokyotm", "oxford", "holidays"),
+        help="ranking protocol; 'auto' picks from the dataset (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--index",
+        default="flat",
+        choices=("flat", "ivfpq", "hnsw"),
+        help="faiss index: exact 'flat', compressed 'ivfpq', graph 'hnsw' (default: %(default)s)",
+    )
+    parser.add_argument("--nlist", type=int, default=None, help="IVF-PQ cells (default ~4 sqrt(N))")
+    parser.add_argument(
+        "--pq-m",
+        type=int,
+        default=None,
+        help="IVF-PQ sub-quantizers, divides D (default D/4, <=64)",
+    )
+    parser.add_argument("--nbits", type=int, default=8, help="IVF-PQ bits per code (default 8)")
+    parser.add_argument("--nprobe", type=int, default=32, help="IVF-PQ cells searched (default 32)")
+    parser.add_argument(
+        "--refine-factor",
+        type=int,
+        default=0,
+        help="IVF-PQ: re-rank k x this many candidates with exact vectors (default 0: off)",
+    )
+    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search beam (default 128)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="compute precision for .keras models (default: as saved)",
+    )
+    parser.add_argument(
+        "--out", default="runs/evaluate", help="output folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--tsne", action="store_true", help="also write a t-SNE map of query descriptors per model"
+    )
+    parser.add_argument(
+        "--keep-descriptors",
+        action="store_true",
+        help="store descriptors as .npy files in the output folder (memory-mapped while written)",
+    )
+
+
+def _unique_names(models) -> list[str]:
+    names, seen = [], {}
+    for model in models:
+        count = seen.get(model.name, 0)
+        seen[model.name] = count + 1
+        names.append(model.name if count == 0 else f"{model.name}_{count + 1}")
+    return names
+
+
+def _is_oxford_paris_folder(path: str) -> bool:
+    import glob
+
+    return os.path.isdir(path) and bool(glob.glob(os.path.join(path, "*_query.txt")))
+
+
+def _format_table(rows: list[dict], columns: list[str]) -> str:
+    header = ["model", *columns]
+    lines = [[row["model"], *(f"{100 * row[c]:.2f}" for c in columns)] for row in rows]
+    widths = [max(len(str(cell)) for cell in col) for col in zip(header, *lines, strict=True)]
+    rendered = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    rendered.append("  ".join("-" * w for w in widths))
+    rendered += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    return "\n".join(rendered)
+
+
+def _index_params(args) -> dict:
+    if args.index == "ivfpq":
+        return {
+            "nlist": args.nlist,
+            "m": args.pq_m,
+            "nbits": args.nbits,
+            "nprobe": args.nprobe,
+            "refine_factor": args.refine_factor,
+        }
+    if args.index == "hnsw":
+        return {"ef_search": args.ef_search}
+    return {}
+
+
+def run(args) -> int:
+    from sare_tf.evaluation import load_descriptor_model
+
+    dataset_path = os.fspath(args.dataset)
+    if not os.path.exists(dataset_path):
+        raise FileNotFoundError(f"Dataset not found. Received: --dataset {dataset_path!r}")
+    image_size = tuple(args.image_size) if args.image_size else None
+    models = [load_descriptor_model(path, precision=args.precision) for path in args.model]
+    os.makedirs(args.out, exist_ok=True)
+    names = _unique_names(models)
+    mode = "map" if args.protocol in ("oxford", "holidays") else "recall"
+    if args.protocol == "auto" and _is_oxford_paris_folder(dataset_path):
+        mode = "map"
+    if mode == "map":
+        return _run_map(args, models, names, image_size)
+    return _run_recall(args, models, names, image_size)
+
+
+def _run_recall(args, models, names, image_size) -> int:
+    from sare_tf.data import GeoDataset
+    from sare_tf.evaluation import run_dataset_evaluation
+    from sare_tf.evaluation.plots import plot_query_map, plot_recall_curves
+
+    dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
+    print(dataset.summary() if hasattr(dataset, "summary") else dataset.name)
+    report = {
+        "dataset": os.fspath(args.dataset),
+        "dataset_name": dataset.name,
+        "num_db": dataset.num_db,
+        "num_queries": dataset.num_queries,
+        "index": args.index,
+        "index_params": _index_params(args),
+        "image_size": list(image_size) if image_size else None,
+        "models": {},
+    }
+    rows, curves = [], {}
+    for model, name in zip(models, names, strict=True):
+        print(f"\n== {name} ({model.path})")
+        start = time.perf_counter()
+        evaluation = run_dataset_evaluation(
+            model,
+            dataset,
+            image_size=image_size,
+            ns=RECALL_NS,
+            index=args.index,
+            batch_size=args.batch_size,
+            query_long_side=args.query_long_side,
+            protocol=args.protocol,
+            max_n=CURVE_MAX_N,
+            descriptor_dir=os.path.join(args.out, "descriptors", name.replace("/", "_"))
+            if args.keep_descriptors
+            else None,
+            **{k: v for k, v in _index_params(args).items() if v is not None},
+        )
+        result = evaluation.result
+        curve = result.curve(min(CURVE_MAX_N, max(result.depth, 1)))
+        curves[name] = curve
+        report["protocol"] = evaluation.protocol
+        report["models"][name] = {
+            "path": model.path,
+            "kind": model.kind,
+            **evaluation.metrics,
+            "recall_curve": [round(float(v), 6) for v in curve],
+            "num_queries": result.num_queries,
+            "num_queries_without_positive": result.num_without_positive,
+            "num_unreadable_queries": int((~evaluation.query_valid).sum()),
+            "num_unreadable_db": int((~evaluation.db_valid).sum()),
+            "seconds": {**evaluation.seconds, "total": time.perf_counter() - start},
+        }
+        rows.append({"model": name, **evaluation.metrics})
+        if args.tsne:
+            tsne_path = os.path.join(args.out, f"tsne_{name.replace('/', '_')}.png")
+            plot_query_map(
+                evaluation.query_desc,
+                dataset.query_utm,
+                tsne_path,
+                title=f"{name}: query descriptors by place (t-SNE)",
+            )
+            report["models"][name]["tsne_png"] = tsne_path
+    curve_path = plot_recall_curves(
+        curves, os.path.join(args.out, "recall_curve.png"), title=dataset.name
+    )
+    report["recall_curve_png"] = curve_path
+    metrics_path = os.path.join(args.out, "metrics.json")
+    with open(metrics_path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    print(
+        f"\nRecall@N on {dataset.name} ({report.get('protocol', 'standard')} protocol, "
+        f"{args.index} index), in %:"
+    )
+    print(_format_table(rows, [f"recall@{n}" for n in RECALL_NS]))
+    without = {name: m["num_queries_without_positive"] for name, m in report["models"].items()}
+    if any(without.values()):
+        print(
+            f"Note: {max(without.values())} of {dataset.num_queries} queries have no database "
+            "image within the positive radius and count as failures."
+        )
+    print(f"Wrote {metrics_path} and {curve_path}")
+    return 0
+
+
+def _run_map(args, models, names, image_size) -> int:
+    from sare_tf.evaluation import evaluate_benchmark, load_holidays, load_oxford_paris
+
+    if args.protocol == "holidays":
+        benchmark = load_holidays(args.image_root or args.dataset)
+    else:
+        benchmark = load_oxford_paris(args.dataset, image_root=args.image_root)
+    print(
+        f"{benchmark.name}: {len(benchmark.db_paths)} database images, "
+        f"{len(benchmark.query_paths)} queries"
+    )
+    report = {"dataset": os.fspath(args.dataset), "dataset_name": benchmark.name, "models": {}}
+    rows = []
+    for model, name in zip(models, names, strict=True):
+        print(f"\n== {name} ({model.path})")
+        result = evaluate_benchmark(
+            model,
+            benchmark,
+            image_size=image_size,
+            batch_size=args.batch_size,
+            index=args.index,
+            long_side=args.query_long_side,
+            **{k: v for k, v in _index_params(args).items() if v is not None},
+        )
+        report["models"][name] = {"path": model.path, "kind": model.kind, **result}
+        rows.append({"model": name, "map": result["map"]})
+    metrics_path = os.path.join(args.out, "metrics.json")
+    with open(metrics_path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"\nmAP on {benchmark.name}, in %:")
+    print(_format_table(rows, ["map"]))
+    print(f"Wrote {metrics_path}")
+    return 0

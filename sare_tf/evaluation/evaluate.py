@@ -1,0 +1,251 @@
+"""Evaluating a model on a geo-tagged dataset (Recall@N) or a retrieval benchmark (mAP)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from sare_tf.evaluation.recall import DEFAULT_NS, RecallResult, check_ns, log_recall_caveats
+
+logger = logging.getLogger("sare_tf.evaluation")
+
+TOKYO247_QUERY_LONG_SIDE = 640
+
+
+@dataclasses.dataclass
+class DatasetEvaluation:
+    """Everything measured by `run_dataset_evaluation`.
+
+    Attributes:
+        metrics: `{"recall@1": .., ...}` fractions.
+        result: the `RecallResult` (per-query first correct rank, counts of failures).
+        query_desc: `[Q, D]` query descriptors.
+        db_desc: `[Ndb, D]` database descriptors.
+        query_valid: `[Q]` bool, query images that were read.
+        db_valid: `[Ndb]` bool, database images that were read.
+        protocol: "standard", "tokyo247" or "tokyotm".
+        seconds: wall time of "extraction" and "search".
+    """
+
+    metrics: dict[str, float]
+    result: RecallResult
+    query_desc: np.ndarray
+    db_desc: np.ndarray
+    query_valid: np.ndarray
+    db_valid: np.ndarray
+    protocol: str
+    seconds: dict[str, float]
+
+
+def _unwrap(model, image_size):
+    """Accepts a `LoadedModel` too; its fixed input size is the default image size."""
+    from sare_tf.evaluation.model_loading import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return model.model, image_size if image_size is not None else model.image_size
+    return model, image_size
+
+
+def run_dataset_evaluation(
+    model,
+    dataset,
+    image_size=None,
+    ns=DEFAULT_NS,
+    index="flat",
+    batch_size: int = 16,
+    query_long_side: int | None = None,
+    protocol: str = "auto",
+    dist_thr: float | None = None,
+    max_n: int = 25,
+    descriptor_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **index_params,
+) -> DatasetEvaluation:
+    """Extracts query and database descriptors and measures Recall@N.
+
+    Args:
+        model: a `keras.Model`, a `LoadedModel` or an images -> descriptors callable.
+        dataset: a `sare_tf.data.GeoDataset`.
+        image_size: `(height, width)` for every image, or None to keep image sizes.
+        ns: the N to report.
+        index: "flat" (exact), "ivfpq" or "hnsw" (see `sare_tf.evaluation.search`).
+        batch_size: images per model call.
+        query_long_side: shrink queries to this longer side. With the Tokyo 24/7 protocol and
+            no `image_size`, it defaults to 640 (the protocol's query size).
+        protocol: "auto", "standard", "tokyo247" or "tokyotm" (see `protocols`).
+        dist_thr: correct-retrieval radius; default the dataset's `pos_dist_thr` (25 m).
+        max_n: search deep enough for a Recall@1..max_n curve.
+        descriptor_dir: write `db_descriptors.npy` / `query_descriptors.npy` there (memory
+            mapped) instead of keeping them in memory.
+        progress: progress bars.
+        **index_params: `IndexConfig` fields (nlist, m, nbits, nprobe, refine_factor, ...).
+
+    Returns:
+        A `DatasetEvaluation`.
+    """
+    from sare_tf.evaluation.extraction import extract_descriptors
+    from sare_tf.evaluation.protocols import protocol_for_dataset
+    from sare_tf.evaluation.recall import evaluate_retrieval
+
+    ns = check_ns(ns)
+    model, image_size = _unwrap(model, image_size)
+    ranking_protocol = protocol_for_dataset(dataset, protocol)
+    protocol_name = ranking_protocol.name if ranking_protocol is not None else "standard"
+    if protocol_name == "tokyo247" and query_long_side is None and image_size is None:
+        query_long_side = TOKYO247_QUERY_LONG_SIDE
+    dist_thr = float(dataset.pos_dist_thr if dist_thr is None else dist_thr)
+    out = {"db": None, "query": None}
+    if descriptor_dir is not None:
+        out = {
+            kind: os.path.join(os.fspath(descriptor_dir), f"{kind}_descriptors.npy") for kind in out
+        }
+
+    start = time.perf_counter()
+    if progress:
+        print(f"Extracting {dataset.num_db} database descriptors ({dataset.name})")
+    db_desc, db_valid = extract_descriptors(
+        model,
+        dataset.db_image_paths(),
+        image_size=image_size,
+        batch_size=batch_size,
+        out_path=out["db"],
+        progress=progress,
+        return_valid=True,
+    )
+    if progress:
+        print(f"Extracting {dataset.num_queries} query descriptors ({dataset.name})")
+    query_desc, query_valid = extract_descriptors(
+        model,
+        dataset.query_image_paths(),
+        image_size=image_size,
+        batch_size=batch_size,
+        out_path=out["query"],
+        long_side=query_long_side,
+        progress=progress,
+        return_valid=True,
+    )
+    extraction_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    result = evaluate_retrieval(
+        query_desc,
+        db_desc,
+        dataset.query_utm,
+        dataset.db_utm,
+        ns=ns,
+        dist_thr=dist_thr,
+        index=index,
+        protocol=ranking_protocol,
+        max_n=max_n,
+        invalid_queries=~query_valid,
+        invalid_db=~db_valid,
+        **index_params,
+    )
+    search_seconds = time.perf_counter() - start
+    log_recall_caveats(result, dataset.name)
+    return DatasetEvaluation(
+        result.metrics(),
+        result,
+        query_desc,
+        db_desc,
+        query_valid,
+        db_valid,
+        protocol_name,
+        {"extraction": extraction_seconds, "search": search_seconds},
+    )
+
+
+def evaluate_dataset(
+    model,
+    dataset,
+    image_size=None,
+    ns=DEFAULT_NS,
+    index="flat",
+    **kwargs,
+) -> dict[str, float]:
+    """Recall@N of a model on a dataset's test queries.
+
+    Args:
+        model: a `keras.Model` (image -> descriptor), a `LoadedModel` or a callable.
+        dataset: a `sare_tf.data.GeoDataset`.
+        image_size: `(height, width)` to resize images to, or None to keep their size.
+        ns: the N to report.
+        index: "flat" (exact, default), "ivfpq" or "hnsw".
+        **kwargs: more `run_dataset_evaluation` arguments (batch_size, protocol,
+            query_long_side, progress, index parameters, ...).
+
+    Returns:
+        `{"recall@1": .., "recall@5": .., ...}` as fractions. Queries without a database image
+        within the positive radius, or whose image cannot be read, count as failures (a warning
+        gives their number).
+
+    Example:
+        >>> metrics = evaluate_dataset(model, GeoDataset.load("pitts30k_test.mat"), (480, 640))
+        >>> metrics["recall@5"]
+        0.87
+    """
+    return run_dataset_evaluation(model, dataset, image_size, ns, index, **kwargs).metrics
+
+
+def evaluate_benchmark(
+    model,
+    benchmark,
+    image_size=None,
+    batch_size: int = 16,
+    index="flat",
+    long_side: int | None = None,
+    progress: bool = True,
+    **index_params,
+) -> dict:
+    """mAP of a model on an Oxford / Paris / Holidays style benchmark.
+
+    The whole database is ranked for every query (unreadable database images are left out;
+    unreadable queries score AP = 0).
+
+    Args:
+        model: a `keras.Model`, a `LoadedModel` or a callable.
+        benchmark: a `RetrievalBenchmark` (`load_oxford_paris`, `load_holidays`).
+        image_size: `(height, width)` or None to keep image sizes.
+        batch_size: images per model call.
+        index: "flat", "ivfpq" or "hnsw".
+        long_side: shrink images whose longer side exceeds this.
+        progress: progress bars.
+        **index_params: `IndexConfig` fields.
+
+    Returns:
+        `{"map": .., "num_queries": .., "num_db": .., "aps": {query name: AP}}`.
+    """
+    from sare_tf.evaluation.average_precision import mean_average_precision
+    from sare_tf.evaluation.extraction import extract_descriptors
+    from sare_tf.evaluation.protocols import ranked_search
+    from sare_tf.evaluation.search import build_index
+
+    model, image_size = _unwrap(model, image_size)
+    common = dict(image_size=image_size, batch_size=batch_size, long_side=long_side)
+    db_desc, db_valid = extract_descriptors(
+        model, benchmark.db_paths, progress=progress, return_valid=True, **common
+    )
+    query_desc, query_valid = extract_descriptors(
+        model,
+        benchmark.query_paths,
+        boxes=benchmark.query_boxes,
+        progress=progress,
+        return_valid=True,
+        **common,
+    )
+    kept = np.flatnonzero(db_valid)
+    faiss_index = build_index(db_desc[kept], index, **index_params)
+    ranked = ranked_search(faiss_index, query_desc, len(kept), db_ids=kept)
+    ranked[~query_valid] = -1
+    mean_ap, aps = mean_average_precision(ranked, benchmark.positives, benchmark.junk)
+    return {
+        "map": mean_ap,
+        "num_queries": len(benchmark.query_paths),
+        "num_db": len(benchmark.db_paths),
+        "num_unreadable_db": int(np.count_nonzero(~db_valid)),
+        "num_unreadable_queries": int(np.count_nonzero(~query_valid)),
+        "aps": dict(zip(benchmark.query_names, aps.tolist(), strict=True)),
+    }

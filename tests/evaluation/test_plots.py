@@ -1,0 +1,125 @@
+"""Recall curve and descriptor-map PNGs; t-SNE and PCA against references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sare_tf.evaluation.embedding_2d import (
+    conditional_affinities,
+    input_affinities,
+    kl_divergence,
+    pca_project,
+    tsne,
+)
+from sare_tf.evaluation.plots import (
+    place_labels,
+    plot_descriptor_map,
+    plot_query_map,
+    plot_recall_curves,
+)
+
+
+def assert_plausible_png(path, min_bytes=8_000):
+    with open(path, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        width, height = image.size
+        assert width >= 300 and height >= 300
+        pixels = np.asarray(image.convert("L"))
+    # Not a blank canvas: lines, text and markers make many distinct grey levels.
+    assert len(np.unique(pixels)) > 20
+    import os
+
+    assert os.path.getsize(path) >= min_bytes
+
+
+def test_recall_curve_png_with_several_models(tmp_path):
+    curves = {
+        "NetVLAD (triplet)": np.linspace(0.5, 0.9, 25),
+        "SARE-joint": np.linspace(0.6, 0.95, 25),
+        "untrained": np.linspace(0.1, 0.4, 25),
+    }
+    path = plot_recall_curves(curves, tmp_path / "plots" / "recall.png", title="pitts30k_test")
+    assert_plausible_png(path)
+    with pytest.raises(ValueError, match="No recall curve"):
+        plot_recall_curves({}, tmp_path / "empty.png")
+
+
+def test_place_labels_keep_busiest_cells():
+    positions = np.array([[1, 1], [2, 2], [3, 3], [60, 1], [61, 2], [62, 3], [63, 4], [500, 500]])
+    labels = place_labels(positions, cell_m=50.0, max_places=5, min_size=3)
+    assert labels.tolist() == [1, 1, 1, 0, 0, 0, 0, -1]
+    assert place_labels(positions, cell_m=50.0, max_places=1, min_size=3).tolist() == [-1] * 3 + [
+        0
+    ] * 4 + [-1]
+
+
+def test_pca_projection_matches_covariance_eigenvectors():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5)) @ np.diag([5.0, 2.0, 1.0, 0.5, 0.1])
+    projected = pca_project(x, 2)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(x, rowvar=False))
+    top = eigenvectors[:, ::-1][:, :2]
+    reference = (x - x.mean(0)) @ top
+    np.testing.assert_allclose(np.abs(projected), np.abs(reference), atol=1e-8)
+    np.testing.assert_allclose(np.var(projected, axis=0, ddof=1), eigenvalues[::-1][:2], rtol=1e-8)
+
+
+def test_tsne_affinities_match_the_perplexity():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 4))
+    joint = input_affinities(x, perplexity=10.0)
+    np.testing.assert_allclose(joint, joint.T)
+    assert joint.sum() == pytest.approx(1.0, abs=1e-9)
+    conditional = conditional_affinities(x, perplexity=10.0)
+    np.testing.assert_allclose(joint, (conditional + conditional.T) / 120.0, atol=1e-12)
+    squared = np.sum((x[:, None] - x[None]) ** 2, axis=-1)
+    for i in (0, 17, 59):
+        # Rebuild the row independently: geometric bisection of beta until exp(H) = 10.
+        row = np.delete(squared[i], i)
+        low, high = 1e-6, 1e3
+        for _ in range(200):
+            beta = np.sqrt(low * high)
+            p = np.exp(-beta * (row - row.min()))
+            p /= p.sum()
+            perplexity = np.exp(-np.sum(p * np.log(p + 1e-300)))
+            low, high = (beta, high) if perplexity > 10.0 else (low, beta)
+        assert perplexity == pytest.approx(10.0, rel=1e-6)
+        np.testing.assert_allclose(np.delete(conditional[i], i), p, atol=1e-4)
+
+
+def test_tsne_separates_clusters_and_lowers_the_kl_divergence():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(4, 64)) * 2.0
+    labels = np.repeat(np.arange(4), 30)
+    x = centres[labels] + rng.normal(size=(120, 64))
+    y = tsne(x, perplexity=15.0, num_iterations=400, seed=0)
+    assert y.shape == (120, 2) and np.all(np.isfinite(y))
+    distances = np.sum((y[:, None] - y[None]) ** 2, axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    neighbours = np.argsort(distances, axis=1)[:, :5]
+    assert np.mean(labels[neighbours] == labels[:, None]) > 0.95
+    joint = input_affinities(pca_project(x, 50), 15.0)
+    assert kl_divergence(joint, y) < kl_divergence(joint, pca_project(x, 2))
+    np.testing.assert_array_equal(y, tsne(x, perplexity=15.0, num_iterations=400, seed=0))
+
+
+def test_query_map_pngs(tmp_path):
+    rng = np.random.default_rng(3)
+    places = rng.uniform(0, 1000, size=(6, 2))
+    place_of_query = np.repeat(np.arange(6), 8)
+    query_utm = places[place_of_query] + rng.uniform(-5, 5, size=(48, 2))
+    descriptors = rng.normal(size=(6, 32))[place_of_query] + 0.3 * rng.normal(size=(48, 32))
+    for method in ("tsne", "pca"):
+        path = plot_query_map(
+            descriptors, query_utm, tmp_path / f"{method}.png", title=method, method=method
+        )
+        assert_plausible_png(path)
+    path = plot_descriptor_map(
+        rng.normal(size=(10, 2)), np.arange(10) % 3 - 1, tmp_path / "raw.png"
+    )
+    assert_plausible_png(path, min_bytes=4_000)
+    with pytest.raises(ValueError, match="method"):
+        plot_query_map(descriptors, query_utm, tmp_path / "x.png", method="umap")
