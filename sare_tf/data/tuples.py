@@ -1,0 +1,235 @@
+"""The training input: (query, positive, N negatives) image tuples driven by a mining state.
+
+The mining callback (`sare_tf.mining`) writes, between epochs, which database images form each
+query's tuple into `MiningState` (tf.Variables). The dataset reads those variables while it
+runs: the list of valid queries when a pass starts (then shuffled with a seed that depends on
+the pass number), and each query's row of ids when that query's element is made. An update made
+between two epochs is therefore seen by the next epoch, without rebuilding the dataset.
+
+    valid queries (read, shuffled per pass) -> row of ids (read) -> 2+N paths
+        -> parallel decode + resize (Pillow decode, TF resize; bad files per policy)
+        -> [2+N, H, W, 3] -> optional augmentation -> batch -> prefetch
+
+Order inside a tuple: query, positive, negatives (the loss's convention, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sare_tf.data.checks import BadImageLog, check_policy
+from sare_tf.data.geo_dataset import GeoDataset
+from sare_tf.data.images import DEFAULT_MAX_PIXELS, safe_load_image
+
+
+class MiningState:
+    """Tuples of every training query, held in tf.Variables the tuple dataset reads.
+
+    Args:
+        num_queries: Q, the dataset's query count (ids are query indices).
+        num_negatives: N negatives per tuple.
+        num_db: optional database size, to check ids on `assign`.
+
+    Attributes:
+        indices: `[Q, 1 + N]` int32 variable: the positive db id, then N negative db ids.
+        valid: `[Q]` bool variable: queries that take part in the next epoch.
+        epoch: int64 variable counting the passes started over the tuple dataset; pass `e`
+            shuffles the queries with seed `(seed, e)`. Assign it to replay an epoch's order.
+    """
+
+    def __init__(self, num_queries: int, num_negatives: int, num_db: int | None = None):
+        if num_queries < 0 or num_negatives < 1:
+            raise ValueError(
+                "`num_queries` must be >= 0 and `num_negatives` >= 1. "
+                f"Received: num_queries={num_queries}, num_negatives={num_negatives}"
+            )
+        self.num_queries = int(num_queries)
+        self.num_negatives = int(num_negatives)
+        self.num_db = None if num_db is None else int(num_db)
+        self.indices = tf.Variable(
+            tf.zeros([self.num_queries, 1 + self.num_negatives], tf.int32),
+            trainable=False,
+            name="mining_indices",
+        )
+        self.valid = tf.Variable(
+            tf.zeros([self.num_queries], tf.bool), trainable=False, name="mining_valid"
+        )
+        self.epoch = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="mining_epoch")
+
+    def assign(self, positive_idx, negative_idx, valid) -> None:
+        """Sets all tuples at once (e.g. from `sare_tf.mining.mine_tuples`).
+
+        Args:
+            positive_idx: `[Q]` db id of each query's positive.
+            negative_idx: `[Q, N]` db ids of each query's negatives.
+            valid: `[Q]` bool; rows of invalid queries are ignored (may hold -1).
+
+        Raises:
+            ValueError: wrong shapes, or an id out of range in a valid row.
+        """
+        positive_idx = np.asarray(positive_idx).reshape(-1)
+        negative_idx = np.asarray(negative_idx)
+        valid = np.asarray(valid, dtype=bool).reshape(-1)
+        q, n = self.num_queries, self.num_negatives
+        if positive_idx.shape != (q,) or negative_idx.shape != (q, n) or valid.shape != (q,):
+            raise ValueError(
+                f"Expected positive_idx [{q}], negative_idx [{q}, {n}], valid [{q}]. "
+                f"Received: positive_idx.shape={positive_idx.shape}, "
+                f"negative_idx.shape={negative_idx.shape}, valid.shape={valid.shape}"
+            )
+        rows = np.concatenate([positive_idx[:, None], negative_idx], axis=1)
+        used = rows[valid]
+        upper = self.num_db if self.num_db is not None else np.iinfo(np.int32).max
+        if used.size and (used.min() < 0 or used.max() >= upper):
+            bad = int(
+                np.flatnonzero(valid)[np.flatnonzero(((used < 0) | (used >= upper)).any(1))[0]]
+            )
+            raise ValueError(
+                f"Database id out of range [0, {upper}) in the tuple of valid query {bad}. "
+                f"Received: row={rows[bad].tolist()}"
+            )
+        self.indices.assign(np.where(valid[:, None], rows, 0).astype(np.int32))
+        self.valid.assign(valid)
+
+    def num_valid(self) -> int:
+        return int(tf.reduce_sum(tf.cast(self.valid, tf.int32)))
+
+
+def random_tuples(
+    dataset: GeoDataset, num_negatives: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tuples without descriptors: the geographically nearest positive, random negatives.
+
+    Useful before the first mining (or for tests). Negatives are drawn without replacement
+    among the db images outside the query's `non_negatives()` (with replacement if fewer than N).
+
+    Returns:
+        `(positive_idx [Q], negative_idx [Q, N], valid [Q])` as `MiningState.assign` takes.
+    """
+    rng = np.random.default_rng(seed)
+    train_positives = dataset.train_positives()
+    non_negatives = dataset.non_negatives()
+    positive_idx = np.full(dataset.num_queries, -1, np.int64)
+    negative_idx = np.full((dataset.num_queries, num_negatives), -1, np.int64)
+    valid = np.zeros(dataset.num_queries, bool)
+    for q in range(dataset.num_queries):
+        candidates = np.setdiff1d(np.arange(dataset.num_db), non_negatives[q])
+        if train_positives[q].size == 0 or candidates.size == 0:
+            continue
+        positive_idx[q] = train_positives[q][0]
+        replace = candidates.size < num_negatives
+        negative_idx[q] = rng.choice(candidates, num_negatives, replace=replace)
+        valid[q] = True
+    return positive_idx, negative_idx, valid
+
+
+def default_augmentation(seed: int = 0) -> keras.Sequential:
+    """Colour jitter and small crops (Keras 3 preprocessing layers), on float 0-255 images."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomColorJitter(
+                value_range=(0, 255),
+                brightness_factor=0.15,
+                contrast_factor=0.2,
+                saturation_factor=(0.4, 0.6),
+                hue_factor=0.02,
+                seed=seed,
+            ),
+            # Zooming in by up to 10% and shifting by up to 4%: a small random crop.
+            keras.layers.RandomZoom(height_factor=(-0.1, 0.0), fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomTranslation(0.04, 0.04, fill_mode="reflect", seed=seed + 2),
+        ],
+        name="tuple_augmentation",
+    )
+
+
+def make_tuple_dataset(
+    dataset: GeoDataset,
+    state: MiningState,
+    image_size: tuple[int, int] = (480, 640),
+    batch_size: int = 4,
+    augment: bool | keras.layers.Layer = False,
+    seed: int = 0,
+    shuffle: bool = True,
+    drop_remainder: bool = False,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    prefetch: int = tf.data.AUTOTUNE,
+    bad_images: BadImageLog | None = None,
+    on_bad_image: str = "skip",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of tuple batches; one pass is one epoch over the valid queries.
+
+    Args:
+        dataset: the training `GeoDataset` (query ids of `state` index its queries).
+        state: the `MiningState` (read while the dataset runs).
+        image_size: `(height, width)` every image is resized to (the paper: 480x640).
+        batch_size: tuples per batch.
+        augment: False, True (`default_augmentation`), or a Keras layer applied to each tuple's
+            `[2+N, H, W, 3]` images (float 0-255).
+        seed: seeds the per-pass shuffle (pass `e` uses `(seed, e)`) and the augmentation.
+        shuffle: shuffle the valid queries at every pass (else in id order).
+        drop_remainder: drop a last incomplete batch.
+        num_parallel_calls: parallel image loads (default AUTOTUNE).
+        prefetch: batches prepared ahead (default AUTOTUNE).
+        bad_images: a `BadImageLog` to record bad files in (one is made from `on_bad_image`
+            otherwise); available as the dataset's `bad_images` attribute.
+        on_bad_image: "skip" (drop tuples with a bad image, count them) or "error".
+        max_pixels: larger images count as bad.
+
+    Returns:
+        Batches `(images float32 [B, 2+N, H, W, 3] in [0, 255], y float32 [B] zeros)`.
+    """
+    if state.num_queries != dataset.num_queries:
+        raise ValueError(
+            f"The mining state has {state.num_queries} queries but the dataset "
+            f"'{dataset.name}' has {dataset.num_queries}."
+        )
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
+    height, width = int(image_size[0]), int(image_size[1])
+    tuple_length = 2 + state.num_negatives
+    if bad_images is None:
+        bad_images = BadImageLog(check_policy(on_bad_image))
+    query_paths = tf.constant(dataset.query_image_paths() or [""], tf.string)
+    db_paths = tf.constant(dataset.db_image_paths() or [""], tf.string)
+    seed_value = tf.constant(int(seed), tf.int64)
+
+    def start_pass(_):
+        # Runs when a pass (epoch) starts: reads `valid` and the pass number now.
+        pass_number = state.epoch.assign_add(1) - 1
+        ids = tf.cast(tf.reshape(tf.where(state.valid), [-1]), tf.int32)
+        if shuffle:
+            ids = tf.random.experimental.stateless_shuffle(
+                ids, seed=tf.stack([seed_value, pass_number])
+            )
+        return tf.data.Dataset.from_tensor_slices(ids)
+
+    def tuple_paths(query_id):
+        row = tf.gather(state.indices, query_id)  # read at element time
+        return tf.concat([query_paths[query_id][None], tf.gather(db_paths, row)], axis=0)
+
+    def load(path):
+        return safe_load_image(path, (height, width), bad_images, max_pixels)
+
+    def all_loaded(images, oks):
+        return tf.reduce_all(oks)
+
+    pipeline = tf.data.Dataset.range(1).flat_map(start_pass)
+    pipeline = pipeline.map(tuple_paths).unbatch()
+    pipeline = pipeline.map(load, num_parallel_calls=num_parallel_calls)
+    pipeline = pipeline.batch(tuple_length, drop_remainder=True)
+    pipeline = pipeline.filter(all_loaded).map(lambda images, oks: images)
+    if augment is not False and augment is not None:
+        layer = default_augmentation(seed) if augment is True else augment
+        pipeline = pipeline.map(
+            lambda images: tf.clip_by_value(layer(images, training=True), 0.0, 255.0),
+            num_parallel_calls=num_parallel_calls,
+        )
+    pipeline = pipeline.batch(batch_size, drop_remainder=drop_remainder)
+    pipeline = pipeline.map(lambda images: (images, tf.zeros([tf.shape(images)[0]], tf.float32)))
+    pipeline = pipeline.prefetch(prefetch)
+    pipeline.bad_images = bad_images
+    return pipeline
