@@ -20,6 +20,7 @@ v7.3 files are HDF5 containers that scipy cannot read and are reported as such.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -41,6 +42,7 @@ REQUIRED_FIELDS = (
     "nonTrivPosDistSqThr",
 )
 TIME_STAMP_FIELDS = ("dbTimeStamp", "qTimeStamp")
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, written by sare_tf (dbStruct)".ljust(116, b" ")
 
 
 def _load_mat(path: str) -> dict:
@@ -250,10 +252,16 @@ def write_dbstruct(path, dataset: GeoDataset, which_set: str, do_compression: bo
     fields["nonTrivPosDistSqThr"] = float(dataset.nontriv_pos_dist_thr) ** 2
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    buffer = io.BytesIO()
+    scipy.io.savemat(
+        buffer, {"dbStruct": fields}, format="5", do_compression=do_compression, oned_as="row"
+    )
+    contents = bytearray(buffer.getvalue())
+    # The 116-byte header text carries a creation time; a fixed text makes equal inputs give
+    # byte-identical files (the synthetic city's determinism).
+    contents[:116] = MAT_HEADER_TEXT
     temporary = path + ".tmp"
     with open(temporary, "wb") as handle:
-        scipy.io.savemat(
-            handle, {"dbStruct": fields}, format="5", do_compression=do_compression, oned_as="row"
-        )
+        handle.write(contents)
     os.replace(temporary, path)
     return path
