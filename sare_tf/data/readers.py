@@ -1,0 +1,246 @@
+"""Dataset readers besides dbStruct: image folders with positions in file names, and CSV files.
+
+Folder layout (as the community benchmark datasets use): one folder of database images and one
+of queries, each file named `@<utm_east>@<utm_north>@<anything>@.jpg`, e.g.
+`@0543256.96@4178906.70@10@S@037.75643@-122.50771@@@@@@pano@.jpg` (the fields after the second
+are ignored). Subfolders are searched too.
+
+CSV layout: rows `path,utm_east,utm_north[,split]` (an optional header row is recognised by its
+non-numeric easting). `split` says whether a row is a database image or a query: `db` /
+`database` or `query` / `queries`, optionally prefixed by a set name (`train_db`,
+`test/query`, `val:queries`) so that one file can hold several sets (`which_set=`). Without a
+split column, pass the queries in a second CSV (`query_csv=`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+
+import numpy as np
+
+from sare_tf.data.geo_dataset import GeoDataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DB_FOLDER_NAMES = ("database", "db")
+QUERY_FOLDER_NAMES = ("queries", "query")
+_DB_ROLES = {"db", "database"}
+_QUERY_ROLES = {"q", "query", "queries"}
+
+
+def utm_from_file_name(path: str) -> tuple[float, float]:
+    """`(easting, northing)` from a `@<utm_east>@<utm_north>@...` file name.
+
+    Raises:
+        ValueError: the name does not carry two numbers in that place (the message names it).
+    """
+    fields = os.path.basename(path).split("@")
+    try:
+        if len(fields) < 4 or fields[0] != "":
+            raise ValueError
+        east, north = float(fields[1]), float(fields[2])
+    except ValueError:
+        raise ValueError(
+            f"Cannot read a UTM position from the file name {path!r}: expected "
+            "'@<utm_east>@<utm_north>@...@.jpg'."
+        ) from None
+    if not (np.isfinite(east) and np.isfinite(north)):
+        raise ValueError(f"Non-finite UTM position in the file name {path!r}.")
+    return east, north
+
+
+def _image_files(folder: str) -> list[str]:
+    found = []
+    for directory, subdirectories, names in os.walk(folder):
+        subdirectories.sort()
+        found += [
+            os.path.join(directory, name)
+            for name in sorted(names)
+            if name.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return found
+
+
+def _relative_to_root(path: str, root: str) -> str:
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if relative.startswith(".."):
+        raise ValueError(f"{path!r} is outside the image root {root!r}.")
+    return relative.replace(os.sep, "/")
+
+
+def read_folder(
+    db_dir,
+    query_dir,
+    image_root=None,
+    name: str | None = None,
+    pos_dist_thr: float = 25.0,
+    nontriv_pos_dist_thr: float = 10.0,
+) -> GeoDataset:
+    """Reads a database folder and a query folder of `@east@north@...@` image files.
+
+    Args:
+        db_dir: folder of database images (searched recursively, sorted by path).
+        query_dir: folder of query images.
+        image_root: folder the stored paths are relative to; default the folders' common parent.
+        name: dataset name; default the query folder's parent name.
+        pos_dist_thr, nontriv_pos_dist_thr: ground-truth radii in metres.
+
+    Returns:
+        The `GeoDataset`.
+    """
+    db_dir, query_dir = os.fspath(db_dir), os.fspath(query_dir)
+    for folder in (db_dir, query_dir):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"Image folder not found: {folder}")
+    if image_root is None:
+        image_root = os.path.commonpath([os.path.abspath(db_dir), os.path.abspath(query_dir)])
+    image_root = os.fspath(image_root)
+    parts = {}
+    for role, folder in (("database", db_dir), ("query", query_dir)):
+        files = _image_files(folder)
+        if not files:
+            raise ValueError(
+                f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the {role} folder {folder}"
+            )
+        utm = np.array([utm_from_file_name(f) for f in files], dtype=np.float64)
+        parts[role] = ([_relative_to_root(f, image_root) for f in files], utm)
+    return GeoDataset(
+        db_paths=parts["database"][0],
+        db_utm=parts["database"][1],
+        query_paths=parts["query"][0],
+        query_utm=parts["query"][1],
+        image_root=image_root,
+        pos_dist_thr=pos_dist_thr,
+        nontriv_pos_dist_thr=nontriv_pos_dist_thr,
+        name=name or os.path.basename(os.path.dirname(os.path.abspath(query_dir))) or "folder",
+    )
+
+
+def read_dataset_folder(path, image_root=None, **kwargs) -> GeoDataset:
+    """Reads a folder holding `database/` (or `db/`) and `queries/` (or `query/`) subfolders."""
+    path = os.fspath(path)
+    found = {}
+    for role, names in (("database", DB_FOLDER_NAMES), ("queries", QUERY_FOLDER_NAMES)):
+        for folder_name in names:
+            if os.path.isdir(os.path.join(path, folder_name)):
+                found[role] = os.path.join(path, folder_name)
+                break
+    if len(found) != 2:
+        raise ValueError(
+            f"{path} must contain a database folder ({' or '.join(DB_FOLDER_NAMES)}) and a "
+            f"query folder ({' or '.join(QUERY_FOLDER_NAMES)}). Received entries: "
+            f"{sorted(os.listdir(path))[:20]}"
+        )
+    kwargs.setdefault("name", os.path.basename(os.path.abspath(path)))
+    return read_folder(found["database"], found["queries"], image_root=image_root or path, **kwargs)
+
+
+def _parse_split(value: str, where: str) -> tuple[str | None, str]:
+    """`"train_db"` -> `("train", "db")`; `"query"` -> `(None, "query")`."""
+    text = value.strip().lower()
+    match = re.fullmatch(r"(?:(.+?)[_\-/:])?(db|database|q|query|queries)", text)
+    if not match:
+        raise ValueError(
+            f"{where}: split {value!r} is neither a database nor a query marker "
+            "(db, database, query, queries; optionally prefixed like train_db)."
+        )
+    role = "db" if match.group(2) in _DB_ROLES else "query"
+    return match.group(1), role
+
+
+def _read_rows(csv_path: str) -> list[tuple[int, list[str]]]:
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = [
+            (number, [cell.strip() for cell in row])
+            for number, row in enumerate(csv.reader(handle), start=1)
+            if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")
+        ]
+    if rows:
+        try:
+            float(rows[0][1][1])
+        except (ValueError, IndexError):
+            rows = rows[1:]  # a header row
+    return rows
+
+
+def _row_values(csv_path: str, number: int, row: list[str]) -> tuple[str, float, float]:
+    where = f"{csv_path}:{number}"
+    if len(row) < 3:
+        raise ValueError(f"{where}: expected path,utm_east,utm_north[,split]. Received: {row}")
+    try:
+        east, north = float(row[1]), float(row[2])
+    except ValueError:
+        raise ValueError(
+            f"{where}: UTM easting/northing must be numbers. Received: {row[1:3]}"
+        ) from None
+    if not (np.isfinite(east) and np.isfinite(north)):
+        raise ValueError(f"{where}: non-finite UTM position. Received: {row[1:3]}")
+    return row[0], east, north
+
+
+def read_csv(
+    csv_path,
+    image_root=None,
+    query_csv=None,
+    which_set: str | None = None,
+    name: str | None = None,
+    pos_dist_thr: float = 25.0,
+    nontriv_pos_dist_thr: float = 10.0,
+) -> GeoDataset:
+    """Reads `path,utm_east,utm_north[,split]` rows.
+
+    Args:
+        csv_path: the CSV file (database and queries told apart by the split column), or the
+            database rows when `query_csv` is given.
+        image_root: folder the paths are relative to; default the CSV file's folder.
+        query_csv: optional CSV file of the queries.
+        which_set: keep only rows whose split prefix is this set (unprefixed rows are kept).
+        name: dataset name; default the file name (plus `_<which_set>`).
+        pos_dist_thr, nontriv_pos_dist_thr: ground-truth radii in metres.
+
+    Returns:
+        The `GeoDataset` (path safety checked: no absolute paths, no `..` out of the root).
+    """
+    csv_path = os.fspath(csv_path)
+    for path in (csv_path, query_csv):
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"CSV file not found: {path}")
+    parts = {"db": ([], []), "query": ([], [])}
+    sources = [(csv_path, None)] if query_csv is None else [(csv_path, "db"), (query_csv, "query")]
+    for source, fixed_role in sources:
+        for number, row in _read_rows(source):
+            path, east, north = _row_values(source, number, row)
+            if fixed_role is not None:
+                role = fixed_role
+            elif len(row) < 4 or not row[3]:
+                raise ValueError(
+                    f"{source}:{number}: no split column; say 'db' or 'query' in a 4th column, or "
+                    "pass the queries as a separate CSV (query_csv=)."
+                )
+            else:
+                set_name, role = _parse_split(row[3], f"{source}:{number}")
+                if which_set is not None and set_name is not None and set_name != which_set.lower():
+                    continue
+            parts[role][0].append(path)
+            parts[role][1].append((east, north))
+    for role, label in (("db", "database"), ("query", "query")):
+        if not parts[role][0]:
+            scope = f" for set {which_set!r}" if which_set else ""
+            raise ValueError(f"{csv_path}: no {label} rows{scope}.")
+    stem = os.path.splitext(os.path.basename(csv_path))[0]
+    try:
+        return GeoDataset(
+            db_paths=parts["db"][0],
+            db_utm=np.asarray(parts["db"][1], np.float64),
+            query_paths=parts["query"][0],
+            query_utm=np.asarray(parts["query"][1], np.float64),
+            image_root=os.fspath(image_root)
+            if image_root
+            else os.path.dirname(os.path.abspath(csv_path)),
+            pos_dist_thr=pos_dist_thr,
+            nontriv_pos_dist_thr=nontriv_pos_dist_thr,
+            name=name or (f"{stem}_{which_set}" if which_set else stem),
+        )
+    except ValueError as error:
+        raise ValueError(f"{csv_path}: {error}") from error
