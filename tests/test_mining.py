@@ -174,6 +174,15 @@ def test_float16_queries_give_the_same_tuples_as_their_float32_values():
         ({"num_candidates": 2}, "at least `num_negatives`"),
         ({"negative_cache": np.zeros((40, 2), np.float32)}, "integer array"),
         ({"query_desc": np.zeros((40, 16), np.int32)}, "2-D float array"),
+        ({"db_desc": np.full((150, 16), np.nan, np.float32)}, r"db_desc.*NaN.*rows 0, 1"),
+        (
+            {
+                "query_desc": np.pad(
+                    np.ones((1, 16), np.float32), ((39, 0), (0, 0)), constant_values=np.inf
+                )
+            },
+            r"query_desc.*rows 0, 1, 2, 3, 4, \.\.\.",
+        ),
     ],
 )
 def test_bad_inputs_raise_value_errors_naming_the_value(change, message):

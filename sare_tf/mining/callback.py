@@ -70,6 +70,7 @@ class HardNegativeMining(keras.callbacks.Callback):
 
     Attributes:
         refreshes: one record per refresh (queries seen, mode, timings, how many tuples changed).
+        last_query_ids: ids of the queries the last refresh re-mined.
 
     Example:
         >>> state = MiningState(train.num_queries, num_negatives=10)
@@ -136,6 +137,7 @@ class HardNegativeMining(keras.callbacks.Callback):
         self.seed = seed
         self.verbose = verbose
         self.refreshes: list[dict] = []
+        self.last_query_ids = np.zeros(0, dtype=np.int64)
         self._train_positives = dataset.train_positives()
         self._non_negatives = dataset.non_negatives()
         self._queries_seen = 0
@@ -212,6 +214,7 @@ class HardNegativeMining(keras.callbacks.Callback):
             "seconds": round(time.perf_counter() - start, 3),
         }
         self.refreshes.append(record)
+        self.last_query_ids = query_ids
         self._last_refresh_at = self._queries_seen
         if self.verbose:
             print(

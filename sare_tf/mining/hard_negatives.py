@@ -123,6 +123,7 @@ def mine_tuples(
 
     rng = np.random.default_rng(seed)
     db_sq_norms = _squared_norms(db)
+    _check_finite(db_sq_norms, "db_desc")
     positive_idx = np.full(num_queries, NO_INDEX, dtype=np.int64)
     negative_idx = np.full((num_queries, num_negatives), NO_INDEX, dtype=np.int64)
     num_available = np.zeros(num_queries, dtype=np.int64)
@@ -131,6 +132,7 @@ def mine_tuples(
     for start in range(0, num_queries, query_block_size):
         stop = min(start + query_block_size, num_queries)
         xq = np.ascontiguousarray(query_desc[start:stop], dtype=np.float32)
+        _check_finite(_squared_norms(xq), "query_desc", offset=start)
         positive_idx[start:stop] = _nearest_positives(xq, db, positives.padded(start, stop))
         negative_idx[start:stop], num_available[start:stop] = _hardest_negatives(
             xq,
@@ -203,6 +205,17 @@ def _check_descriptors(desc, name: str) -> np.ndarray:
             f"`{name}` must be a 2-D float array. Received: shape={desc.shape}, dtype={desc.dtype}"
         )
     return desc
+
+
+def _check_finite(sq_norms: np.ndarray, name: str, offset: int = 0) -> None:
+    """A NaN / inf anywhere in a row makes its squared norm non-finite: one cheap test per row."""
+    bad = np.flatnonzero(~np.isfinite(sq_norms))
+    if bad.size:
+        rows = ", ".join(str(offset + i) for i in bad[:5])
+        raise ValueError(
+            f"`{name}` holds NaN or infinite values (rows {rows}{', ...' if bad.size > 5 else ''}); "
+            "a diverged model or a broken image gives such descriptors."
+        )
 
 
 def _check_cache(cache, num_queries: int, num_db: int) -> np.ndarray | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
 from sare_tf.training.atomic import write_json_atomic
 from sare_tf.training.config import TrainConfig
@@ -131,21 +132,33 @@ def _load_datasets(config, train_data, val_data):
 
 
 def _restore_backup(tuple_model, backup_dir: str) -> int:
-    """Loads the backup weights now (before the first mining); returns the epoch to resume."""
+    """Loads the backup weights now (before the first mining); returns the epoch to resume.
+
+    `BackupAndRestore` writes its weights and metadata files in place. A run killed while
+    writing them leaves one unreadable; the previous pair (`.bkp`, kept by
+    `double_checkpoint=True`) is then copied over it, so that the callback's own restore in
+    `fit` loads the same, intact state.
+    """
+    import shutil
+
     tuple_model.optimizer.build(tuple_model.trainable_variables)
-    latest = os.path.join(backup_dir, "latest.weights.h5")
-    try:
-        tuple_model.load_weights(latest)
-        metadata_path = os.path.join(backup_dir, "training_metadata.json")
-    except (OSError, ValueError):
-        # A kill while the latest backup was being written: its predecessor is intact.
-        tuple_model.load_weights(latest + ".bkp")
-        metadata_path = os.path.join(backup_dir, "training_metadata.json.bkp")
-    try:
-        with open(metadata_path) as handle:
-            return int(json.load(handle)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    for suffix in ("", ".bkp"):
+        try:
+            with open(metadata + suffix) as handle:
+                epoch = int(json.load(handle)["epoch"])
+            tuple_model.load_weights(weights + suffix)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if suffix:
+            shutil.copyfile(weights + suffix, weights)
+            shutil.copyfile(metadata + suffix, metadata)
+        return epoch
+    raise ValueError(
+        f"The backup in {backup_dir} cannot be read (weights or metadata damaged). Delete the "
+        "folder to start the run over."
+    )
 
 
 def _new_summary(config, train_data, val_data, precision, strategy) -> dict:
@@ -231,8 +244,7 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
     resume_epoch = 0
     if resuming:
         resume_epoch = _restore_backup(tuple_model, backup_dir)
-        if config.verbose:
-            print(f"Resuming the run in {out} from its backup (epoch {resume_epoch + 1}).")
+        print(f"Resuming the run in {out} from its backup (epoch {resume_epoch + 1}).")
     elif not netvlad_layer(embedding_model).is_initialized:
         from sare_tf.cluster_init import initialize_netvlad
 
@@ -342,13 +354,17 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
     run_summary.write()
 
     start = time.perf_counter()
-    tuple_model.fit(
-        dataset,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    with warnings.catch_warnings():
+        # Each pass over the tuples ends the epoch by design; Keras warns about it.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        tuple_model.fit(
+            dataset,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the tuple pipeline shuffles (seeded, per pass)
+        )
     timings["fit_seconds"] = round(time.perf_counter() - start, 3)  # this run (not resumed ones)
     summary["mining"] = {
         "mode": config.mining_mode,
