@@ -24,6 +24,7 @@ _CALLBACKS = (
     "BestModelCheckpoint",
     "NaNGuard",
     "RunSummary",
+    "TensorBoardScalars",
     "ValidationRecall",
     "halving_schedule",
 )

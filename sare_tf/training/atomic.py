@@ -8,6 +8,7 @@ previous version intact (plus, at worst, a stray `.tmp` file).
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 
@@ -21,12 +22,15 @@ def _temporary_path(path: str, suffix: str) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> None:
-    """Writes `data` as indented JSON to `path` atomically (temp file, fsync, rename)."""
+    """Writes `data` as indented JSON to `path` atomically (temp file, fsync, rename).
+
+    NaN and infinite floats become `null` (strict JSON has no NaN).
+    """
     path = os.fspath(path)
     temporary = _temporary_path(path, ".json")
     try:
         with open(temporary, "w") as out:
-            json.dump(data, out, indent=2, sort_keys=False, default=_json_default)
+            json.dump(_finite(data), out, indent=2, default=_json_default, allow_nan=False)
             out.write("\n")
             out.flush()
             os.fsync(out.fileno())
@@ -50,6 +54,18 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _finite(value):
+    import numpy as np
+
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_default(value):

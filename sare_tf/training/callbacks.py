@@ -180,7 +180,7 @@ class NaNGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if self.failure is None and loss is not None and not np.isfinite(loss):
-            self.failure = {"epoch": self._epoch + 1, "batch": int(batch), "loss": float(loss)}
+            self.failure = {"epoch": self._epoch + 1, "batch": int(batch), "loss": str(loss)}
 
 
 class RunSummary(keras.callbacks.Callback):

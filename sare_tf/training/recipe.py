@@ -79,13 +79,19 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
 
 
 def make_strategy(name: str):
-    """The `tf.distribute` strategy for "none", "mirrored" or "multiworker"."""
+    """The `tf.distribute` strategy for "none", "mirrored" or "multiworker".
+
+    "mirrored" replicates over every local GPU, or, without GPUs, over every logical CPU
+    device (one unless `tf.config.set_logical_device_configuration` split the CPU, as the
+    tests do). "multiworker" reads the cluster from the `TF_CONFIG` environment variable.
+    """
     import tensorflow as tf
 
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(
@@ -387,11 +393,12 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
             if checkpoint.best_epoch
             else "no checkpoint was written"
         )
+        precision_hint = "" if precision == "float32" else f", precision float32 (was {precision})"
         raise TrainingDivergedError(
             f"Training stopped: the loss became {failure['loss']} at epoch {failure['epoch']}, "
             f"batch {failure['batch']} (keras.callbacks.TerminateOnNaN); {best_text}; summary: "
-            f"{summary_path}. Try a lower learning rate (lr={config.lr}), precision "
-            f"'float32' (was {precision!r}), or check the training images."
+            f"{summary_path}. Try a lower learning rate (lr={config.lr}){precision_hint}, or "
+            "check the training images."
         )
     summary["status"] = "completed"
     run_summary.write()

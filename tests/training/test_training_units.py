@@ -1,0 +1,156 @@
+"""The recipe's small parts: LR schedule, config, CLI mapping, atomic writes, TensorBoard
+scalars, the refresh interval, and a diverging run stopped with a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sare_tf.commands import train as train_command
+from sare_tf.data import GeoDataset
+from sare_tf.data.tuples import MiningState
+from sare_tf.mining import HardNegativeMining
+from sare_tf.models import build_embedding_model, build_tuple_model
+from sare_tf.training import (
+    TensorBoardScalars,
+    TrainConfig,
+    TrainingDivergedError,
+    halving_schedule,
+    train,
+)
+from sare_tf.training.atomic import save_model_atomic, write_json_atomic
+
+
+def test_learning_rate_is_halved_every_five_epochs():
+    schedule = halving_schedule(1e-3, 5)
+    expected = [1e-3] * 5 + [5e-4] * 5 + [2.5e-4] * 5 + [1.25e-4]
+    np.testing.assert_allclose([schedule(e) for e in range(16)], expected, rtol=1e-12)
+    assert halving_schedule(0.1, 0)(29) == 0.1
+    with pytest.raises(ValueError, match="halve_every"):
+        halving_schedule(1e-3, -1)
+
+
+def test_cli_defaults_are_the_papers_recipe():
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    config = train_command.config_from_args(parser.parse_args(["--dataset", "train.mat"]))
+    assert config.to_dict() == TrainConfig(dataset="train.mat", out="runs/train").to_dict()
+    paper = dict(
+        loss="sare-joint", epochs=30, batch_size=4, num_negatives=10, lr=1e-3,
+        lr_halve_every=5, weight_decay=1e-3, momentum=0.9, image_size=(480, 640),
+        num_candidates=1000, refresh_every=1000, num_clusters=64, backbone="vgg16",
+    )  # fmt: skip
+    assert {key: getattr(config, key) for key in paper} == paper
+    flags = parser.parse_args(
+        ["--dataset", "d", "--image-size", "96", "128", "--trainable-from", "all",
+         "--backup-every", "0", "--no-tensorboard", "--quiet", "--strategy", "mirrored"]
+    )  # fmt: skip
+    config = train_command.config_from_args(flags)
+    assert config.image_size == (96, 128) and config.trainable_from is None
+    assert config.backup_every is None and not config.tensorboard and config.verbose == 0
+    assert config.strategy == "mirrored"
+    json.dumps(config.to_dict())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image_size": (480,)}, "image_size"),
+        ({"strategy": "tpu"}, "Unknown strategy"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr": 0.0}, "lr"),
+        ({"momentum": -0.1}, "momentum"),
+        ({"backup_every": 0}, "backup_every"),
+    ],
+)
+def test_bad_config_values_raise(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(dataset="d", **change)
+
+
+def test_json_is_replaced_atomically_and_nan_becomes_null(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"loss": float("nan"), "x": np.float32(0.5), "v": [np.inf, 2.0]})
+    assert json.loads(path.read_text()) == {"loss": None, "x": 0.5, "v": [None, 2.0]}
+    assert os.listdir(tmp_path) == ["summary.json"]
+
+
+def test_model_save_failure_keeps_the_previous_file(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "best.keras"
+    save_model_atomic(model, path)
+    first = path.read_bytes()
+
+    class Exploding(keras.Model):
+        def save(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_model_atomic(Exploding(), path)
+    assert path.read_bytes() == first and os.listdir(tmp_path) == ["best.keras"]
+    with pytest.raises(ValueError, match=".keras"):
+        save_model_atomic(model, tmp_path / "best.h5")
+
+
+def test_tensorboard_scalars_are_readable_without_the_tensorboard_package(tmp_path):
+    callback = TensorBoardScalars(tmp_path)
+    callback.on_epoch_end(0, {"loss": 0.75, "val_recall@5": 0.5})
+    callback.on_epoch_end(1, {"loss": 0.25, "val_recall@5": 0.625})
+    callback.on_train_end()
+    found = {}
+    for split in ("train", "validation"):
+        for name in os.listdir(tmp_path / split):
+            for event in tf.compat.v1.train.summary_iterator(str(tmp_path / split / name)):
+                for value in event.summary.value:
+                    assert value.metadata.plugin_data.plugin_name == "scalars"
+                    found[(split, value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    assert found == {
+        ("train", "epoch_loss", 0): 0.75,
+        ("train", "epoch_loss", 1): 0.25,
+        ("validation", "epoch_recall@5", 0): 0.5,
+        ("validation", "epoch_recall@5", 1): 0.625,
+    }
+
+
+def test_refresh_interval_grows_as_the_learning_rate_drops(tiny_city):
+    train_data = GeoDataset.from_dbstruct(tiny_city["train"])
+    model = build_tuple_model(build_embedding_model("tiny", num_clusters=2), 2)
+    model.compile(keras.optimizers.SGD(1e-3), loss="mse")
+    state = MiningState(train_data.num_queries, 2)
+    mining = HardNegativeMining(
+        train_data, state, (32, 32), refresh_every=1000, grow_with_lr=True, initial_lr=1e-3
+    )
+    mining.set_model(model)
+    assert mining.current_interval() == 1000
+    model.optimizer.learning_rate = 2.5e-4
+    assert mining.current_interval() == 4000
+    mining.grow_with_lr = False
+    assert mining.current_interval() == 1000
+    with pytest.raises(ValueError, match="mode"):
+        HardNegativeMining(train_data, state, (32, 32), mode="lazy")
+    with pytest.raises(ValueError, match="24 queries"):
+        HardNegativeMining(train_data, MiningState(5, 2), (32, 32))
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_with_a_clear_message(tiny_city, tmp_path):
+    config = TrainConfig(
+        dataset=tiny_city["train"], out=str(tmp_path / "run"), backbone="tiny", num_clusters=4,
+        image_size=(32, 48), num_negatives=2, epochs=2, num_candidates=50, refresh_every=1000,
+        cluster_images=8, descriptors_per_image=20, precision="float32", lr=1e30,
+        tensorboard=False, verbose=0,
+    )  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 1, batch \d"):
+        train(config)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["failure"]["loss"] == "nan"
+    assert len(summary["epochs"]) == 1 and summary["epochs"][0]["loss"] is None
+    assert not (tmp_path / "run" / "last.keras").exists()  # NaN weights are not saved
+    assert keras.config.dtype_policy().name == "float32"
