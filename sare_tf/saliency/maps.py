@@ -53,7 +53,7 @@ _SCORECAM_PREDICT_IMAGES = 32
 # reuse its similarity models (and Score-CAM's traced predict function).
 _SIMILARITY_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # Similarities this close to 1 are an image against its own descriptor (float32 rounding).
-_AT_MAXIMUM = 1e-5
+_AT_MAXIMUM = 1e-6
 
 
 def saliency_maps(

@@ -304,23 +304,29 @@ def _as_matrix(descriptors, count: int, name: str) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, cmap: str = HEATMAP_CMAP, alpha=HEATMAP_ALPHA):
-    """Blends a `[H, W]` heat map in [0, 1] over a `[H, W, 3]` 0-255 image; uint8 RGB."""
+    """Blends a `[H, W]` heat map in [0, 1] over a grey version of a `[H, W, 3]` 0-255 image.
+
+    The image is shown in grey under the colour map so that the map's colours are not mixed
+    up with the scene's. Returns uint8 RGB.
+    """
     from matplotlib import colormaps
 
+    image = np.asarray(image, dtype="float64")
+    grey = (image @ np.array([0.299, 0.587, 0.114]))[..., None]
     colored = colormaps[cmap](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
-    blended = (1.0 - alpha) * np.asarray(image, dtype="float64") + alpha * colored
+    blended = (1.0 - alpha) * grey + alpha * colored
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
 def framed(image: np.ndarray, color, width: int | None = None) -> np.ndarray:
-    """The image with a solid `color` frame drawn over its outer `width` pixels; uint8 RGB."""
-    result = np.clip(np.round(np.asarray(image, dtype="float64")), 0, 255).astype(np.uint8)
+    """The image inside a solid `color` frame `width` pixels wide (added around it); uint8 RGB."""
+    pixels = np.clip(np.round(np.asarray(image, dtype="float64")), 0, 255).astype(np.uint8)
     if width is None:
-        width = max(2, round(0.06 * min(result.shape[:2])))
-    result[:width] = color
-    result[-width:] = color
-    result[:, :width] = color
-    result[:, -width:] = color
+        width = max(2, round(0.06 * min(pixels.shape[:2])))
+    height, image_width = pixels.shape[:2]
+    result = np.empty((height + 2 * width, image_width + 2 * width, 3), np.uint8)
+    result[...] = color
+    result[width : width + height, width : width + image_width] = pixels
     return result
 
 
