@@ -290,6 +290,10 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
     )
     if config.steps_per_epoch:
         dataset = dataset.repeat()
+    if resume_epoch:
+        # Pass e is shuffled with seed (seed, e): a resumed run continues the uninterrupted
+        # run's sequence of query orders instead of replaying the first one.
+        state.epoch.assign(resume_epoch)
     mining = HardNegativeMining(
         train_data,
         state,

@@ -1,6 +1,6 @@
 """MirroredStrategy over two logical CPU devices: one step matches the single-device step, and
-the fit recipe runs under `strategy="mirrored"` (in a fresh process: logical devices must be
-configured before TensorFlow initialises)."""
+the fit recipe runs under `strategy="mirrored"` with `precision="auto"` (bf16 on a CPU), in a
+fresh process: logical devices must be configured before TensorFlow initialises."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 SCRIPT = textwrap.dedent(
@@ -28,14 +29,18 @@ SCRIPT = textwrap.dedent(
     from sare_tf.training import TrainConfig, make_strategy, train
 
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, size=(4, 4, 32, 32, 3)).astype("float32")  # 4 tuples, N = 2
+    # 4 tuples, N = 2: a colour per image plus a gradient and noise, so descriptors differ.
+    colours = rng.uniform(0, 255, size=(4, 4, 1, 1, 3))
+    ramp = np.linspace(-60, 60, 32)[None, None, :, None, None] * rng.uniform(-1, 1, (4, 4, 1, 1, 3))
+    noise = rng.normal(0, 20, size=(4, 4, 32, 32, 3))
+    images = np.clip(colours + ramp + noise, 0, 255).astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(4, "float32"))).batch(4)
 
     def make(strategy):
         with strategy.scope():
             keras.utils.set_random_seed(0)
             embedding = build_embedding_model("tiny", num_clusters=4, trainable_from=None)
-            centroids = np.random.default_rng(1).normal(size=(4, 128))
+            centroids = 0.05 * np.random.default_rng(1).normal(size=(4, 128))
             netvlad_layer(embedding).set_centroids(centroids, 10.0)
             model = build_tuple_model(embedding, 2)
             optimizer = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3)
@@ -64,14 +69,16 @@ SCRIPT = textwrap.dedent(
         dataset=city + "/synthcity_train.mat", val_dataset=city + "/synthcity_val.mat",
         out=out, backbone="tiny", num_clusters=4, image_size=(32, 48), num_negatives=2,
         batch_size=4, epochs=1, steps_per_epoch=2, refresh_every=1000, num_candidates=50,
-        cluster_images=8, descriptors_per_image=20, precision="float32", strategy="mirrored",
-        tensorboard=False, verbose=0,
+        cluster_images=8, descriptors_per_image=20, precision="auto", strategy="mirrored",
+        validate_before_training=True, tensorboard=False, verbose=0,
     ))
     result["recipe"] = {
         "status": summary["status"],
         "replicas": summary["strategy"]["num_replicas"],
         "loss": summary["epochs"][0]["loss"],
         "val_recall@5": summary["epochs"][0]["val_recall@5"],
+        "initial_recall@5": summary["initial_validation"]["recall@5"],
+        "precision": summary["precision"],
     }
     print("RESULT " + json.dumps(result))
     """
@@ -90,8 +97,11 @@ def test_mirrored_two_logical_cpus_matches_single_device(tiny_city, tmp_path):
     result = json.loads(line[len("RESULT ") :])
     assert result["replicas"] == 2 and len(result["devices"]) == 2
     assert result["mirrored_loss"] == pytest.approx(result["single_loss"], rel=1e-5)
-    assert result["max_update"] > 1e-4  # the step changed the weights ...
+    assert abs(result["single_loss"] - np.log(3.0)) > 1e-3  # not the all-equal degenerate loss
+    assert result["max_update"] > 1e-3  # the step changed the weights ...
     assert result["max_weight_difference"] < 1e-5  # ... identically on one and two replicas
     recipe = result["recipe"]
     assert recipe["status"] == "completed" and recipe["replicas"] == 2
     assert 0.0 <= recipe["val_recall@5"] <= 1.0 and recipe["loss"] > 0
+    assert 0.0 <= recipe["initial_recall@5"] <= 1.0
+    assert recipe["precision"] == "mixed_bfloat16"  # "auto" on a CPU
