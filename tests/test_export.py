@@ -429,24 +429,22 @@ def test_cli_export_with_pca_whitening(tmp_path, capsys):
     mat_path, names = _write_pca_dataset(tmp_path, count=12)
     root = str(tmp_path / "models")
     argv = ["export", "--model", model_path, "--name", "cli", "--root", root]
-    assert cli_main(argv) == 0
-    assert (
-        cli_main([*argv, "--pca-dim", "8", "--pca-from", mat_path, "--image-root", str(tmp_path)])
-        == 0
-    )
-    assert "Exported cli version 2" in capsys.readouterr().out
     assert cli_main([*argv, "--pca-dim", "8"]) == 2  # --pca-from missing: a message, no traceback
     assert "--pca-dim and --pca-from go together" in capsys.readouterr().err
-    assert list_versions(os.path.join(root, "cli")) == [1, 2]
-    info = _read_info(os.path.join(root, "cli", "2"))
+    pca_args = ["--pca-dim", "8", "--pca-from", mat_path, "--image-root", str(tmp_path)]
+    assert cli_main([*argv, *pca_args]) == 0
+    assert "Exported cli version 1" in capsys.readouterr().out
+    assert list_versions(os.path.join(root, "cli")) == [1]
+    info = _read_info(os.path.join(root, "cli", "1"))
     assert info["descriptor_dim"] == 8 and info["pca_whitening_dim"] == 8
+    assert info["source_model"] == model_path
 
     # Independent float64 check of the fit: the layer's mean is the mean NetVLAD descriptor of
     # the database images, and its projection whitens their covariance (P^T C P = I).
     pixels = _pipeline_pixels([str(tmp_path / name) for name in names], (32, 32))
     netvlad_model = keras.Model(model.input, model.get_layer("netvlad").output)
     netvlad = keras.ops.convert_to_numpy(netvlad_model(pixels)).astype(np.float64)
-    whitened_model = keras.saving.load_model(os.path.join(root, "cli", "2.keras"))
+    whitened_model = keras.saving.load_model(os.path.join(root, "cli", "1.keras"))
     pca = whitened_model.get_layer("pca_whitening")
     mean = keras.ops.convert_to_numpy(pca.mean).astype(np.float64)
     projection = keras.ops.convert_to_numpy(pca.projection).astype(np.float64)
@@ -462,8 +460,53 @@ def test_cli_export_with_pca_whitening(tmp_path, capsys):
     )
 
     # The served descriptor is L2((x - mean) P) of the served image's NetVLAD vector.
-    served = tf.saved_model.load(os.path.join(root, "cli", "2"))
+    served = tf.saved_model.load(os.path.join(root, "cli", "1"))
     with open(tmp_path / names[3], "rb") as file:
         got = served.signatures["serve_jpeg"](image_bytes=tf.constant([file.read()]))["descriptor"]
     expected = (netvlad[3] - mean) @ projection
     np.testing.assert_allclose(got.numpy()[0], expected / np.linalg.norm(expected), atol=1e-4)
+
+
+def test_serving_decoder_gives_the_training_readers_pixels(tmp_path):
+    """Pixel-exact against `read_rgb` (Pillow), the reader of training and evaluation."""
+    rng = np.random.default_rng(7)
+    noisy = np.clip(
+        np.kron(rng.integers(0, 256, (6, 6, 3)), np.ones((25, 25, 1)))
+        + rng.normal(0, 15, (150, 150, 3)),
+        0,
+        255,
+    ).astype(np.uint8)
+    palette = Image.fromarray(noisy).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    files = {
+        "jpeg 4:2:0": ("a.jpg", Image.fromarray(noisy), {"quality": 80}),
+        "jpeg 4:4:4": ("b.jpg", Image.fromarray(noisy), {"quality": 95, "subsampling": 0}),
+        "jpeg progressive": ("c.jpg", Image.fromarray(noisy), {"progressive": True}),
+        "jpeg gray": ("d.jpg", Image.fromarray(noisy[..., 0]), {}),
+        "png rgb": ("e.png", Image.fromarray(noisy), {}),
+        "png rgba": ("f.png", Image.fromarray(np.dstack([noisy, noisy[..., 1]]), "RGBA"), {}),
+        "png gray+alpha": ("g.png", Image.fromarray(noisy[..., :2].copy(), "LA"), {}),
+        "png 16-bit gray": (
+            "h.png",
+            Image.fromarray(noisy[..., 0].astype(np.uint16) * 257 + 100),
+            {},
+        ),
+        "png 4-bit palette": ("i.png", palette, {}),
+        "png palette + tRNS": ("j.png", palette, {"transparency": 3}),
+        "gif": ("k.gif", palette, {}),
+        "bmp": ("l.bmp", Image.fromarray(noisy), {}),
+    }
+    from sare_tf.data.images import read_rgb
+    from sare_tf.export.signatures import decode_like_pipeline
+
+    for label, (name, image, options) in files.items():
+        image.save(tmp_path / name, **options)
+        contents = tf.constant((tmp_path / name).read_bytes())
+        for size in ((150, 150), (64, 64), (32, 32)):  # JPEGs decode at 1, 1/2 and 1/4 scale
+            expected = read_rgb(str(tmp_path / name), size)
+            got = decode_like_pipeline(contents, size).numpy()
+            assert got.shape == expected.shape, (label, size)
+            assert np.array_equal(got, expected), (
+                label,
+                size,
+                np.abs(got - expected.astype(int)).max(),
+            )

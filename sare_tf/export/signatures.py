@@ -153,13 +153,45 @@ def _composite_over_white(rgba: tf.Tensor) -> tf.Tensor:
     )
 
 
+def _decode_png_like_pillow(contents: tf.Tensor) -> tf.Tensor:
+    """PNG bytes -> uint8 RGB as `read_rgb` makes them.
+
+    Pillow composites over white only images with an alpha channel (colour types 4 and 6) and
+    palette images with a `tRNS` chunk; it scales 16-bit grayscale by 1/257. Other PNGs are
+    plain RGB: decoding them with 4 channels would be wrong, since TensorFlow fills the alpha
+    of low-bit-depth palette images with 2^depth - 1 instead of 255.
+    """
+    # IHDR follows the 8-byte signature: length, "IHDR", width, height, bit depth, colour type.
+    bit_depth = tf.strings.substr(contents, 24, 1)
+    colour_type = tf.strings.substr(contents, 25, 1)
+    # Chunks that apply to the image come before the first IDAT.
+    header = tf.strings.split(contents, sep="IDAT", maxsplit=1)[0]
+    has_trns = tf.size(tf.strings.split(header, sep="tRNS", maxsplit=1)) > 1
+    has_alpha = tf.reduce_any(tf.equal(colour_type, [b"\x04", b"\x06"]))
+    composite = has_alpha | (tf.equal(colour_type, b"\x03") & has_trns)
+    gray16 = tf.equal(colour_type, b"\x00") & tf.equal(bit_depth, b"\x10")
+
+    def with_alpha():
+        return _composite_over_white(tf.io.decode_png(contents, channels=4, dtype=tf.uint8))
+
+    def deep_gray():
+        values = tf.cast(tf.io.decode_png(contents, channels=1, dtype=tf.uint16), tf.float32)
+        return tf.image.grayscale_to_rgb(tf.cast(tf.round(values / 257.0), tf.uint8))
+
+    def plain():
+        return tf.io.decode_png(contents, channels=3, dtype=tf.uint8)
+
+    return tf.case([(composite, with_alpha), (gray16, deep_gray)], default=plain, exclusive=False)
+
+
 def decode_like_pipeline(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """Decodes image bytes to uint8 `[H, W, 3]` RGB with the pixels the training and
     evaluation pipeline gets from the same file (`sare_tf.data.images.read_rgb`, Pillow).
 
     JPEGs use the accurate integer DCT (Pillow's; TensorFlow's default fast DCT differs by up
     to ~6 levels) and the same reduced-scale decoding of large photos; PNGs are composited
-    over white like Pillow does for transparency. GIF and BMP use `tf.io.decode_image`.
+    over white where Pillow does so. GIF and BMP use `tf.io.decode_image` (transparent GIF
+    pixels are not composited over white as Pillow does).
 
     Args:
         contents: scalar string tensor, already checked by `is_supported_image`.
@@ -180,7 +212,7 @@ def decode_like_pipeline(contents: tf.Tensor, image_size: tuple[int, int]) -> tf
         return tf.switch_case(_draft_ratio_index(contents, height, width), branches)
 
     def png():
-        return _composite_over_white(tf.io.decode_png(contents, channels=4, dtype=tf.uint8))
+        return _decode_png_like_pillow(contents)
 
     def other():
         return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
