@@ -68,17 +68,26 @@ class _ModelEntry:
 
 def resolve_image_size(model, dataset, image_size=None) -> tuple[int, int]:
     """The `(height, width)` panels use: given, else the model's fixed input, else the first query's."""
+    import keras
+
+    fixed = (None, None)
+    if isinstance(model, keras.Model):
+        fixed = tuple(model.input_shape[1:3])
     if image_size is not None:
         height, width = (int(v) for v in image_size)
         if height < 1 or width < 1:
             raise ValueError(f"`image_size` must be positive. Received: image_size={image_size}")
+        if any(
+            known is not None and known != size
+            for known, size in zip(fixed, (height, width), strict=True)
+        ):
+            raise ValueError(
+                f"The model takes {fixed[0]}x{fixed[1]} images only. "
+                f"Received: image_size={(height, width)}"
+            )
         return height, width
-    import keras
-
-    if isinstance(model, keras.Model):
-        fixed = tuple(model.input_shape[1:3])
-        if all(isinstance(v, int) for v in fixed):
-            return int(fixed[0]), int(fixed[1])
+    if all(isinstance(v, int) for v in fixed):
+        return int(fixed[0]), int(fixed[1])
     if dataset.num_queries == 0:
         raise ValueError(f"Dataset {dataset.name!r} has no queries.")
     from sare_tf.data.images import read_rgb

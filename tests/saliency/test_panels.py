@@ -111,7 +111,11 @@ def _load(paths):
     return np.stack([np.asarray(Image.open(p).convert("RGB"), "float32") for p in paths])
 
 
-def test_write_panels_refuses_bad_queries_and_descriptors(street, tiny_model, tmp_path):
+def test_write_panels_refuses_bad_queries_and_descriptors(
+    street, tiny_model, planted_models, tmp_path
+):
+    with pytest.raises(ValueError, match=r"takes 64x96 images only.*\(48, 64\)"):
+        write_panels(planted_models["A"][0], street, [0], tmp_path, image_size=(48, 64))
     with pytest.raises(ValueError, match=r"out of range.*\[3\]"):
         write_panels(tiny_model, street, [0, 3], tmp_path, progress=False)
     with pytest.raises(ValueError, match="empty"):
