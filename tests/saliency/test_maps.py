@@ -324,3 +324,27 @@ def test_mixed_bfloat16_models_are_explained_in_float32(method, tiny_model, make
     np.testing.assert_allclose(maps, expected, atol=1e-4)
     # The bf16 model itself is left as it was.
     assert mixed.get_layer("block4_conv2").compute_dtype == "bfloat16"
+
+
+def test_the_float32_clone_is_what_makes_gradcam_plus_plus_work_under_bfloat16(
+    tiny_model, make_images
+):
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+
+    from sare_tf.saliency import float32_clone, similarity_model, similarity_score
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed = build_embedding_model("tiny", num_clusters=4, input_shape=(None, None, 3))
+    keras.config.set_dtype_policy("float32")
+    queries = make_images(2, 32, 32, seed=26)
+    references = np.tile(_descriptors(tiny_model, queries[:1]), (2, 1))
+    # tf-keras-vis 0.8.7 multiplies float32 scores with bfloat16 gradients and fails.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bfloat16"):
+        GradcamPlusPlus(similarity_model(mixed, references))(
+            similarity_score, queries, penultimate_layer="block4_conv2"
+        )
+    clone = float32_clone(mixed)
+    assert all(layer.compute_dtype == "float32" for layer in clone.layers[1:])
+    for original, copied in zip(mixed.weights, clone.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(copied), original.numpy())
+    assert float32_clone(tiny_model) is tiny_model  # already float32: used as is
