@@ -97,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Faster Score-CAM: only the K highest-variance channels (default: all)",
     )
+    parser.add_argument(
+        "--scorecam-temperature",
+        type=float,
+        default=0.1,
+        help="T of the Score-CAM mask weights sigmoid((s_mask - s) / T) (default 0.1)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the PNGs")
 
@@ -153,6 +159,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         smooth_samples=args.smooth_samples,
         scorecam_max_channels=args.scorecam_channels,
+        scorecam_temperature=args.scorecam_temperature,
     )
     for panel in panels:
         retrievals = "; ".join(

@@ -94,3 +94,34 @@ def test_query_choice():
     with pytest.raises(SystemExit):
         cli.main(["saliency", "--model", "m", "--dataset", "d", "--out", "o",
                   "--queries", "1", "--random", "2"])  # fmt: skip
+
+
+def test_command_scorecam_options_reach_the_maps(saved_models, tiny_city, tmp_path, monkeypatch):
+    import sare_tf.saliency.panels as panels
+
+    seen = []
+    original = panels.saliency_maps
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(panels, "saliency_maps", recording)
+    status = cli.main(
+        [
+            "saliency",
+            "--model", saved_models[0],
+            "--dataset", tiny_city["test"],
+            "--queries", "1",
+            "--method", "scorecam",
+            "--scorecam-channels", "4",
+            "--scorecam-temperature", "0.5",
+            "--layer", "block3_conv2",
+            "--out", os.fspath(tmp_path),
+        ]
+    )  # fmt: skip
+    assert status == 0 and (tmp_path / "query_00001.png").is_file()
+    assert len(seen) == 2  # the query against its top-1, the top-1 against the query
+    for kwargs in seen:
+        assert kwargs["method"] == "scorecam" and kwargs["layer_name"] == "block3_conv2"
+        assert kwargs["scorecam_max_channels"] == 4 and kwargs["scorecam_temperature"] == 0.5
