@@ -11,7 +11,9 @@ share most of their content; views a street apart share only the city's style.
 The train, val and test splits are different streets in different districts (thousands of metres
 apart), written as JPEG files under `out_dir/images/<split>/` plus one dbStruct `.mat` file per
 split (`out_dir/synthcity_<split>.mat`, image root `out_dir`), read by the same reader as
-Pittsburgh 30k/250k.
+Pittsburgh 30k/250k. `out_dir/synthcity_<split>_queries.json` records how each query was taken
+(side, distance, yaw, pitch, time of day, weather, occluders) for error analysis, and
+`out_dir/city.json` the settings (a matching city is reused).
 
 Example:
     >>> mats = make_synthetic_city("/tmp/city", preset="tiny", seed=0)
@@ -174,9 +176,8 @@ def _database_conditions(rng: np.random.Generator, config: CityConfig, distance:
 def _query_conditions(rng: np.random.Generator, config: CityConfig, distance: float):
     change = config.appearance_change
     names = list(TIMES_OF_DAY)
-    zenith, horizon, gain, brightness, contrast = TIMES_OF_DAY[
-        names[int(rng.choice(len(names), p=[0.2, 0.25, 0.2, 0.2, 0.15]))]
-    ]
+    time_of_day = names[int(rng.choice(len(names), p=[0.2, 0.25, 0.2, 0.2, 0.15]))]
+    zenith, horizon, gain, brightness, contrast = TIMES_OF_DAY[time_of_day]
     if change < 1:  # blend toward the database's sunny day
         base_zenith, base_horizon, base_gain, base_brightness, base_contrast = TIMES_OF_DAY["noon"]
         blend = lambda a, b: tuple(np.asarray(b) + change * (np.asarray(a) - np.asarray(b)))  # noqa: E731
@@ -214,6 +215,7 @@ def _query_conditions(rng: np.random.Generator, config: CityConfig, distance: fl
         cars=cars,
         pedestrians=pedestrians,
         jpeg_quality=int(rng.integers(60, 93)),
+        time_of_day=time_of_day,
     )
 
 
@@ -228,8 +230,8 @@ def _write_jpeg(path: str, pixels: np.ndarray, quality: int) -> None:
 
 def _render_street(
     config: CityConfig, seed: int, split_index: int, street: int, glyphs, out_dir: str
-) -> tuple[list, list, list, list]:
-    """Renders and writes the database images and queries of one street."""
+) -> tuple[list, list, list, list, list]:
+    """Renders and writes the database images and queries of one street (+ query metadata)."""
     split = SPLITS[split_index]
     half_width = config.street_half_width_m
     length = config.street_length_m
@@ -253,7 +255,7 @@ def _render_street(
         # Side 0 faces north (east is to the right), side 1 faces south (east is to the left).
         return along if side == 0 else length - along
 
-    db_paths, db_utm, query_paths, query_utm = [], [], [], []
+    db_paths, db_utm, query_paths, query_utm, query_info = [], [], [], [], []
     folder = os.path.join(out_dir, "images", split)
     for index, along in enumerate(_db_positions(config)):
         for side in (0, 1):
@@ -300,8 +302,26 @@ def _render_street(
         _write_jpeg(os.path.join(out_dir, relative), pixels, conditions.jpeg_quality)
         query_paths.append(relative)
         query_utm.append((east0 + along, north0 + lateral))
+        query_info.append(
+            {
+                "path": relative,
+                "side": "NS"[side],
+                "distance_m": round(distance, 3),
+                "yaw_deg": round(pose.yaw_deg, 2),
+                "pitch_deg": round(pose.pitch_deg, 2),
+                "time_of_day": conditions.time_of_day,
+                "shadow": conditions.shadow is not None,
+                "haze": round(conditions.haze, 3),
+                "noise_std": round(conditions.noise_std, 4),
+                "blur": conditions.blur,
+                "rain": conditions.rain > 0,
+                "cars": len(conditions.cars),
+                "pedestrians": len(conditions.pedestrians),
+                "jpeg_quality": conditions.jpeg_quality,
+            }
+        )
     os.makedirs(folder, exist_ok=True)
-    return db_paths, db_utm, query_paths, query_utm
+    return db_paths, db_utm, query_paths, query_utm, query_info
 
 
 def _manifest(config: CityConfig, preset: str, seed: int) -> dict:
@@ -364,13 +384,14 @@ def make_synthetic_city(
     start = time.perf_counter()
     done = 0
     for split_index, split in enumerate(SPLITS):
-        db_paths, db_utm, query_paths, query_utm = [], [], [], []
+        db_paths, db_utm, query_paths, query_utm, query_info = [], [], [], [], []
         for street in range(config.streets[split_index]):
             parts = _render_street(config, seed, split_index, street, glyphs, out_dir)
             db_paths += parts[0]
             db_utm += parts[1]
             query_paths += parts[2]
             query_utm += parts[3]
+            query_info += parts[4]
             done += len(parts[0]) + len(parts[2])
             if bar is not None:
                 bar.update(done)
@@ -383,6 +404,9 @@ def make_synthetic_city(
             name=f"synthcity_{split}",
         )
         write_dbstruct(mats[split], dataset, split)
+        # How each query was taken (viewpoint, time, weather, occluders): for error analysis.
+        with open(os.path.join(out_dir, f"synthcity_{split}_queries.json"), "w") as handle:
+            json.dump(query_info, handle, indent=0)
     with open(manifest_path + ".tmp", "w") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
     os.replace(manifest_path + ".tmp", manifest_path)

@@ -51,6 +51,7 @@ class Conditions:
     cars: tuple = ()  # (x_fraction, distance_m, palette index) per car
     pedestrians: tuple = ()  # (x_fraction, distance_m, shirt index) per pedestrian
     jpeg_quality: int = 92
+    time_of_day: str = "noon"
 
 
 TIMES_OF_DAY = {

@@ -181,6 +181,14 @@ def make_tuple_dataset(
 
     Returns:
         Batches `(images float32 [B, 2+N, H, W, 3] in [0, 255], y float32 [B] zeros)`.
+
+    Notes:
+        The cardinality is unknown to tf.data (it follows `state.valid`). Keras `fit` then runs
+        the first epoch to the end of the data (with a harmless "ran out of data" warning) and
+        takes that batch count as the length of the later epochs, with a fresh iterator (so a
+        fresh pass) per epoch: keep the number of valid queries constant across epochs (it is
+        when `valid` means "has a training positive", as `mine_tuples` sets it), or `.repeat()`
+        the dataset and pass `steps_per_epoch`.
     """
     if state.num_queries != dataset.num_queries:
         raise ValueError(
