@@ -77,7 +77,8 @@ def saliency_maps(
 
     An image explained against its own descriptor is at the maximum s = 1, where the
     gradients of the normalised descriptor vanish: the gradient methods and Grad-CAM++ then
-    show rounding noise, and a warning says so; Score-CAM still works.
+    show rounding noise, and a warning says so (also when an untrained model gives every
+    image nearly the same descriptor); Score-CAM still works.
 
     Args:
         model: an embedding model (image -> descriptor), a tuple model wrapping one, a model
@@ -165,9 +166,10 @@ def saliency_maps(
     at_maximum = np.flatnonzero(np.concatenate(similarity) > 1.0 - _AT_MAXIMUM)
     if method != "scorecam" and at_maximum.size:
         warnings.warn(
-            f"Images {at_maximum.tolist()} are explained against their own descriptor (s = 1): "
+            f"Images {at_maximum.tolist()} have similarity s = 1 to their reference (their own "
+            "descriptor, or a model whose descriptors hardly differ, e.g. an untrained one): "
             f"the gradient of s vanishes there, so the {method} maps show rounding noise. "
-            "Use method='scorecam' to explain an image against itself.",
+            "Score-CAM does not depend on that gradient.",
             stacklevel=2,
         )
     if raw.shape[1:] != images.shape[1:3]:

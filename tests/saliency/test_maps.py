@@ -258,7 +258,7 @@ def test_an_image_against_its_own_descriptor_has_no_gradient_but_a_scorecam_map(
     # s = 1 is the maximum of <f(x), f(x)> over unit descriptors: the gradient is 0 there,
     # up to float32 rounding, which a [0, 1] map would blow up into a pattern.
     for method in ("saliency", "gradcam++"):
-        with pytest.warns(UserWarning, match=r"Images \[0\] are explained against their own"):
+        with pytest.warns(UserWarning, match=r"Images \[0\] have similarity s = 1"):
             saliency_maps(model, image, own, method=method)
     scorecam = saliency_maps(model, image, own, method="scorecam")
     assert scorecam.max() == 1.0
