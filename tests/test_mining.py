@@ -154,6 +154,31 @@ def test_fewer_negatives_than_requested_are_repeated_and_none_invalidates():
     assert positive_idx[1] == 0  # the positive is still reported
 
 
+def test_unusable_database_images_are_never_chosen():
+    query_desc, db_desc, train_positives, non_negatives = _random_problem()
+    _, true_hardest, _ = _reference(query_desc, db_desc, train_positives, non_negatives, 3)
+    ref_pos = _reference(query_desc, db_desc, train_positives, non_negatives, 1)[0]
+    usable = np.ones(150, bool)
+    usable[true_hardest[:, 0]] = False  # everyone's hardest negative ...
+    usable[ref_pos[ref_pos != NO_INDEX][:5]] = False  # ... and some best positives
+    sub = np.flatnonzero(usable)
+    remap = np.full(150, NO_INDEX)
+    remap[sub] = np.arange(len(sub))
+    # Reference: the same problem with the unusable images removed from the database.
+    expected_pos, expected_neg, _ = _reference(
+        query_desc, db_desc[sub], [remap[p][remap[p] >= 0] for p in train_positives],
+        [remap[n][remap[n] >= 0] for n in non_negatives], 3,
+    )  # fmt: skip
+    expected_pos = np.where(expected_pos == NO_INDEX, NO_INDEX, sub[expected_pos])
+    positive_idx, negative_idx, valid = mine_tuples(
+        query_desc, db_desc, train_positives, non_negatives, 3, num_candidates=150,
+        negative_cache=true_hardest, db_usable=usable,
+    )  # fmt: skip
+    np.testing.assert_array_equal(positive_idx, expected_pos)
+    np.testing.assert_array_equal(negative_idx, sub[expected_neg])
+    np.testing.assert_array_equal(valid, expected_pos != NO_INDEX)
+
+
 def test_float16_queries_give_the_same_tuples_as_their_float32_values():
     query_desc, db_desc, train_positives, non_negatives = _random_problem()
     half = query_desc.astype(np.float16)
@@ -174,6 +199,7 @@ def test_float16_queries_give_the_same_tuples_as_their_float32_values():
         ({"num_candidates": 2}, "at least `num_negatives`"),
         ({"negative_cache": np.zeros((40, 2), np.float32)}, "integer array"),
         ({"query_desc": np.zeros((40, 16), np.int32)}, "2-D float array"),
+        ({"db_usable": np.ones(149, bool)}, "db_usable"),
         ({"db_desc": np.full((150, 16), np.nan, np.float32)}, r"db_desc.*NaN.*rows 0, 1"),
         (
             {

@@ -40,6 +40,9 @@ class HardNegativeMining(keras.callbacks.Callback):
     `refresh_every * initial_lr / current_lr` (doubling with each halving of the learning rate):
     descriptors move less when the steps are smaller, so tuples stay hard longer.
 
+    Unreadable images (skipped and counted by extraction): database images are never chosen
+    (`mine_tuples(db_usable=...)`), queries are marked not valid for this refresh.
+
     Staleness: tf.data prefetches a few batches, so the batches already in flight when a
     refresh lands were built from the previous state. That is a few tuples out of
     `refresh_every`, and harmless: they are still valid tuples, only slightly less hard.
@@ -230,8 +233,8 @@ class HardNegativeMining(keras.callbacks.Callback):
         start = time.perf_counter()
         # Queries in float16 halve the largest array (32768-d: 7,416 x 64 KB); the database
         # stays float32 (mine_tuples reads its rows in place).
-        query_desc = self._encode(self.dataset.query_image_paths(), np.float16, "queries")
-        db_desc = self._encode(self.dataset.db_image_paths(), np.float32, "database")
+        query_desc, query_ok = self._encode(self.dataset.query_image_paths(), np.float16, "queries")
+        db_desc, db_ok = self._encode(self.dataset.db_image_paths(), np.float32, "database")
         encode_seconds = time.perf_counter() - start
         indices, valid = before
         cache = np.where(valid[:, None], indices[:, 1:], NO_INDEX)
@@ -244,9 +247,11 @@ class HardNegativeMining(keras.callbacks.Callback):
             num_candidates=min(self.num_candidates, self.dataset.num_db),
             negative_cache=cache,
             seed=self.seed + len(self.refreshes),
+            db_usable=db_ok,
             verbose=bool(self.verbose),
         )
-        return encode_seconds, result
+        positive_idx, negative_idx, valid = result
+        return encode_seconds, (positive_idx, negative_idx, valid & query_ok)
 
     def _mine_partial(self, query_ids, before):
         indices, valid = before
@@ -263,8 +268,10 @@ class HardNegativeMining(keras.callbacks.Callback):
         start = time.perf_counter()
         all_queries = self.dataset.query_image_paths()
         all_db = self.dataset.db_image_paths()
-        query_desc = self._encode([all_queries[i] for i in query_ids], np.float32, "queries")
-        db_desc = self._encode([all_db[i] for i in db_ids], np.float32, "database subset")
+        query_desc, query_ok = self._encode(
+            [all_queries[i] for i in query_ids], np.float32, "queries"
+        )
+        db_desc, db_ok = self._encode([all_db[i] for i in db_ids], np.float32, "database subset")
         encode_seconds = time.perf_counter() - start
 
         def to_local(ids):
@@ -282,10 +289,11 @@ class HardNegativeMining(keras.callbacks.Callback):
             num_candidates=len(db_ids),
             negative_cache=np.where(cache == NO_INDEX, NO_INDEX, local[np.maximum(cache, 0)]),
             seed=self.seed + len(self.refreshes),
+            db_usable=db_ok,
         )
         positive_idx = np.where(positive_idx == NO_INDEX, NO_INDEX, db_ids[positive_idx])
         negative_idx = np.where(negative_idx == NO_INDEX, NO_INDEX, db_ids[negative_idx])
-        return encode_seconds, (positive_idx, negative_idx, mined_valid)
+        return encode_seconds, (positive_idx, negative_idx, mined_valid & query_ok)
 
     def _next_partial_chunk(self) -> np.ndarray:
         if self.pipeline_seed is not None and hasattr(self.state, "epoch"):
@@ -320,27 +328,31 @@ class HardNegativeMining(keras.callbacks.Callback):
             pass_number, position = pass_number + 1, 0
         return np.unique(np.concatenate(chunk)).astype(np.int64)
 
-    def _encode(self, paths, dtype, label: str) -> np.ndarray:
-        """Descriptors of `paths` as `dtype`, converted chunk by chunk (bounded float32 copies)."""
+    def _encode(self, paths, dtype, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """`(descriptors as dtype, readable mask)`, converted chunk by chunk (bounded copies)."""
         from sare_tf.evaluation import extract_descriptors
 
         chunk = 256
         bar = keras.utils.Progbar(len(paths), unit_name="image") if self.verbose else None
         if bar is not None:
             print(f"Mining: encoding {len(paths)} {label} images")
-        parts = []
+        parts, readable = [], []
         for start in range(0, len(paths), chunk):
-            descriptors = extract_descriptors(
+            descriptors, ok = extract_descriptors(
                 self._encoder_fn(),
                 paths[start : start + chunk],
                 image_size=self.image_size,
                 batch_size=self.batch_size,
                 progress=False,
+                return_valid=True,
             )
             parts.append(np.asarray(descriptors, dtype=dtype))
+            readable.append(ok)
             if bar is not None:
                 bar.update(min(start + chunk, len(paths)))
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype)
+        if not parts:
+            return np.zeros((0, 0), dtype), np.zeros(0, bool)
+        return np.concatenate(parts), np.concatenate(readable)
 
     def _encoder_fn(self):
         """One traced inference function for the whole run (weights are read at call time)."""

@@ -38,6 +38,7 @@ def mine_tuples(
     num_candidates: int = 1000,
     negative_cache: np.ndarray | None = None,
     seed: int = 0,
+    db_usable: np.ndarray | None = None,
     query_block_size: int = 512,
     verbose: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,6 +80,8 @@ def mine_tuples(
         negative_cache: `[Q, M]` database ids made candidates again (typically the previous
             call's `negative_idx`); `NO_INDEX` entries are ignored. None: no cache.
         seed: seed of the random candidate pools.
+        db_usable: optional `[Ndb]` bool; database images marked False (e.g. unreadable
+            files) are never chosen, neither as positive nor as negative.
         query_block_size: queries per block (memory / speed trade-off).
         verbose: show a progress bar (Keras `Progbar`).
 
@@ -120,6 +123,13 @@ def mine_tuples(
     positives = _IdLists(train_positives, num_queries, num_db, "train_positives")
     excluded = _IdLists(non_negatives, num_queries, num_db, "non_negatives")
     cache = _check_cache(negative_cache, num_queries, num_db)
+    if db_usable is not None:
+        db_usable = np.asarray(db_usable)
+        if db_usable.shape != (num_db,) or db_usable.dtype != bool:
+            raise ValueError(
+                f"`db_usable` must be a bool array of shape [{num_db}]. Received: "
+                f"shape={db_usable.shape}, dtype={db_usable.dtype}"
+            )
 
     rng = np.random.default_rng(seed)
     db_sq_norms = _squared_norms(db)
@@ -133,13 +143,17 @@ def mine_tuples(
         stop = min(start + query_block_size, num_queries)
         xq = np.ascontiguousarray(query_desc[start:stop], dtype=np.float32)
         _check_finite(_squared_norms(xq), "query_desc", offset=start)
-        positive_idx[start:stop] = _nearest_positives(xq, db, positives.padded(start, stop))
+        positive_table = positives.padded(start, stop)
+        if db_usable is not None:
+            positive_table[~db_usable[np.maximum(positive_table, 0)]] = NO_INDEX
+        positive_idx[start:stop] = _nearest_positives(xq, db, positive_table)
         negative_idx[start:stop], num_available[start:stop] = _hardest_negatives(
             xq,
             db,
             db_sq_norms,
             excluded.block(start, stop),
             None if cache is None else cache[start:stop],
+            db_usable,
             num_negatives,
             num_candidates,
             rng,
@@ -278,7 +292,7 @@ def _nearest_positives(xq: np.ndarray, xb: np.ndarray, positive_table: np.ndarra
 
 
 def _hardest_negatives(
-    xq, xb, db_sq_norms, excluded_block, cache_block, num_negatives, num_candidates, rng
+    xq, xb, db_sq_norms, excluded_block, cache_block, db_usable, num_negatives, num_candidates, rng
 ):
     """Hardest negatives of one query block; returns `(ids [B, N], number available [B])`."""
     block, num_db = xq.shape[0], xb.shape[0]
@@ -286,13 +300,16 @@ def _hardest_negatives(
     max_excluded = int(np.bincount(excluded_rows, minlength=block).max(initial=0))
 
     # Enough pool that every query keeps num_candidates after removing its own non-negatives.
-    pool_size = min(num_db, num_candidates + max_excluded)
+    num_unusable = 0 if db_usable is None else int(np.count_nonzero(~db_usable))
+    pool_size = min(num_db, num_candidates + max_excluded + num_unusable)
     pool = rng.choice(num_db, size=pool_size, replace=False)
     pool_position = np.full(num_db, NO_INDEX, dtype=np.int64)
     pool_position[pool] = np.arange(pool_size)
     allowed = np.ones((block, pool_size), dtype=bool)
     hit = pool_position[excluded_ids]
     allowed[excluded_rows[hit >= 0], hit[hit >= 0]] = False
+    if db_usable is not None:
+        allowed &= db_usable[pool][None, :]
     chosen = allowed & (np.cumsum(allowed, axis=1) <= num_candidates)
 
     pool_desc = xb[pool]
@@ -306,7 +323,9 @@ def _hardest_negatives(
     candidate_distances = pool_distances
 
     if cache_block is not None and cache_block.shape[1]:
-        cache_ids = _usable_cache(cache_block, excluded_rows, excluded_ids, chosen, pool_position)
+        cache_ids = _usable_cache(
+            cache_block, excluded_rows, excluded_ids, chosen, pool_position, db_usable
+        )
         cache_distances = _gathered_sq_distances(xq, xb, cache_ids)
         candidate_ids = np.concatenate([candidate_ids, cache_ids], axis=1)
         candidate_distances = np.concatenate([candidate_distances, cache_distances], axis=1)
@@ -325,13 +344,15 @@ def _hardest_negatives(
     return negatives, num_available
 
 
-def _usable_cache(cache_block, excluded_rows, excluded_ids, chosen, pool_position):
+def _usable_cache(cache_block, excluded_rows, excluded_ids, chosen, pool_position, db_usable):
     """Cache ids with non-negatives, ids already sampled and repeats replaced by `NO_INDEX`."""
     block, width = cache_block.shape
     num_db = pool_position.shape[0]
     rows = np.repeat(np.arange(block), width)
     ids = cache_block.reshape(-1).copy()
     present = ids != NO_INDEX
+    if db_usable is not None:
+        present &= db_usable[np.maximum(ids, 0)]
     keys = rows * num_db + ids
     present &= ~np.isin(keys, excluded_rows * num_db + excluded_ids)
     position = pool_position[np.where(present, ids, 0)]

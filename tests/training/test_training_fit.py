@@ -8,6 +8,8 @@ the tuple pipeline serves next.
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -188,3 +190,28 @@ def test_partial_mining_remines_the_queries_served_next(tiny_city):
     next_iterator = iter(dataset)
     next_pass = [served(next(next_iterator)) for _ in range(2)]
     np.testing.assert_array_equal(chunks[2][1], np.sort(next_pass[0] + next_pass[1]))
+
+
+def test_unreadable_images_are_never_mined_and_their_queries_are_invalid(tiny_city, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_city["root"], tmp_path / "city")
+    train = GeoDataset.from_dbstruct(tmp_path / "city" / os.path.basename(tiny_city["train"]))
+    tuple_model = build_tuple_model(_build_embedding(train), NUM_NEGATIVES)
+
+    def mine():
+        state = MiningState(train.num_queries, NUM_NEGATIVES, num_db=train.num_db)
+        mining = HardNegativeMining(train, state, IMAGE_SIZE, num_candidates=1000, verbose=0)
+        mining.set_model(tuple_model)
+        mining.refresh()
+        return state.indices.numpy(), state.valid.numpy()
+
+    indices, valid = mine()
+    assert valid[1]
+    chosen = int(indices[0, 0])  # query 0's positive: an image mining wants
+    for path in (train.db_image_paths()[chosen], train.query_image_paths()[1]):
+        with open(path, "wb") as handle:
+            handle.write(b"not a jpeg")
+    indices, valid = mine()
+    assert not valid[1] and valid.sum() == len(valid) - 1
+    assert chosen not in indices[valid]
