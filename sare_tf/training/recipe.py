@@ -30,7 +30,6 @@ import os
 import time
 import warnings
 
-from sare_tf.training.atomic import write_json_atomic
 from sare_tf.training.config import TrainConfig
 
 SUMMARY_FILE = "summary.json"
@@ -407,8 +406,3 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
     summary["status"] = "completed"
     run_summary.write()
     return summary
-
-
-def write_summary(path, summary: dict) -> None:
-    """Writes a summary dict atomically (for callers that add their own fields)."""
-    write_json_atomic(path, summary)
