@@ -114,3 +114,21 @@ def test_config_validation():
     with pytest.raises(ValueError, match="streets"):
         city_config("tiny", streets=(1, 0, 1))
     assert city_config("demo", image_size=[96, 128]).image_size == (96, 128)
+
+
+def test_make_synthetic_command(tmp_path, capsys):
+    from sare_tf.cli import main
+
+    out = tmp_path / "city"
+    args = ["make-synthetic", str(out), "--preset", "tiny", "--streets", "1", "1", "1"]
+    assert main(args + ["--image-size", "32x48", "--queries-per-street", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "train 42 db + 3 queries" in printed and str(out / "synthcity_test.mat") in printed
+    ds = GeoDataset.from_dbstruct(out / "synthcity_val.mat")
+    assert (ds.num_db, ds.num_queries) == (42, 3)
+    with Image.open(ds.query_image_paths()[0]) as image:
+        assert image.size == (48, 32)
+    info = json.loads((out / "synthcity_val_queries.json").read_text())
+    assert [q["path"] for q in info] == ds.query_paths
+    assert main(["make-synthetic", str(out), "--image-size", "8x8"]) == 2
+    assert "image_size" in capsys.readouterr().err

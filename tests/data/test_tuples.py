@@ -210,3 +210,22 @@ def test_mining_state_validation():
 def test_mismatched_state_is_rejected(id_dataset):
     with pytest.raises(ValueError, match="mining state has 3 queries"):
         make_tuple_dataset(id_dataset, MiningState(3, 2), image_size=SIZE)
+
+
+def test_tuples_from_synthetic_city_jpegs_match_the_files(tiny_city):
+    from sare_tf.data.images import load_image
+
+    geo = GeoDataset.from_dbstruct(tiny_city["train"])
+    state = MiningState(geo.num_queries, 2, num_db=geo.num_db)
+    positive, negative, valid = random_tuples(geo, num_negatives=2, seed=1)
+    state.assign(positive, negative, valid)
+    ds = make_tuple_dataset(geo, state, image_size=(30, 40), batch_size=3, shuffle=False)
+    images, _ = next(iter(ds))
+    assert images.shape == (3, 4, 30, 40, 3)
+    for b, query in enumerate(np.flatnonzero(valid)[:3]):
+        paths = [geo.query_image_paths()[query]] + [
+            geo.db_image_paths()[i] for i in [positive[query], *negative[query]]
+        ]
+        for slot, path in enumerate(paths):
+            expected = load_image(path, (30, 40)).numpy()
+            np.testing.assert_allclose(images[b, slot].numpy(), expected, atol=1e-3)
