@@ -208,10 +208,16 @@ def test_tf_load_image_agrees_with_safe_path(tmp_path, name):
     rgb = np.stack([x * 4, y * 5, (x * y) % 256], -1).astype(np.uint8)
     image = Image.fromarray(rgb).convert("L" if name.startswith("gray") else "RGB")
     image.save(tmp_path / name, quality=80)
-    fast = load_image(str(tmp_path / name), SIZE).numpy()
-    safe, ok = safe_load_image(str(tmp_path / name), SIZE)
+    fast = load_image(str(tmp_path / name), (24, 32)).numpy()
+    safe, ok = safe_load_image(str(tmp_path / name), (24, 32))
     assert bool(ok)
     np.testing.assert_allclose(fast, safe.numpy(), atol=1e-3)
+    # 4x smaller: a JPEG is decoded at half scale first (draft), then resized: close, not equal.
+    fast = load_image(str(tmp_path / name), SIZE).numpy()
+    safe, ok = safe_load_image(str(tmp_path / name), SIZE)
+    assert np.abs(fast - safe.numpy()).mean() < 1.5
+    if name.endswith(".png"):
+        np.testing.assert_allclose(fast, safe.numpy(), atol=1e-3)
 
 
 def test_check_data_command(tmp_path, capsys):
