@@ -74,7 +74,7 @@ def add_arguments(parser) -> None:
         "--pq-m",
         type=int,
         default=None,
-        help="IVF-PQ sub-quantizers, divides D (default D/4, <=64)",
+        help="IVF-PQ sub-quantizers, divides D (default D/8, <=64)",
     )
     parser.add_argument("--nbits", type=int, default=8, help="IVF-PQ bits per code (default 8)")
     parser.add_argument("--nprobe", type=int, default=32, help="IVF-PQ cells searched (default 32)")

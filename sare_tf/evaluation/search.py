@@ -9,7 +9,7 @@ Descriptors are L2-normalised, so ranking by inner product is ranking by Euclide
 - ``"ivfpq"``: inverted file + product quantization (`faiss.IndexIVFPQ`, L2 on unit vectors),
   for maps of hundreds of thousands to millions of images. Parameters: ``nlist`` coarse cells
   (default ~4 sqrt(N), a power of two, at most N / 39), ``m`` sub-quantizers (bytes per vector at
-  ``nbits=8``; default D / 4 capped at 64, must divide D), ``nbits`` bits per sub-quantizer code
+  ``nbits=8``; default D / 8 capped at 64, must divide D), ``nbits`` bits per sub-quantizer code
   (8), ``nprobe`` cells visited per query (default 32), ``refine_factor`` (0: off; R > 0
   re-ranks the k * R best codes with the exact vectors, `faiss.IndexRefineFlat`, which keeps the
   raw vectors in memory but recovers exact ordering).
@@ -40,7 +40,7 @@ class IndexConfig:
     Attributes:
         kind: "flat", "ivfpq" or "hnsw".
         nlist: IVF cells; None picks ~4 sqrt(N) (power of two, at least 39 training points each).
-        m: PQ sub-quantizers; None picks D / 4 capped at 64 (a divisor of D).
+        m: PQ sub-quantizers; None picks D / 8 capped at 64 (a divisor of D).
         nbits: bits per PQ code.
         nprobe: IVF cells visited per query.
         refine_factor: exact re-ranking of `k * refine_factor` candidates (0: off).
@@ -111,8 +111,11 @@ def default_nlist(num_db: int) -> int:
 
 
 def default_pq_m(dim: int) -> int:
-    """The largest divisor of `dim` not above min(64, dim / 4) (faiss needs m | D)."""
-    target = max(1, min(64, dim // 4))
+    """The largest divisor of `dim` not above min(64, dim / 8) (faiss needs m | D).
+
+    Sub-vectors of at least 8 dimensions: faiss trains 2-4-d sub-quantizers very slowly.
+    """
+    target = max(1, min(64, dim // 8))
     for m in range(target, 0, -1):
         if dim % m == 0:
             return m

@@ -110,7 +110,7 @@ def test_approximate_indexes_find_the_exact_neighbours_on_clustered_data(kind, p
 
 
 def test_index_defaults_and_validation():
-    assert default_pq_m(4096) == 64 and default_pq_m(100) == 25 and 100 % default_pq_m(100) == 0
+    assert default_pq_m(4096) == 64 and default_pq_m(256) == 32 and default_pq_m(100) == 10
     assert default_nlist(100_000) == 1024 and default_nlist(50) == 1
     assert as_index_config("ivfpq", nprobe=4, m=None).nprobe == 4
     with pytest.raises(ValueError, match="Unknown index type"):
