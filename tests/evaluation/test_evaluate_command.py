@@ -98,3 +98,28 @@ def test_evaluate_command_reports_bad_arguments(tmp_path, capsys):
     assert "Model not found" in capsys.readouterr().err
     assert main(["evaluate", "--model", "x.keras", "--dataset", str(tmp_path / "none.mat")]) == 2
     assert "Dataset not found" in capsys.readouterr().err
+
+
+def test_evaluate_command_map_on_an_oxford_style_folder(tiny_model, tmp_path, jpeg_writer, capsys):
+    from sare_tf.evaluation import evaluate_benchmark, load_oxford_paris
+
+    gt, images = tmp_path / "gt", tmp_path / "jpg" / "sub"
+    gt.mkdir()
+    images.mkdir(parents=True)
+    for i in range(6):
+        jpeg_writer(images / f"tower_{i:06d}.jpg", 48, 64, seed=40 + i)
+    (gt / "tower_1_query.txt").write_text("oxc1_tower_000000 2 2 50 40\n")
+    (gt / "tower_1_good.txt").write_text("tower_000000\ntower_000004\n")
+    (gt / "tower_1_ok.txt").write_text("")
+    (gt / "tower_1_junk.txt").write_text("tower_000005\n")
+    keras_path = tmp_path / "tiny.keras"
+    tiny_model.save(keras_path)
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", str(keras_path), "--dataset", str(gt)]
+    assert main([*argv, "--image-root", str(tmp_path / "jpg"), "--out", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    expected = evaluate_benchmark(
+        tiny_model, load_oxford_paris(gt, tmp_path / "jpg"), progress=False
+    )
+    assert report["models"]["tiny"]["map"] == pytest.approx(expected["map"], abs=1e-9)
+    assert "mAP on gt" in capsys.readouterr().out
