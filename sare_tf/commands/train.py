@@ -78,7 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="halve the learning rate every N epochs (default: 5; 0: never)",
     )
     optim.add_argument(
-        "--weight-decay", type=float, default=1e-3, help="SGD weight decay (default: 1e-3)"
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help="sgd (the paper's recipe, default) or adam (AdamW: steadier from scratch)",
+    )
+    optim.add_argument(
+        "--weight-decay", type=float, default=1e-3, help="weight decay (default: 1e-3)"
     )
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
     optim.add_argument(
@@ -190,6 +196,7 @@ def config_from_args(args: argparse.Namespace):
         num_negatives=args.num_negatives,
         lr=args.lr,
         lr_halve_every=args.lr_halve_every,
+        optimizer=args.optimizer,
         weight_decay=args.weight_decay,
         momentum=args.momentum,
         image_size=tuple(args.image_size),

@@ -8,6 +8,9 @@ import os
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything `sare_tf.training.train` needs; defaults are the paper's Pitts30k recipe.
@@ -30,8 +33,10 @@ class TrainConfig:
         num_negatives: negatives per tuple (10).
         lr: initial learning rate (1e-3).
         lr_halve_every: halve the learning rate every this many epochs (5; 0: never).
-        weight_decay: SGD weight decay (1e-3; Keras applies it decoupled: `w -= lr * wd * w`).
-        momentum: SGD momentum (0.9).
+        optimizer: "sgd" (the paper's recipe, for pretrained backbones) or "adam" (AdamW with
+            `weight_decay`; steadier when training a backbone from scratch, as the demo does).
+        weight_decay: weight decay (1e-3; Keras applies it decoupled: `w -= lr * wd * w`).
+        momentum: SGD momentum (0.9; unused by "adam").
         image_size: `(height, width)` of training and validation images (480, 640).
         precision: "auto" (bf16 on CPU, fp16 on GPU), "float32", "mixed_bfloat16", ...
         force_precision: allow "mixed_float16" without a GPU.
@@ -69,6 +74,7 @@ class TrainConfig:
     num_negatives: int = 10
     lr: float = 1e-3
     lr_halve_every: int = 5
+    optimizer: str = "sgd"
     weight_decay: float = 1e-3
     momentum: float = 0.9
     image_size: tuple[int, int] = (480, 640)
@@ -112,6 +118,10 @@ class TrainConfig:
                 raise ValueError(
                     f"`{name}` must be a non-negative number. Received: {name}={value!r}"
                 )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"Unknown optimizer. Expected one of {OPTIMIZERS}. Received: optimizer={self.optimizer!r}"
+            )
         if not self.lr > 0:
             raise ValueError(f"`lr` must be positive. Received: lr={self.lr}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:

@@ -77,6 +77,17 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
         keras.config.set_dtype_policy(previous_policy)
 
 
+def make_optimizer(config: TrainConfig):
+    """SGD with momentum and decoupled weight decay (the paper), or AdamW."""
+    import keras
+
+    if config.optimizer == "adam":
+        return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(
+        learning_rate=config.lr, momentum=config.momentum, weight_decay=config.weight_decay or None
+    )
+
+
 def make_strategy(name: str):
     """The `tf.distribute` strategy for "none", "mirrored" or "multiworker".
 
@@ -239,11 +250,7 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
                     trainable_from=config.trainable_from,
                 )
         tuple_model = build_tuple_model(embedding_model, config.num_negatives)
-        optimizer = keras.optimizers.SGD(
-            learning_rate=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay or None,
-        )
+        optimizer = make_optimizer(config)
         tuple_model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
 
     resume_epoch = 0

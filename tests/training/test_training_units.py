@@ -154,3 +154,18 @@ def test_diverging_run_stops_with_a_clear_message(tiny_city, tmp_path):
     assert len(summary["epochs"]) == 1 and summary["epochs"][0]["loss"] is None
     assert not (tmp_path / "run" / "last.keras").exists()  # NaN weights are not saved
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_optimizer_choice():
+    import keras
+
+    from sare_tf.training.config import TrainConfig
+    from sare_tf.training.recipe import make_optimizer
+
+    sgd = make_optimizer(TrainConfig(lr=1e-3, momentum=0.9, weight_decay=1e-3))
+    assert isinstance(sgd, keras.optimizers.SGD)
+    assert sgd.momentum == 0.9 and sgd.weight_decay == 1e-3
+    adam = make_optimizer(TrainConfig(optimizer="adam", lr=1e-4, weight_decay=1e-3))
+    assert isinstance(adam, keras.optimizers.AdamW) and adam.weight_decay == 1e-3
+    with pytest.raises(ValueError, match="Unknown optimizer"):
+        TrainConfig(optimizer="rmsprop")
