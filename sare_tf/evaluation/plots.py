@@ -74,26 +74,45 @@ def plot_recall_curves(
 
 
 def place_labels(positions, cell_m: float = 50.0, max_places: int = 15, min_size: int = 3):
-    """Groups points into places (cells of a `cell_m` grid) and keeps the busiest places.
+    """Groups points into places and keeps the busiest ones.
+
+    Greedy leader clustering: the point with the most neighbours within `cell_m / 2` metres
+    (ties: lowest index) founds a place holding its not yet assigned neighbours; repeat. Places
+    are compact (diameter <= `cell_m`) and centred on dense spots, unlike fixed grid cells that
+    can cut a place in two.
 
     Args:
         positions: `[n, 2]` UTM positions in metres.
-        cell_m: grid cell size.
+        cell_m: place diameter.
         max_places: how many places to keep.
         min_size: a kept place has at least this many points.
 
     Returns:
         `[n]` int labels 0..P-1 (busiest first), -1 for points outside the kept places.
     """
+    from scipy.spatial import cKDTree
+
     positions = np.asarray(positions, dtype=np.float64)
-    cells = np.floor(positions / float(cell_m)).astype(np.int64)
-    _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    order = np.lexsort((np.arange(len(counts)), -counts))
-    order = [cell for cell in order if counts[cell] >= min_size][:max_places]
-    relabel = np.full(len(counts), -1, dtype=np.int64)
-    relabel[order] = np.arange(len(order))
-    return relabel[inverse]
+    labels = np.full(len(positions), -1, dtype=np.int64)
+    if len(positions) == 0:
+        return labels
+    tree = cKDTree(positions)
+    neighbours = tree.query_ball_point(positions, r=float(cell_m) / 2.0)
+    order = np.lexsort((np.arange(len(positions)), -np.array([len(n) for n in neighbours])))
+    assigned = np.zeros(len(positions), dtype=bool)
+    groups = []
+    for leader in order:
+        if assigned[leader]:
+            continue
+        members = np.array([m for m in neighbours[leader] if not assigned[m]], dtype=np.int64)
+        assigned[members] = True
+        groups.append(members)
+    groups.sort(key=lambda members: (-len(members), members.min()))
+    for label, members in enumerate(g for g in groups if len(g) >= min_size):
+        if label >= max_places:
+            break
+        labels[members] = label
+    return labels
 
 
 def plot_descriptor_map(
@@ -137,7 +156,7 @@ def plot_descriptor_map(
     if title:
         axes.set_title(title)
     if len(np.unique(labels)) <= 16:
-        axes.legend(loc="best", fontsize=7, markerscale=0.8)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, markerscale=0.8)
     return _save(figure, out_path)
 
 
@@ -153,7 +172,7 @@ def plot_query_map(
 ) -> str:
     """t-SNE (or PCA) map of query descriptors coloured by the place they were taken at.
 
-    Queries of the busiest places (grid cells of `cell_m` metres) are drawn in colour; up to
+    Queries of the busiest places (`place_labels`, `cell_m` across) are drawn in colour; up to
     `max_points` queries are used (places first, then a random sample of the rest in grey).
 
     Args:
