@@ -2,7 +2,9 @@
 
 Streets run east-west in UTM metres (zone 17T-like coordinates), each lined on both sides by
 procedurally painted facades (`synthetic_facades`). Database images are taken along every street
-every `db_spacing_m` metres, looking at each side, on one sunny day. Queries are taken at other
+every `db_spacing_m` metres, looking at each side from the lane on that side (so the two views
+taken at one position are 12 m apart and never training positives of each other), on one sunny
+day. Queries are taken at other
 positions along the same streets at "other times" (`synthetic_render`): another illuminant and
 exposure, shadows, haze, rain, noise, blur, passing cars and pedestrians, and a different
 viewpoint (lateral offset, so another scale; yaw and pitch, so another perspective). Nearby views
@@ -42,7 +44,7 @@ from sare_tf.data.synthetic_render import (
 )
 
 SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Origin of the city and of each split's district (UTM easting, northing in metres).
 CITY_ORIGIN = (584000.0, 4477000.0)
 DISTRICT_STRIDE_M = 5000.0
@@ -61,7 +63,11 @@ class CityConfig:
         db_spacing_m: distance between database positions along a street (two images each:
             one per side).
         queries_per_street: queries taken at random positions along each street.
-        street_half_width_m: distance from the street centre line to each facade.
+        facade_distance_m: distance from a database camera to the facade it photographs.
+        lane_offset_m: each side is photographed from the lane on its side of the centre line,
+            this far from it: the two views taken at one position along the street are
+            `2 * lane_offset_m` apart (12 m: more than the 10 m training-positive radius, so
+            a training positive always shows the same facade as its query).
         camera_height_m: camera height above the road.
         pitch_deg: upward tilt of the database camera.
         query_max_yaw_deg: queries turn by up to this angle (database: 2 degrees).
@@ -79,7 +85,8 @@ class CityConfig:
     street_length_m: float = 200.0
     db_spacing_m: float = 4.0
     queries_per_street: int = 50
-    street_half_width_m: float = 12.0
+    facade_distance_m: float = 12.0
+    lane_offset_m: float = 6.0
     camera_height_m: float = 2.2
     pitch_deg: float = 12.0
     query_max_yaw_deg: float = 15.0
@@ -220,7 +227,7 @@ def _query_conditions(rng: np.random.Generator, config: CityConfig, distance: fl
 
 
 def _pixels_per_m(config: CityConfig) -> float:
-    visible_width = 2 * config.street_half_width_m * np.tan(np.radians(config.hfov_deg) / 2)
+    visible_width = 2 * config.facade_distance_m * np.tan(np.radians(config.hfov_deg) / 2)
     return float(min(config.max_texture_ppm, 1.25 * config.image_size[1] / visible_width))
 
 
@@ -233,10 +240,13 @@ def _render_street(
 ) -> tuple[list, list, list, list, list]:
     """Renders and writes the database images and queries of one street (+ query metadata)."""
     split = SPLITS[split_index]
-    half_width = config.street_half_width_m
+    facade_distance = config.facade_distance_m
+    lane = config.lane_offset_m
     length = config.street_length_m
     # Views near the street ends see past them: the facade strip extends by a margin.
-    margin = half_width * np.tan(np.radians(config.hfov_deg / 2 + config.query_max_yaw_deg)) + 8
+    margin = (facade_distance + config.query_lateral_m) * np.tan(
+        np.radians(config.hfov_deg / 2 + config.query_max_yaw_deg)
+    ) + 8
     ppm = _pixels_per_m(config)
     facades = [
         make_facade(
@@ -262,12 +272,12 @@ def _render_street(
             rng = _rng(seed, split_index, street, side, 2, index)
             pose = CameraPose(
                 along_m=facade_coordinate(side, along),
-                distance_m=half_width,
+                distance_m=facade_distance,
                 height_m=config.camera_height_m,
                 yaw_deg=float(rng.uniform(-2, 2)),
                 pitch_deg=config.pitch_deg,
             )
-            conditions = _database_conditions(rng, config, half_width)
+            conditions = _database_conditions(rng, config, facade_distance)
             pixels = apply_sensor(
                 render_view(facades[side], pose, config.image_size, config.hfov_deg, conditions),
                 conditions,
@@ -276,13 +286,14 @@ def _render_street(
             relative = f"images/{split}/database/s{street:02d}_p{index:04d}_{'NS'[side]}.jpg"
             _write_jpeg(os.path.join(out_dir, relative), pixels, config.db_jpeg_quality)
             db_paths.append(relative)
-            db_utm.append((east0 + along, north0))
+            db_utm.append((east0 + along, north0 + (lane if side == 0 else -lane)))
     rng = _rng(seed, split_index, street, 3)
     for index in range(config.queries_per_street):
         along = float(rng.uniform(4.0, length - 4.0))
         side = int(rng.integers(2))
         lateral = float(rng.uniform(-config.query_lateral_m, config.query_lateral_m))
-        distance = half_width - lateral if side == 0 else half_width + lateral
+        # Lateral offsets are northward; side 0's facade is to the north, side 1's to the south.
+        distance = facade_distance - lateral if side == 0 else facade_distance + lateral
         view_rng = _rng(seed, split_index, street, 4, index)
         pose = CameraPose(
             along_m=facade_coordinate(side, along),
@@ -301,7 +312,7 @@ def _render_street(
         relative = f"images/{split}/queries/s{street:02d}_q{index:04d}.jpg"
         _write_jpeg(os.path.join(out_dir, relative), pixels, conditions.jpeg_quality)
         query_paths.append(relative)
-        query_utm.append((east0 + along, north0 + lateral))
+        query_utm.append((east0 + along, north0 + (lane if side == 0 else -lane) + lateral))
         query_info.append(
             {
                 "path": relative,

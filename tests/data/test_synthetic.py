@@ -132,3 +132,14 @@ def test_make_synthetic_command(tmp_path, capsys):
     assert [q["path"] for q in info] == ds.query_paths
     assert main(["make-synthetic", str(out), "--image-size", "8x8"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_training_positives_show_the_same_facade(tiny_city):
+    ds = GeoDataset.from_dbstruct(tiny_city["train"])
+    info = json.loads(open(os.path.join(tiny_city["root"], "synthcity_train_queries.json")).read())
+    db_side = [p[-5] for p in ds.db_paths]  # ..._N.jpg / ..._S.jpg
+    for q, positives in enumerate(ds.train_positives()):
+        assert positives.size > 0
+        assert {db_side[i] for i in positives} == {info[q]["side"]}
+    # Both sides do count within the 25 m evaluation radius, as in Pittsburgh.
+    assert any({db_side[i] for i in p} == {"N", "S"} for p in ds.non_negatives())
