@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=("tiny", "demo"),
         default="demo",
-        help="tiny: a few hundred 60x80 images for tests; demo: ~2000 120x160 images (default)",
+        help="tiny: a few hundred 60x80 images for tests; demo: ~1600 120x160 images (default)",
     )
     parser.add_argument("--seed", type=int, default=0, help="city seed (default 0)")
     parser.add_argument(
@@ -49,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the number of streets per split",
     )
     parser.add_argument(
-        "--queries-per-street", type=int, default=None, help="override queries per street"
+        "--queries-per-street",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="override queries per street: one number, or three (train val test)",
     )
     parser.add_argument(
         "--appearance-change",
@@ -69,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if args.streets is not None:
         overrides["streets"] = tuple(args.streets)
     if args.queries_per_street is not None:
-        overrides["queries_per_street"] = args.queries_per_street
+        counts = args.queries_per_street
+        if len(counts) not in (1, 3):
+            raise ValueError(f"--queries-per-street takes one number or three. Received: {counts}")
+        overrides["queries_per_street"] = counts[0] if len(counts) == 1 else tuple(counts)
     if args.appearance_change is not None:
         overrides["appearance_change"] = args.appearance_change
     mats = make_synthetic_city(

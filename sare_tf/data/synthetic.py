@@ -62,7 +62,8 @@ class CityConfig:
         street_length_m: length of every street.
         db_spacing_m: distance between database positions along a street (two images each:
             one per side).
-        queries_per_street: queries taken at random positions along each street.
+        queries_per_street: queries taken at random positions along each street, one number
+            for all splits or `(train, val, test)`.
         facade_distance_m: distance from a database camera to the facade it photographs.
         lane_offset_m: each side is photographed from the lane on its side of the centre line,
             this far from it: the two views taken at one position along the street are
@@ -84,7 +85,7 @@ class CityConfig:
     streets: tuple[int, int, int] = (6, 2, 2)
     street_length_m: float = 200.0
     db_spacing_m: float = 4.0
-    queries_per_street: int = 50
+    queries_per_street: int | tuple[int, int, int] = 50
     facade_distance_m: float = 12.0
     lane_offset_m: float = 6.0
     camera_height_m: float = 2.2
@@ -115,17 +116,28 @@ class CityConfig:
             raise ValueError(
                 f"`street_length_m` must be at least 20. Received: {self.street_length_m}"
             )
-        if self.queries_per_street < 1:
+        counts = self.queries_per_split()
+        if len(counts) != 3 or min(counts) < 1:
             raise ValueError(
-                f"`queries_per_street` must be at least 1. Received: {self.queries_per_street}"
+                "`queries_per_street` must be at least 1 (one number or one per split). "
+                f"Received: {self.queries_per_street}"
             )
+
+    def queries_per_split(self) -> tuple[int, ...]:
+        """Queries per street for `(train, val, test)`."""
+        value = self.queries_per_street
+        if isinstance(value, int | np.integer):
+            return (int(value),) * 3
+        return tuple(int(v) for v in value)
 
     def num_images(self) -> dict[str, tuple[int, int]]:
         """`{split: (database images, queries)}`."""
         positions = len(_db_positions(self))
         return {
-            split: (2 * positions * count, self.queries_per_street * count)
-            for split, count in zip(SPLITS, self.streets, strict=True)
+            split: (2 * positions * count, queries * count)
+            for split, count, queries in zip(
+                SPLITS, self.streets, self.queries_per_split(), strict=True
+            )
         }
 
 
@@ -138,13 +150,14 @@ PRESETS: dict[str, dict] = {
         db_spacing_m=5.0,
         queries_per_street=12,
     ),
-    # About two thousand 120x160 images: for `sare-tf demo` on a CPU.
+    # About 1600 120x160 images (test: 200 queries, so Recall@1 moves in 0.5-point steps):
+    # for `sare-tf demo` on a CPU.
     "demo": dict(
         image_size=(120, 160),
         streets=(6, 2, 2),
         street_length_m=200.0,
         db_spacing_m=4.0,
-        queries_per_street=50,
+        queries_per_street=(50, 50, 100),
     ),
 }
 
@@ -160,6 +173,8 @@ def city_config(preset: str = "tiny", **overrides) -> CityConfig:
     values.update(overrides)
     for key in ("image_size", "streets"):
         values[key] = tuple(int(v) for v in values[key])
+    if not isinstance(values["queries_per_street"], int | np.integer):
+        values["queries_per_street"] = tuple(int(v) for v in values["queries_per_street"])
     return CityConfig(**values)
 
 
@@ -288,7 +303,7 @@ def _render_street(
             db_paths.append(relative)
             db_utm.append((east0 + along, north0 + (lane if side == 0 else -lane)))
     rng = _rng(seed, split_index, street, 3)
-    for index in range(config.queries_per_street):
+    for index in range(config.queries_per_split()[split_index]):
         along = float(rng.uniform(4.0, length - 4.0))
         side = int(rng.integers(2))
         lateral = float(rng.uniform(-config.query_lateral_m, config.query_lateral_m))
@@ -356,7 +371,7 @@ def make_synthetic_city(
 
     Args:
         out_dir: output folder (the image root of the `.mat` files).
-        preset: "tiny" (tests: a few hundred 60x80 images) or "demo" (about two thousand
+        preset: "tiny" (tests: a few hundred 60x80 images) or "demo" (about 1600
             120x160 images).
         seed: the city's seed.
         force: regenerate even when a matching city exists.

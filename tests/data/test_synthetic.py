@@ -114,6 +114,10 @@ def test_config_validation():
     with pytest.raises(ValueError, match="streets"):
         city_config("tiny", streets=(1, 0, 1))
     assert city_config("demo", image_size=[96, 128]).image_size == (96, 128)
+    with pytest.raises(ValueError, match="queries_per_street"):
+        city_config("tiny", queries_per_street=(3, 0, 3))
+    demo = city_config("demo")
+    assert demo.num_images() == {"train": (612, 300), "val": (204, 100), "test": (204, 200)}
 
 
 def test_make_synthetic_command(tmp_path, capsys):
@@ -121,11 +125,12 @@ def test_make_synthetic_command(tmp_path, capsys):
 
     out = tmp_path / "city"
     args = ["make-synthetic", str(out), "--preset", "tiny", "--streets", "1", "1", "1"]
-    assert main(args + ["--image-size", "32x48", "--queries-per-street", "3"]) == 0
+    assert main(args + ["--image-size", "32x48", "--queries-per-street", "3", "2", "5"]) == 0
     printed = capsys.readouterr().out
     assert "train 42 db + 3 queries" in printed and str(out / "synthcity_test.mat") in printed
+    assert "test 42 db + 5 queries" in printed
     ds = GeoDataset.from_dbstruct(out / "synthcity_val.mat")
-    assert (ds.num_db, ds.num_queries) == (42, 3)
+    assert (ds.num_db, ds.num_queries) == (42, 2)
     with Image.open(ds.query_image_paths()[0]) as image:
         assert image.size == (48, 32)
     info = json.loads((out / "synthcity_val_queries.json").read_text())
