@@ -98,9 +98,9 @@ def read_rgb(path, image_size=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     Args:
         path: the file.
         image_size: the `(height, width)` the caller will resize to, or None. A JPEG at least
-            4x as large in both directions is decoded at a reduced scale (1/2, 1/4 or 1/8,
-            never below twice `image_size`): much faster for huge photos, nearly the same result
-            after the antialiased resize. Smaller files decode exactly as `load_image` does.
+            twice as large in both directions is decoded at a reduced scale (1/2, 1/4 or 1/8,
+            never below `image_size`; the DCT-domain reduction is a box-like filter): much
+            faster for large photos. Otherwise the pixels are exactly `decode_rgb`'s.
         max_pixels: larger images are refused (memory).
 
     Returns:
@@ -129,9 +129,9 @@ def read_rgb(path, image_size=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
                         "(raise max_pixels to accept it)",
                     )
                 if image_size is not None and image.format == "JPEG":
-                    # Huge JPEG: decode at 1/2..1/8 scale, but keep >= 2x the target so the
-                    # final antialiased resize still does the filtering (as in `load_image`).
-                    target_h, target_w = 2 * int(image_size[0]), 2 * int(image_size[1])
+                    # Large JPEG: decode at 1/2, 1/4 or 1/8 scale (the largest that keeps it
+                    # at least `image_size`); `sare_tf.export` reproduces this rule in-graph.
+                    target_h, target_w = int(image_size[0]), int(image_size[1])
                     if width >= 2 * target_w and height >= 2 * target_h:
                         image.draft(image.mode, (target_w, target_h))
                 image.load()

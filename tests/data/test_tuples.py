@@ -219,13 +219,14 @@ def test_tuples_from_synthetic_city_jpegs_match_the_files(tiny_city):
     state = MiningState(geo.num_queries, 2, num_db=geo.num_db)
     positive, negative, valid = random_tuples(geo, num_negatives=2, seed=1)
     state.assign(positive, negative, valid)
-    ds = make_tuple_dataset(geo, state, image_size=(30, 40), batch_size=3, shuffle=False)
+    # 45x60 from 60x80 files: no reduced-scale JPEG decoding, so exactly `load_image`'s pixels.
+    ds = make_tuple_dataset(geo, state, image_size=(45, 60), batch_size=3, shuffle=False)
     images, _ = next(iter(ds))
-    assert images.shape == (3, 4, 30, 40, 3)
+    assert images.shape == (3, 4, 45, 60, 3)
     for b, query in enumerate(np.flatnonzero(valid)[:3]):
         paths = [geo.query_image_paths()[query]] + [
             geo.db_image_paths()[i] for i in [positive[query], *negative[query]]
         ]
         for slot, path in enumerate(paths):
-            expected = load_image(path, (30, 40)).numpy()
+            expected = load_image(path, (45, 60)).numpy()
             np.testing.assert_allclose(images[b, slot].numpy(), expected, atol=1e-3)
