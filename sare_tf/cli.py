@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         # Library errors carry the file or value at fault; a traceback adds nothing for users.
         print(f"sare-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        # TensorFlow raises OpError subclasses (e.g. a bad image met inside tf.data with the
+        # "error" policy); their message names the file, the traceback does not help.
+        if type(error).__module__.startswith("tensorflow") and hasattr(error, "message"):
+            print(f"sare-tf {args.command}: error: {error.message}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

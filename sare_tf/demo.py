@@ -1,0 +1,306 @@
+"""The main job end to end on the synthetic city: what `sare-tf demo` runs.
+
+1. make (or reuse) the synthetic city;            2. build the model and initialise NetVLAD;
+3. Recall@N on the held-out test split (before);  4. train with hard-negative mining;
+5. Recall@N again with the best checkpoint;       6. export the SavedModel for TF Serving;
+7. saliency panels and the Recall@N curve;        8. `metrics.json` and a summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+DEMO_QUERIES_FOR_SALIENCY = 6
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Settings of `run_demo`; the defaults finish in under 10 minutes on a 2-core CPU.
+
+    Attributes:
+        data_dir: where the synthetic city is written (reused when it matches).
+        preset: synthetic city preset ("demo"; `quick` uses "tiny").
+        out: run folder (metrics.json, plots, saliency panels, checkpoints).
+        export_root: TF Serving model base folder; the model goes to `<root>/<export_name>/<v>/`.
+        export_name: exported model name.
+        loss: loss name (`sare_tf.losses.LOSS_NAMES`).
+        backbone: backbone registry name ("tiny" trains from scratch on a CPU).
+        num_clusters: NetVLAD K.
+        image_size: `(height, width)` of every image.
+        epochs: training epochs.
+        batch_size: tuples per batch.
+        num_negatives: negatives per tuple.
+        optimizer: "adam" (the from-scratch demo) or "sgd" (the paper's recipe for pretrained
+            backbones).
+        lr: learning rate.
+        lr_halve_every: halve the learning rate every this many epochs.
+        num_candidates: random negatives considered per query when mining.
+        trainable_from: first trainable backbone layer (None: all).
+        augment: photometric / crop augmentation of training tuples.
+        precision: dtype policy ("auto": bf16 on CPU).
+        seed: seed of the city, the model and the training.
+        quick: a 1-2 minute run on the tiny city.
+        saliency_method: tf-keras-vis method for the panels.
+    """
+
+    data_dir: str = "data/synthetic_city"
+    preset: str = "demo"
+    out: str = "runs/demo"
+    export_root: str = "saved_models"
+    export_name: str = "sare_demo"
+    loss: str = "sare-joint"
+    backbone: str = "tiny"
+    num_clusters: int = 16
+    image_size: tuple[int, int] = (96, 128)
+    epochs: int = 6
+    batch_size: int = 4
+    num_negatives: int = 10
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    lr_halve_every: int = 3
+    num_candidates: int = 300
+    trainable_from: str | None = None
+    augment: bool = False
+    precision: str = "auto"
+    seed: int = 0
+    quick: bool = False
+    saliency_method: str = "gradcam++"
+
+    def resolved(self) -> DemoConfig:
+        """The settings actually used (`quick` shrinks the city, the images and the epochs)."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(
+            self,
+            lr_halve_every=0,
+            preset="tiny",
+            image_size=(60, 80),
+            epochs=1,
+            num_clusters=8,
+            num_negatives=5,
+        )
+
+
+class _Steps:
+    """Numbered progress lines with the time each step took."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.started = total, 0, time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self._name, self._start = None, None
+
+    def start(self, name: str, message: str) -> None:
+        self._finish()
+        self.index += 1
+        self._name, self._start = name, time.perf_counter()
+        print(f"\n[{self.index}/{self.total}] {message}", flush=True)
+
+    def _finish(self) -> None:
+        if self._name is not None:
+            self.timings[self._name] = round(time.perf_counter() - self._start, 2)
+
+    def close(self) -> float:
+        self._finish()
+        self._name = None
+        return round(time.perf_counter() - self.started, 2)
+
+
+def _recall_table(before: dict, after: dict) -> str:
+    lines = [f"{'':10}{'before':>10}{'after':>10}{'gain':>10}"]
+    for key in before:
+        lines.append(
+            f"{key:10}{before[key]:10.3f}{after[key]:10.3f}{100 * (after[key] - before[key]):+9.1f}pt"
+        )
+    return "\n".join(lines)
+
+
+def _saliency_queries(first_correct_before, first_correct_after, count: int) -> list[int]:
+    """Queries that training fixed first (the interesting ones), then others, in id order."""
+    import numpy as np
+
+    fixed = np.flatnonzero((first_correct_before != 0) & (first_correct_after == 0))
+    rest = np.setdiff1d(np.arange(len(first_correct_after)), fixed)
+    return [int(i) for i in np.concatenate([fixed, rest])[:count]]
+
+
+def run_demo(config: DemoConfig | None = None) -> dict:
+    """Runs the whole job on the synthetic city and returns the contents of `metrics.json`.
+
+    Args:
+        config: settings (defaults: `DemoConfig()`).
+
+    Returns:
+        `{"before": {"recall@1": ..}, "after": {..}, "seconds": .., ...}`, also written to
+        `<out>/metrics.json`.
+    """
+    import keras
+
+    from sare_tf.cluster_init import initialize_netvlad
+    from sare_tf.data import GeoDataset
+    from sare_tf.data.synthetic import make_synthetic_city
+    from sare_tf.evaluation.evaluate import run_dataset_evaluation
+    from sare_tf.evaluation.plots import plot_recall_curves
+    from sare_tf.export import export_versioned
+    from sare_tf.models import build_embedding_model
+    from sare_tf.precision import set_precision
+    from sare_tf.saliency.panels import write_panels
+    from sare_tf.training import TrainConfig, train
+    from sare_tf.training.atomic import save_model_atomic, write_json_atomic
+
+    config = (config or DemoConfig()).resolved()
+    steps = _Steps(total=8)
+    os.makedirs(config.out, exist_ok=True)
+    city_dir = os.path.join(config.data_dir, config.preset)
+    image_size = tuple(config.image_size)
+
+    steps.start("city", f"Synthetic city ({config.preset} preset) in {city_dir}")
+    mats = make_synthetic_city(city_dir, preset=config.preset, seed=config.seed, progress=True)
+    train_data = GeoDataset.from_dbstruct(mats["train"])
+    val_data = GeoDataset.from_dbstruct(mats["val"])
+    test_data = GeoDataset.from_dbstruct(mats["test"])
+    for dataset in (train_data, val_data, test_data):
+        print("  " + dataset.summary())
+
+    steps.start(
+        "model",
+        f"Building {config.backbone} + NetVLAD({config.num_clusters}) and initialising the clusters",
+    )
+    policy = set_precision(config.precision)
+    print(f"  precision: {policy}")
+    keras.utils.set_random_seed(config.seed)
+    model = build_embedding_model(
+        config.backbone,
+        num_clusters=config.num_clusters,
+        trainable_from=config.trainable_from,
+        input_shape=(*image_size, 3),
+        name="sare_demo",
+    )
+    initialize_netvlad(
+        model,
+        train_data.db_image_paths(),
+        image_size,
+        descriptors_per_image=50,
+        max_images=300,
+        seed=config.seed,
+    )
+    before_path = os.path.join(config.out, "before.keras")
+    save_model_atomic(model, before_path)
+
+    steps.start(
+        "before", f"Recall@N on the test split before training ({test_data.num_queries} queries)"
+    )
+    before = run_dataset_evaluation(model, test_data, image_size, batch_size=32)
+    for key, value in before.metrics.items():
+        print(f"  {key}: {value:.3f}")
+
+    steps.start(
+        "train",
+        f"Training with {config.loss} and hard-negative mining for {config.epochs} epoch(s)",
+    )
+    train_config = TrainConfig(
+        out=os.path.join(config.out, "train"),
+        loss=config.loss,
+        backbone=config.backbone,
+        num_clusters=config.num_clusters,
+        trainable_from=config.trainable_from,
+        augment=config.augment,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        num_negatives=config.num_negatives,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        lr_halve_every=config.lr_halve_every,
+        image_size=image_size,
+        precision=config.precision,
+        num_candidates=config.num_candidates,
+        refresh_every=train_data.num_queries,
+        eval_batch_size=32,
+        tensorboard=False,
+        seed=config.seed,
+        verbose=1,
+    )
+    summary = train(train_config, train_data=train_data, val_data=val_data, embedding_model=model)
+    best_path = os.path.join(train_config.out, summary["paths"]["best_model"])
+    trained = keras.models.load_model(best_path) if os.path.isfile(best_path) else model
+
+    steps.start(
+        "after",
+        "Recall@N on the test split after training (best checkpoint by validation Recall@5)",
+    )
+    after = run_dataset_evaluation(trained, test_data, image_size, batch_size=32)
+    print(_recall_table(before.metrics, after.metrics))
+
+    steps.start("export", f"Exporting the SavedModel to {config.export_root}/{config.export_name}/")
+    exported = export_versioned(
+        trained,
+        root=config.export_root,
+        name=config.export_name,
+        image_size=image_size,
+        source_model=best_path,
+    )
+    print(f"  version {exported.version}: {exported.saved_model_dir}")
+
+    steps.start("plots", "Recall@N curve and saliency panels (untrained vs trained)")
+    curve_path = plot_recall_curves(
+        {
+            "initialised (before training)": before.result.curve(25),
+            f"{config.loss} (after training)": after.result.curve(25),
+        },
+        os.path.join(config.out, "recall_curve.png"),
+        title=f"{test_data.name}: Recall@N",
+    )
+    query_ids = _saliency_queries(
+        before.result.first_correct_rank,
+        after.result.first_correct_rank,
+        DEMO_QUERIES_FOR_SALIENCY if not config.quick else 2,
+    )
+    saliency_dir = os.path.join(config.out, "saliency")
+    write_panels(
+        trained,
+        test_data,
+        query_ids,
+        saliency_dir,
+        image_size=image_size,
+        method=config.saliency_method,
+        db_descriptors=after.db_desc,
+        query_descriptors=after.query_desc,
+        model_name=f"after ({config.loss})",
+        compare_model=keras.models.load_model(before_path),
+        compare_db_descriptors=before.db_desc,
+        compare_query_descriptors=before.query_desc,
+        compare_name="before training",
+    )
+
+    steps.start("metrics", f"Writing {config.out}/metrics.json")
+    seconds = steps.close()
+    metrics = {
+        "before": before.metrics,
+        "after": after.metrics,
+        "gain": {key: after.metrics[key] - before.metrics[key] for key in before.metrics},
+        "seconds": seconds,
+        "timings": steps.timings,
+        "precision": policy,
+        "config": dataclasses.asdict(config),
+        "training": {"epochs": summary.get("epochs"), "best": summary.get("best")},
+        "paths": {
+            "run": config.out,
+            "recall_curve": curve_path,
+            "saliency": saliency_dir,
+            "saved_model": exported.saved_model_dir,
+            "keras_model": exported.keras_path,
+            "city": city_dir,
+        },
+    }
+    write_json_atomic(os.path.join(config.out, "metrics.json"), metrics)
+    print("\n" + "=" * 60)
+    print(f"sare-tf demo finished in {seconds / 60:.1f} min ({policy})")
+    print(_recall_table(before.metrics, after.metrics))
+    print(f"metrics:       {os.path.join(config.out, 'metrics.json')}")
+    print(f"recall curve:  {curve_path}")
+    print(f"saliency:      {saliency_dir}/")
+    print(f"SavedModel:    {exported.saved_model_dir}  (serve it: see saved_models/README.md)")
+    print(f"training run:  {train_config.out}/ (summary.json, best.keras)")
+    return json.loads(json.dumps(metrics, default=str))
