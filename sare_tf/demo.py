@@ -55,12 +55,12 @@ class DemoConfig:
     backbone: str = "tiny"
     num_clusters: int = 16
     image_size: tuple[int, int] = (96, 128)
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 4
     num_negatives: int = 10
     optimizer: str = "adam"
     lr: float = 1e-4
-    lr_halve_every: int = 3
+    lr_halve_every: int = 2
     num_candidates: int = 300
     trainable_from: str | None = None
     augment: bool = False
