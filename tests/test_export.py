@@ -17,7 +17,7 @@ from PIL import Image
 import sare_tf
 from sare_tf.cli import main as cli_main
 from sare_tf.data import GeoDataset, write_dbstruct
-from sare_tf.data.images import load_image, safe_load_image
+from sare_tf.data.images import resize_image, safe_load_image
 from sare_tf.export import export_saved_model, export_versioned, list_versions, next_version
 from sare_tf.models import build_embedding_model, feature_model, netvlad_layer
 
@@ -225,8 +225,11 @@ def test_served_jpeg_and_png_equal_keras_on_the_same_decoded_pixels(exported, se
     np.testing.assert_allclose(np.linalg.norm(served_desc, axis=1), 1.0, atol=1e-5)
     # The check is sharp enough to see a decoder difference: TensorFlow's default JPEG decode
     # (fast integer DCT, full scale) gives other descriptors for the JPEGs.
+    # (load_image itself now decodes JPEGs with the accurate IDCT, like Pillow.)
     for index in (0, 3, 4):
-        tf_default = load_image(exported.files[index], IMAGE_SIZE).numpy()[None]
+        contents = tf.io.read_file(str(exported.files[index]))
+        fast = tf.io.decode_jpeg(contents, channels=3)  # TensorFlow's default dct_method
+        tf_default = resize_image(fast, IMAGE_SIZE).numpy()[None]
         other = keras.ops.convert_to_numpy(exported.model(tf_default, training=False))[0]
         assert np.abs(other - served_desc[index]).max() > 1e-4
 
