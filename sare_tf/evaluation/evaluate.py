@@ -42,12 +42,16 @@ class DatasetEvaluation:
 
 
 def _unwrap(model, image_size):
-    """Accepts a `LoadedModel` too; its fixed input size is the default image size."""
+    """`(images -> descriptors function, image size)`, traced once for database and queries.
+
+    Accepts a `LoadedModel` too; its fixed input size is the default image size.
+    """
+    from sare_tf.evaluation.extraction import _predict_fn
     from sare_tf.evaluation.model_loading import LoadedModel
 
     if isinstance(model, LoadedModel):
-        return model.model, image_size if image_size is not None else model.image_size
-    return model, image_size
+        model, image_size = model.model, image_size if image_size is not None else model.image_size
+    return _predict_fn(model), image_size
 
 
 def run_dataset_evaluation(

@@ -49,17 +49,26 @@ def _as_boxes(boxes, count: int) -> np.ndarray | None:
     return array
 
 
+def inference_function(model):
+    """`images [B, H, W, 3] float32 -> descriptors`: one trace of a Keras model for every size.
+
+    Weights are read at call time, so callers that extract repeatedly while the model trains
+    (mining, validation) build it once and pass it to `extract_descriptors` each time.
+    """
+    import tensorflow as tf
+
+    return tf.function(
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
+
+
 def _predict_fn(model):
     """A function `images [B, H, W, 3] float32 -> descriptors [B, D]` for a model or callable."""
     import keras
-    import tensorflow as tf
 
     if isinstance(model, keras.Model):
-        # One trace for every image size and batch size.
-        return tf.function(
-            lambda images: model(images, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-        )
+        return inference_function(model)
     if callable(model):
         return model
     raise ValueError(f"`model` must be a keras.Model or a callable. Received: {type(model)}")
@@ -79,63 +88,47 @@ def _to_numpy(outputs) -> np.ndarray:
     return array
 
 
-def _raw_reader():
-    """`path -> (uint8 [H, W, 3], ok)` that never raises, or None without a Pillow reader."""
+def _raw_load(path):
+    """`path -> (float32 [H, W, 3], ok)` at the file's own size; never raises (Pillow reader)."""
     import tensorflow as tf
 
-    from sare_tf.data import images as image_io
-
-    read_rgb = getattr(image_io, "read_rgb", None)
-    bad_image_error = getattr(image_io, "BadImageError", None)
-    if read_rgb is None or bad_image_error is None:
-        return None
+    from sare_tf.data.images import BadImageError, read_rgb
 
     def read(path_bytes):
         try:
             return read_rgb(path_bytes), np.bool_(True)
-        except bad_image_error:
+        except BadImageError:
             return np.zeros((1, 1, 3), np.uint8), np.bool_(False)
 
-    def load(path):
-        pixels, ok = tf.numpy_function(read, [path], [tf.uint8, tf.bool], stateful=False)
-        pixels.set_shape([None, None, 3])
-        ok.set_shape([])
-        return tf.cast(pixels, tf.float32), ok
-
-    return load
+    pixels, ok = tf.numpy_function(read, [path], [tf.uint8, tf.bool], stateful=False)
+    pixels.set_shape([None, None, 3])
+    ok.set_shape([])
+    return tf.cast(pixels, tf.float32), ok
 
 
 def _make_dataset(paths, image_size, long_side, boxes, num_parallel_calls):
     """tf.data of `(index, image float32 [H, W, 3], ok)` in input order.
 
     Bad files never raise: `safe_load_image` (fixed size) or the Pillow reader `read_rgb`
-    (any size) flag them; without those loaders, failing elements are dropped and found missing.
+    (any size, crops, long-side shrinking) flag them with ok=False.
     """
     import tensorflow as tf
 
-    from sare_tf.data import images as image_io
+    from sare_tf.data.images import resize_image, safe_load_image
 
     needs_raw = boxes is not None or long_side is not None or image_size is None
-    safe_load = getattr(image_io, "safe_load_image", None)
-    raw_load = _raw_reader()
-    never_raises = (safe_load is not None) if not needs_raw else (raw_load is not None)
 
     def decode(index, path, box):
-        if not needs_raw and safe_load is not None:
-            image, ok = safe_load(path, image_size)
-        elif raw_load is not None:
-            image, ok = raw_load(path)
+        if not needs_raw:
+            image, ok = safe_load_image(path, image_size)
         else:
-            image, ok = image_io.load_image(path, None), tf.constant(True)
-        if needs_raw:
+            image, ok = _raw_load(path)
             if boxes is not None:
                 image = _crop(image, box)
             if long_side is not None:
                 image = _shrink_to_long_side(image, long_side)
             if image_size is not None:
-                image = image_io.resize_image(image, image_size)
-        elif safe_load is None:
-            image = image_io.resize_image(image, image_size)
+                image = resize_image(image, image_size)
         image = tf.ensure_shape(tf.cast(image, tf.float32), [None, None, 3])
         return index, image, tf.cast(ok, tf.bool)
 
@@ -143,10 +136,7 @@ def _make_dataset(paths, image_size, long_side, boxes, num_parallel_calls):
     dataset = tf.data.Dataset.from_tensor_slices(
         (np.arange(len(paths), dtype=np.int64), np.asarray(paths, dtype=object), box_array)
     )
-    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
-    if not never_raises:
-        dataset = dataset.ignore_errors()
-    return dataset
+    return dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
 def _crop(image, box):

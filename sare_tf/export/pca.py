@@ -6,9 +6,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from sare_tf.data.images import load_image
 from sare_tf.models import embedding_of, with_pca_whitening
 
 
@@ -20,20 +18,6 @@ def netvlad_output_model(model: keras.Model) -> keras.Model:
     )
 
 
-def _extract_locally(model, image_paths, image_size, batch_size, verbose) -> np.ndarray:
-    dataset = tf.data.Dataset.from_tensor_slices(list(image_paths))
-    dataset = dataset.map(
-        lambda path: load_image(path, image_size), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    progress = keras.utils.Progbar(len(image_paths), unit_name="image", verbose=int(verbose))
-    parts = []
-    for images in dataset:
-        parts.append(np.asarray(model(images, training=False), dtype=np.float32))
-        progress.add(int(images.shape[0]))
-    return np.concatenate(parts, axis=0)
-
-
 def netvlad_descriptors(
     model: keras.Model,
     image_paths: Sequence[str],
@@ -43,20 +27,18 @@ def netvlad_descriptors(
 ) -> np.ndarray:
     """NetVLAD descriptors `[N, K*D]` of image files (the input PCA whitening is fitted on).
 
-    Uses `sare_tf.evaluation.extract_descriptors` when it is available, else a tf.data loop
-    with the same image loading (`sare_tf.data.images.load_image`).
+    Extracted with `sare_tf.evaluation.extract_descriptors` (same image loading as evaluation).
     """
-    netvlad_model = netvlad_output_model(model)
-    try:
-        from sare_tf.evaluation import extract_descriptors
-    except ImportError:
-        return _extract_locally(netvlad_model, image_paths, image_size, batch_size, verbose)
-    return np.asarray(
-        extract_descriptors(
-            netvlad_model, list(image_paths), image_size=image_size, batch_size=batch_size
-        ),
-        dtype=np.float32,
+    from sare_tf.evaluation import extract_descriptors
+
+    descriptors = extract_descriptors(
+        netvlad_output_model(model),
+        list(image_paths),
+        image_size=image_size,
+        batch_size=batch_size,
+        progress=verbose,
     )
+    return np.asarray(descriptors, dtype=np.float32)
 
 
 def add_pca_whitening(

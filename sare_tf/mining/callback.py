@@ -357,15 +357,10 @@ class HardNegativeMining(keras.callbacks.Callback):
     def _encoder_fn(self):
         """One traced inference function for the whole run (weights are read at call time)."""
         if self._encoder is None:
-            import tensorflow as tf
-
+            from sare_tf.evaluation.extraction import inference_function
             from sare_tf.models import embedding_of
 
-            model = self.embedding_model or embedding_of(self.model)
-            self._encoder = tf.function(
-                lambda images: model(images, training=False),
-                input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-            )
+            self._encoder = inference_function(self.embedding_model or embedding_of(self.model))
         return self._encoder
 
     def _read_state(self):

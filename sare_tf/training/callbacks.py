@@ -37,16 +37,6 @@ def halving_schedule(initial_lr: float, halve_every: int):
     return schedule
 
 
-def _inference_fn(model):
-    """A traced `images -> descriptors` function of a Keras model (weights read at call time)."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda images: model(images, training=False),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-    )
-
-
 class ValidationRecall(keras.callbacks.Callback):
     """Adds validation Recall@N to the epoch logs (`val_recall@1`, `val_recall@5`, ...).
 
@@ -89,10 +79,11 @@ class ValidationRecall(keras.callbacks.Callback):
     def evaluate(self) -> dict[str, float]:
         """`{"recall@N": fraction}` of the current weights."""
         from sare_tf.evaluation import evaluate_dataset
+        from sare_tf.evaluation.extraction import inference_function
         from sare_tf.models import embedding_of
 
         if self._predict is None:
-            self._predict = _inference_fn(self.embedding_model or embedding_of(self.model))
+            self._predict = inference_function(self.embedding_model or embedding_of(self.model))
         return evaluate_dataset(
             self._predict,
             self.dataset,
