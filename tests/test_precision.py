@@ -6,6 +6,7 @@ import keras
 import pytest
 
 import sare_tf
+from sare_tf.hardware import has_native_bf16
 from sare_tf.precision import gpu_available, resolve_precision
 
 
@@ -17,6 +18,7 @@ def test_explicit_policies_are_set():
 
 
 @pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
+@pytest.mark.skipif(not has_native_bf16(), reason="this CPU has no native bf16")
 def test_auto_picks_bfloat16_on_cpu_and_refuses_float16():
     assert resolve_precision("auto") == "mixed_bfloat16"
     with pytest.raises(ValueError, match="no GPU is visible"):
@@ -28,3 +30,17 @@ def test_auto_picks_bfloat16_on_cpu_and_refuses_float16():
 def test_unknown_policy():
     with pytest.raises(ValueError, match="Received: policy='half'"):
         sare_tf.set_precision("half")
+
+
+@pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
+def test_bfloat16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    import sare_tf.hardware
+
+    monkeypatch.setattr(
+        sare_tf.hardware,
+        "cpu_info",
+        lambda: {"model": "Old Xeon", "machine": "x86_64", "cores": 2, "bf16": "none"},
+    )
+    with pytest.warns(UserWarning, match="Old Xeon.*several times slower than float32"):
+        assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert resolve_precision("auto") == "float32"
