@@ -2,7 +2,8 @@
 
 As in the original NetVLAD code: run the cropped backbone on up to 500 images, keep up to 100
 randomly chosen local descriptors per image, cluster them with k-means (100 iterations), and
-set the centroids and the assignment sharpness alpha from the result.
+set the centroids and the assignment sharpness alpha from the result. Unreadable images are
+skipped and counted, as in training and evaluation (or fatal with `on_bad_image="error"`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sare_tf.data.images import load_image
+from sare_tf.data.checks import BadImageLog, check_policy
+from sare_tf.data.images import safe_load_image
 from sare_tf.models import feature_model, netvlad_layer
 
 
-def _image_batches(paths: Sequence[str], image_size, batch_size: int) -> tf.data.Dataset:
+def _image_batches(
+    paths: Sequence[str], image_size, batch_size: int, bad_images: BadImageLog
+) -> tf.data.Dataset:
+    """Batches of the readable images; unreadable ones are recorded in `bad_images` and left out."""
     dataset = tf.data.Dataset.from_tensor_slices(list(paths))
     dataset = dataset.map(
-        lambda path: load_image(path, image_size), num_parallel_calls=tf.data.AUTOTUNE
+        lambda path: safe_load_image(path, image_size, bad_images),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
+    dataset = dataset.filter(lambda image, ok: ok).map(lambda image, ok: image)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -34,6 +41,8 @@ def sample_local_descriptors(
     batch_size: int = 8,
     seed: int = 0,
     verbose: bool = True,
+    on_bad_image: str = "skip",
+    bad_images: BadImageLog | None = None,
 ) -> np.ndarray:
     """Samples local descriptors of the cropped backbone from images.
 
@@ -48,10 +57,17 @@ def sample_local_descriptors(
         max_images: images used at most.
         batch_size: images per forward pass.
         seed: seed of the image subset and the location sampling.
-        verbose: show a progress bar.
+        verbose: show a progress bar (and the bad files skipped, if any).
+        on_bad_image: "skip" (leave unreadable images out, counted) or "error" (stop at the
+            first, naming it).
+        bad_images: a `BadImageLog` to record bad files in (one is made from `on_bad_image`
+            otherwise).
 
     Returns:
         `[M, D]` float32 local descriptors (not normalised).
+
+    Raises:
+        ValueError: no image of the chosen subset could be read.
     """
     if len(image_paths) == 0:
         raise ValueError("No images to sample local descriptors from. Received: image_paths=[]")
@@ -60,6 +76,8 @@ def sample_local_descriptors(
             "`descriptors_per_image` and `max_images` must be positive. "
             f"Received: descriptors_per_image={descriptors_per_image}, max_images={max_images}"
         )
+    if bad_images is None:
+        bad_images = BadImageLog(check_policy(on_bad_image))
     rng = np.random.default_rng(seed)
     count = min(max_images, len(image_paths))
     chosen = np.sort(rng.choice(len(image_paths), size=count, replace=False))
@@ -75,7 +93,7 @@ def sample_local_descriptors(
         print(
             f"Sampling up to {descriptors_per_image} local descriptors from each of {count} images"
         )
-    for batch in _image_batches(paths, image_size, batch_size):
+    for batch in _image_batches(paths, image_size, batch_size, bad_images):
         features = np.asarray(
             keras.ops.convert_to_numpy(features_of(batch, training=False)), dtype="float32"
         )
@@ -87,6 +105,15 @@ def sample_local_descriptors(
             filled += keep
         if progress is not None:
             progress.add(features.shape[0])
+    if progress is not None and bad_images.count:
+        progress.update(count)  # skipped images are done too
+    if bad_images.count and verbose:
+        print(f"Cluster initialisation skipped unreadable images. {bad_images.summary()}")
+    if filled == 0:
+        raise ValueError(
+            f"None of the {count} images chosen for NetVLAD cluster initialisation could be "
+            f"read. {bad_images.summary()}"
+        )
     return samples[:filled]
 
 
@@ -99,13 +126,14 @@ def initialize_netvlad(
     batch_size: int = 8,
     seed: int = 0,
     verbose: bool = True,
+    on_bad_image: str = "skip",
 ) -> float:
     """Samples local descriptors and initialises the model's NetVLAD layer from them.
 
     Args:
         model: an embedding model (or a tuple model wrapping one).
-        image_paths, image_size, descriptors_per_image, max_images, batch_size, seed, verbose:
-            as in `sample_local_descriptors`.
+        image_paths, image_size, descriptors_per_image, max_images, batch_size, seed, verbose,
+        on_bad_image: as in `sample_local_descriptors`.
 
     Returns:
         The alpha that was set.
@@ -119,6 +147,7 @@ def initialize_netvlad(
         batch_size=batch_size,
         seed=seed,
         verbose=verbose,
+        on_bad_image=on_bad_image,
     )
     layer = netvlad_layer(model)
     if verbose:

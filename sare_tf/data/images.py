@@ -162,7 +162,8 @@ def safe_load_image(
 
     Args:
         path: scalar string tensor (or str).
-        image_size: `(height, width)` of the output (required: a bad file needs a shape).
+        image_size: `(height, width)` of the output; None keeps each image's own size (for
+            one-image batches; a bad file then gives a 1x1 black image).
         bad_images: optional `sare_tf.data.checks.BadImageLog` that records each bad file's
             path and reason; when its policy is "error" the load raises instead (as a
             `tf.errors.InvalidArgumentError` whose message names the file).
@@ -171,15 +172,15 @@ def safe_load_image(
     Returns:
         `image` float32 `[H, W, 3]` in [0, 255] (zeros for a bad file) and `ok` scalar bool.
     """
-    if image_size is None:
-        raise ValueError("`safe_load_image` needs an `image_size`. Received: image_size=None")
-    height, width = int(image_size[0]), int(image_size[1])
+    native = image_size is None
+    height, width = (1, 1) if native else (int(image_size[0]), int(image_size[1]))
 
     def _read(path_value):
         path_text = path_value.item() if isinstance(path_value, np.ndarray) else path_value
         path_text = os.fsdecode(path_text)
         try:
-            return read_rgb(path_text, (height, width), max_pixels), np.bool_(True)
+            pixels = read_rgb(path_text, None if native else (height, width), max_pixels)
+            return pixels, np.bool_(True)
         except Exception as error:  # never raise inside tf.data (unless the policy says so)
             reason = error.reason if isinstance(error, BadImageError) else repr(error)
             if bad_images is not None:
@@ -189,6 +190,8 @@ def safe_load_image(
     pixels, ok = tf.numpy_function(_read, [path], [tf.uint8, tf.bool], stateful=False)
     pixels.set_shape([None, None, 3])
     ok.set_shape([])
+    if native:
+        return tf.cast(pixels, tf.float32), ok
     image = resize_image(pixels, (height, width))
     image.set_shape([height, width, 3])
     return image, ok
