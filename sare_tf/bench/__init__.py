@@ -1,0 +1,20 @@
+"""Benchmarks of sare_tf, run as `sare-tf bench NAME` (or `python -m sare_tf.bench.NAME`).
+
+Each module measures one thing and writes a JSON report under `runs/bench/`:
+
+- `peak`: this CPU's sustained convolution throughput (GFLOP/s) in float32 and bfloat16, the
+  roofline the model benchmarks are read against;
+- `extraction`: descriptor extraction images/s, and the backbone's GFLOP/s as a share of the peak;
+- `training`: training-step tuples/s of the SARE tuple model;
+- `mining`: time and peak memory of hard-negative mining at Pitts30k size;
+- `pipeline`: images/s of the tf.data tuple pipeline (decode, resize, augment);
+- `retrieval`: exact evaluation wall time and compressed-index recall / speed.
+
+Every module provides `HELP`, `DESCRIPTION`, `add_arguments(parser)`, `run(args) -> int` and
+`main(argv=None) -> int`, and imports TensorFlow only inside functions (importing this package
+is cheap). Nothing is imported here, so `python -m sare_tf.bench.NAME` runs cleanly.
+"""
+
+from __future__ import annotations
+
+BENCHMARKS = ("peak", "extraction", "training", "mining", "pipeline", "retrieval")

@@ -1,0 +1,133 @@
+"""What every benchmark shares: its parser, the hardware header, child processes, the JSON report.
+
+Benchmarks whose figures depend on process-global state (the Keras dtype policy, oneDNN's
+kernel cache, the peak-RSS counter) measure each configuration in a fresh Python process:
+`run_child` starts `python -m sare_tf.bench.<name> <flags>` and reads the JSON object the child
+prints on its last line of output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sare_tf.hardware import cpu_info, describe_cpu
+
+DEFAULT_DIR = "runs/bench"
+
+
+def default_json(name: str) -> str:
+    """The default report path of benchmark `name`: `runs/bench/<name>.json`."""
+    return f"{DEFAULT_DIR}/{name}.json"
+
+
+def add_json_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    """Adds `--json PATH` (alias `--out`) with the default `runs/bench/<name>.json`."""
+    parser.add_argument(
+        "--json",
+        "--out",
+        dest="json",
+        default=default_json(name),
+        metavar="PATH",
+        help="where the JSON report is written (default: %(default)s)",
+    )
+
+
+def _name(module) -> str:
+    # Under `python -m sare_tf.bench.<name>` the module is `__main__`; its spec keeps the name.
+    spec = getattr(module, "__spec__", None)
+    return (spec.name if spec else module.__name__).rsplit(".", 1)[-1]
+
+
+def standalone_parser(module) -> argparse.ArgumentParser:
+    """The parser of `python -m sare_tf.bench.<name>`: the same flags as `sare-tf bench <name>`."""
+    name = _name(module)
+    parser = argparse.ArgumentParser(
+        prog=f"sare-tf bench {name}",
+        description=module.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return parser
+
+
+def standalone_main(module, argv: list[str] | None = None) -> int:
+    """Parses `argv` with the module's flags and runs it; a failed child is an error message."""
+    args = standalone_parser(module).parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except ChildProcessError as error:
+        print(f"sare-tf bench {_name(module)}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def report_header(name: str) -> dict:
+    """Prints the hardware line every benchmark starts with; returns the report's common fields.
+
+    Args:
+        name: the benchmark's name.
+
+    Returns:
+        `{"benchmark", "cpu": sare_tf.hardware.cpu_info(), "command", "load_average"}`; the load
+        average tells a reader whether other work shared the machine during the measurement.
+    """
+    info = cpu_info()
+    load = [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    print(f"sare-tf bench {name} on {describe_cpu(info)}; load average {load}", flush=True)
+    return {
+        "benchmark": name,
+        "cpu": info,
+        "command": " ".join(sys.argv),
+        "load_average": load,
+    }
+
+
+def write_report(path: str | os.PathLike, report) -> None:
+    """Writes `report` as indented JSON to `path` (creating folders) and says where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+def child_environment(extra: dict | None = None) -> dict:
+    """The environment of a child measurement: quiet TensorFlow logs, this process's sare_tf."""
+    import sare_tf
+
+    env = {**os.environ, **(extra or {})}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The child must import the same sare_tf as this process (a source checkout or an install).
+    package_root = str(Path(sare_tf.__file__).resolve().parent.parent)
+    paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def run_child(name: str, flags: list[str], env: dict | None = None) -> dict:
+    """Runs `python -m sare_tf.bench.<name> <flags>` and returns the JSON its last line prints.
+
+    Args:
+        name: the benchmark module under `sare_tf.bench`.
+        flags: its command-line flags (the child mode's hidden flag included).
+        env: extra environment variables for the child.
+
+    Returns:
+        The decoded JSON object.
+
+    Raises:
+        ChildProcessError: when the child fails; the message holds the end of its stderr.
+    """
+    command = [sys.executable, "-m", f"sare_tf.bench.{name}", *flags]
+    completed = subprocess.run(command, capture_output=True, text=True, env=child_environment(env))
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
+        raise ChildProcessError(
+            f"the benchmark child process failed (exit code {completed.returncode}): "
+            f"{' '.join(command)}\n{tail}"
+        )
+    return json.loads(lines[-1])
