@@ -204,10 +204,10 @@ def describe_peak(result: dict) -> str:
     if not result["supported"]:
         first_line = result["error"].splitlines()[0] if result["error"] else ""
         return f"{result['dtype']} conv peak: not supported on this CPU ({first_line[:160]})"
-    return (
-        f"{result['dtype']} conv peak: {result['gflops']:.1f} GFLOP/s "
-        f"({result['seconds_per_call']:.3f} s per call)"
-    )
+    line = f"{result['dtype']} conv peak: {result['gflops']:.1f} GFLOP/s"
+    if "seconds_per_call" in result:
+        line += f" ({result['seconds_per_call']:.3f} s per call)"
+    return line
 
 
 def load_peak(path: str) -> dict:

@@ -1,0 +1,218 @@
+"""`sare-tf bench NAME` at tiny sizes through the real CLI: children, JSON reports, efficiency lines.
+
+Figures are timings, so they are checked for being positive and finite, and every derived
+figure (FLOPs, GFLOP/s, share of the peak) against its own hand-worked formula.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sare_tf import cli
+from sare_tf.bench.peak import (
+    describe_efficiency,
+    describe_peak,
+    efficiency,
+    measure_in_children,
+)
+from sare_tf.hardware import cpu_info
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _report(path):
+    report = json.loads(Path(path).read_text())
+    assert report["cpu"] == cpu_info()
+    assert len(report["load_average"]) == 3
+    return report
+
+
+def _positive(*values):
+    return all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values)
+
+
+def _tiny_backbone_flops(height, width):
+    """The 'tiny' backbone: 4 blocks of two 3x3 'same' convs (32, 64, 96, 128), 2x2 pooling."""
+    total, channels = 0, 3
+    for block, out_channels in enumerate((32, 64, 96, 128)):
+        positions = (height >> block) * (width >> block)
+        for _ in range(2):
+            total += 2 * positions * 9 * channels * out_channels
+            channels = out_channels
+    return total
+
+
+@pytest.fixture
+def fake_peak(tmp_path):
+    """A peak report with round figures, so shares of the peak can be checked exactly."""
+    path = tmp_path / "peak.json"
+    rows = [
+        {"dtype": "float32", "supported": True, "gflops": 50.0},
+        {"dtype": "bfloat16", "supported": False, "error": "could not create a primitive"},
+    ]
+    path.write_text(json.dumps({"results": rows}))
+    return path
+
+
+def test_efficiency_line_reads_throughput_against_the_peak_of_the_compute_dtype():
+    peaks = {"bfloat16": {"dtype": "bfloat16", "supported": True, "gflops": 440.0}}
+    result = efficiency(2.39 * 188e9, "mixed_bfloat16", peaks)
+    assert result == {
+        "gflops": 449.3,  # 2.39 img/s x 188 GFLOP
+        "peak_dtype": "bfloat16",
+        "peak_gflops": 440.0,
+        "fraction_of_peak": 1.021,
+    }
+    assert describe_efficiency("bf16", "2.39 img/s", result) == (
+        "bf16: 2.39 img/s = 449 GFLOP/s = 102% of this CPU's measured bfloat16 conv peak "
+        "(440 GFLOP/s)"
+    )
+    unsupported = {"bfloat16": {"dtype": "bfloat16", "supported": False, "error": "no kernel"}}
+    for missing in (None, {}, unsupported):
+        result = efficiency(2.39 * 188e9, "mixed_bfloat16", missing)
+        assert result["fraction_of_peak"] is None
+        assert describe_efficiency("bf16", "2.39 img/s", result).endswith(
+            "= 449 GFLOP/s (no measured bfloat16 conv peak to compare with)"
+        )
+
+
+def test_bench_help_lists_every_benchmark_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for name in ("peak", "extraction", "training", "mining", "pipeline", "retrieval"):
+        assert f"    {name}" in printed
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "extraction", "--help"])
+    assert "--no-peak" in capsys.readouterr().out
+
+
+def test_peak_measures_each_dtype_in_a_child(tmp_path, capsys):
+    out = tmp_path / "peak.json"
+    argv = ["bench", "peak", "--height", "12", "--width", "16", "--channels", "16",
+            "--batch-size", "2", "--warmup", "1", "--rounds", "2", "--iterations", "2",
+            "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    report = _report(out)
+    assert report["benchmark"] == "peak"
+    rows = {row["dtype"]: row for row in report["results"]}
+    assert set(rows) == {"float32", "bfloat16"}
+    if cpu_info()["bf16"] == "none":  # oneDNN may have no bf16 convolution at all
+        rows.pop("bfloat16")
+    for row in rows.values():
+        assert row["supported"] is True
+        assert row["flops_per_call"] == 2 * (2 * 12 * 16) * (3 * 3 * 16 * 16)
+        assert len(row["rounds"]) == 2 and _positive(row["gflops"], *row["rounds"])
+        assert row["gflops"] == max(row["rounds"])
+    assert "float32 conv peak:" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 oneDNN ISA cap")
+def test_peak_reports_bf16_unsupported_when_onednn_has_no_bf16_convolution():
+    # Capped at AVX2, oneDNN has no bf16 convolution: the child must answer, not crash.
+    tiny = {"height": 6, "width": 8, "channels": 8, "batch_size": 1, "warmup": 1, "rounds": 1}
+    result = measure_in_children(
+        ["bfloat16"], tiny, env={"ONEDNN_MAX_CPU_ISA": "AVX2"}, verbose=False
+    )["bfloat16"]
+    assert result["supported"] is False and "failed" not in result
+    assert "primitive descriptor" in result["error"]
+    assert describe_peak(result).startswith("bfloat16 conv peak: not supported on this CPU")
+
+
+def test_extraction_reports_gflops_and_share_of_the_peak(tmp_path, fake_peak, capsys):
+    out = tmp_path / "extraction.json"
+    argv = ["bench", "extraction", "--backbone", "tiny", "--num-clusters", "4",
+            "--height", "32", "--width", "48", "--batch-size", "2", "--batches", "1",
+            "--rounds", "2", "--precision", "float32", "--part", "full",
+            "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    report = _report(out)
+    (row,) = report["results"]
+    assert row["part"] == "full" and row["precision"] == "float32"
+    assert len(row["rounds"]) == 2 and row["images_per_second"] == max(row["rounds"])
+    assert _positive(row["images_per_second"], row["gflops"])
+    assert row["conv_flops_per_image"] == _tiny_backbone_flops(32, 48)
+    gflops = row["images_per_second"] * row["conv_flops_per_image"] / 1e9
+    assert row["gflops"] == pytest.approx(gflops, abs=0.05)
+    assert row["peak_gflops"] == 50.0
+    assert row["fraction_of_peak"] == pytest.approx(gflops / 50.0, abs=1e-3)
+    printed = capsys.readouterr().out
+    assert "of this CPU's measured float32 conv peak (50 GFLOP/s)" in printed
+
+
+def test_training_reports_tuples_per_second_and_forward_share(tmp_path, fake_peak):
+    out = tmp_path / "training.json"
+    argv = ["bench", "training", "--backbone", "tiny", "--image-size", "32", "32",
+            "--num-negatives", "1", "--num-clusters", "4", "--steps", "2",
+            "--precisions", "float32", "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (row,) = _report(out)["results"]
+    assert row["images_per_tuple"] == 3 and len(row["step_seconds"]) == 2
+    assert _positive(row["tuples_per_second"], row["images_per_second"], row["warmup_seconds"])
+    assert math.isfinite(row["loss"])
+    # The tiny backbone is trainable throughout, so the backward estimate is 3x the forward.
+    assert row["conv_flops_per_image"] == row["trainable_conv_flops_per_image"]
+    assert row["conv_flops_per_image"] == _tiny_backbone_flops(32, 32)
+    forward = row["images_per_second"] * row["conv_flops_per_image"] / 1e9
+    assert row["forward"]["gflops"] == pytest.approx(forward, abs=0.05)
+    assert row["forward"]["fraction_of_peak"] == pytest.approx(forward / 50.0, abs=1e-3)
+    assert row["with_backward_estimate"]["gflops"] == pytest.approx(3 * forward, abs=0.05)
+
+
+def test_mining_pipeline_and_retrieval_write_their_reports(tmp_path):
+    mining = tmp_path / "mining.json"
+    argv = ["bench", "mining", "--dims", "32", "--num-queries", "60", "--num-db", "200",
+            "--num-candidates", "50", "--area-side-m", "40", "--json", str(mining)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (row,) = _report(mining)["results"]
+    assert row["dim"] == 32 and row["valid_queries"] > 0
+    assert row["input_gib"] == round((60 * 32 * 2 + 200 * 32 * 4) / 2**30, 3)
+    assert row["seconds"] >= 0 and _positive(row["peak_rss_gib"])
+
+    pipeline = tmp_path / "pipeline.json"
+    argv = ["bench", "pipeline", "--settings", "48x64:24x32", "--batches", "2",
+            "--batch-size", "2", "--num-negatives", "1", "--work-dir", str(tmp_path / "work"),
+            "--json", str(pipeline)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (row,) = _report(pipeline)["results"]
+    assert row["batch_shape"] == [2, 3, 24, 32, 3] and row["images"] == 2 * 2 * 3
+    assert _positive(row["images_per_s"], row["tuples_per_s"])
+
+    retrieval = tmp_path / "retrieval.json"
+    argv = ["bench", "retrieval", "--part", "exact", "--num-queries", "20", "--num-db", "200",
+            "--dim", "16", "--json", str(retrieval)]  # fmt: skip
+    assert cli.main(argv) == 0
+    exact = _report(retrieval)["exact"]
+    assert exact["queries"] == 20 and 0 <= exact["R@1"] <= exact["R@20"] <= 100
+
+
+def test_a_failing_child_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    argv = ["bench", "mining", "--dims", "8", "--num-queries", "5", "--num-db", "0",
+            "--json", str(tmp_path / "m.json")]  # fmt: skip
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "sare-tf bench: error: the benchmark child process failed (exit code 1)" in error
+    assert "sare_tf.bench.mining --child-dim 8" in error
+
+
+def test_scripts_are_thin_wrappers_of_the_package(tmp_path):
+    out = tmp_path / "mining.json"
+    command = [sys.executable, str(REPO / "scripts" / "bench_mining.py"), "--dims", "16",
+               "--num-queries", "20", "--num-db", "50", "--num-candidates", "20",
+               "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert _report(out)["results"][0]["dim"] == 16
+    for name in ("extraction", "training", "pipeline", "retrieval"):
+        script = (REPO / "scripts" / f"bench_{name}.py").read_text()
+        assert f"sare-tf bench {name}" in script and len(script.splitlines()) < 20
