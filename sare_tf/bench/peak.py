@@ -14,7 +14,7 @@ convolution for its instruction set (e.g. AVX2 only), not at all: that dtype is 
 "not supported" instead of failing.
 
 Usage:
-    sare-tf bench peak                                  # float32 and bfloat16, ~30 s
+    sare-tf bench peak                                  # float32 and bfloat16, ~25 s
     sare-tf bench peak --dtypes bfloat16 --rounds 5
     sare-tf bench peak --height 30 --width 40 --channels 64 --batch-size 2   # quick check
     python -m sare_tf.bench.peak --json runs/bench/peak.json
@@ -239,7 +239,8 @@ def add_peak_arguments(parser: argparse.ArgumentParser) -> None:
         "--peak-json",
         default=None,
         metavar="PATH",
-        help="read the peak from a `sare-tf bench peak` report instead of measuring it (~30 s)",
+        help="read the peak from a `sare-tf bench peak` report instead of measuring it "
+        "(10-15 s per dtype)",
     )
 
 
@@ -284,8 +285,14 @@ def efficiency(achieved_flops_per_second: float, policy: str, peaks: dict | None
 
 
 def describe_efficiency(label: str, rate: str, result: dict) -> str:
-    """E.g. "mixed_bfloat16 full: 2.39 img/s = 449 GFLOP/s = 102% of this CPU's measured
-    bfloat16 conv peak (440 GFLOP/s)"."""
+    """One efficiency line, e.g. "bf16: 2.39 img/s = 449 GFLOP/s = 102% of this CPU's measured
+    bfloat16 conv peak (440 GFLOP/s)".
+
+    Args:
+        label: what was measured, e.g. "mixed_bfloat16 full".
+        rate: its throughput as text, e.g. "2.39 img/s".
+        result: an `efficiency(...)` result.
+    """
     line = f"{label}: {rate} = {result['gflops']:.0f} GFLOP/s"
     if result["fraction_of_peak"] is not None:
         return (
