@@ -70,6 +70,9 @@ class HardNegativeMining(keras.callbacks.Callback):
         mine_on_train_begin: mine in `on_train_begin`. Pass False when calling `refresh()`
             yourself before `fit` (needed with a distribution strategy, whose `fit` reads a
             first batch before any callback runs).
+        drop_remainder: the tuple pipeline drops an incomplete last batch
+            (`make_tuple_dataset(drop_remainder=True)`), so a pass serves
+            `floor(valid / tuples_per_batch)` batches; partial refreshes follow that.
 
     Attributes:
         refreshes: one record per refresh (queries seen, mode, timings, how many tuples changed).
@@ -105,6 +108,7 @@ class HardNegativeMining(keras.callbacks.Callback):
         verbose: int = 1,
         pipeline_seed: int | None = None,
         mine_on_train_begin: bool = True,
+        drop_remainder: bool = False,
     ):
         super().__init__()
         if mode not in MODES:
@@ -147,6 +151,7 @@ class HardNegativeMining(keras.callbacks.Callback):
         self._last_refresh_at = 0
         self.pipeline_seed = pipeline_seed
         self.mine_on_train_begin = mine_on_train_begin
+        self.drop_remainder = drop_remainder
         self._first_pass = 0
         self._batches_seen = 0
         self._initial_lr = initial_lr
@@ -317,13 +322,18 @@ class HardNegativeMining(keras.callbacks.Callback):
     def _served_next(self) -> np.ndarray:
         """The next `refresh_every` query ids in the pipeline's order (into the next pass)."""
         num_valid = int(np.count_nonzero(keras.ops.convert_to_numpy(self.state.valid)))
-        batches_per_pass = max(1, -(-num_valid // self.tuples_per_batch))
+        if self.drop_remainder:
+            batches_per_pass = max(1, num_valid // self.tuples_per_batch)
+            served_per_pass = min(num_valid, batches_per_pass * self.tuples_per_batch)
+        else:
+            batches_per_pass = max(1, -(-num_valid // self.tuples_per_batch))
+            served_per_pass = num_valid
         pass_number = self._first_pass + self._batches_seen // batches_per_pass
         position = (self._batches_seen % batches_per_pass) * self.tuples_per_batch
         chunk = []
-        wanted = min(self.refresh_every, num_valid)
+        wanted = min(self.refresh_every, served_per_pass)
         while sum(len(c) for c in chunk) < wanted:
-            order = self.pass_order(pass_number)
+            order = self.pass_order(pass_number)[:served_per_pass]
             chunk.append(order[position : position + wanted - sum(len(c) for c in chunk)])
             pass_number, position = pass_number + 1, 0
         return np.unique(np.concatenate(chunk)).astype(np.int64)

@@ -29,7 +29,8 @@ class TrainConfig:
         num_clusters: NetVLAD K (64).
         trainable_from: first trainable backbone layer ("default": conv5 for VGG16).
         epochs: epochs to train (30).
-        batch_size: tuples per batch (4).
+        batch_size: tuples per batch (4), split over the replicas of a distribution strategy;
+            with more than one replica, the incomplete last batch of each pass is dropped.
         num_negatives: negatives per tuple (10).
         lr: initial learning rate (1e-3).
         lr_halve_every: halve the learning rate every this many epochs (5; 0: never).
@@ -40,7 +41,9 @@ class TrainConfig:
         image_size: `(height, width)` of training and validation images (480, 640).
         precision: "auto" (bf16 on CPU, fp16 on GPU), "float32", "mixed_bfloat16", ...
         force_precision: allow "mixed_float16" without a GPU.
-        strategy: "none", "mirrored" (all local GPUs / devices) or "multiworker" (TF_CONFIG).
+        strategy: "none", "mirrored" (all local GPUs / devices) or "multiworker" (the cluster
+            in TF_CONFIG; run the same command on every worker: the chief writes `out`,
+            worker i writes `out/worker_i`).
         num_candidates: random negatives sampled per query when mining (1000).
         refresh_every: training queries between mining refreshes (1000).
         mining_mode: "full" (re-encode everything) or "partial" (see `HardNegativeMining`).

@@ -17,6 +17,12 @@ Run folder (`config.out`):
                      unfinished. Running the same command again resumes from it.
     tensorboard/     TensorBoard logs (train loss, learning rate, validation recall)
 
+Multi-worker runs (`strategy="multiworker"`, the cluster in `TF_CONFIG`): every worker runs the
+same command and the whole recipe (cluster init, mining, validation) on its own copy of the
+data and weights; the chief's weights are broadcast after cluster init, so all workers mine
+the same tuples. The chief writes the run folder; worker i writes the same files under
+`out/worker_i/` (its own backup, to resume from: all workers must resume from the same point).
+
 Reference:
     Liu, Li, Dai, "Stochastic Attraction-Repulsion Embedding for Large Scale Image
     Localization", ICCV 2019, sec. 5 (training details); Arandjelovic et al., NetVLAD, CVPR
@@ -119,6 +125,15 @@ def is_chief(strategy) -> bool:
     )
 
 
+def is_multiworker(strategy) -> bool:
+    """True when `strategy` spans more than one worker (MultiWorkerMirroredStrategy + TF_CONFIG)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return False
+    cluster = resolver.cluster_spec().as_dict()
+    return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
+
+
 def backup_exists(out_dir) -> bool:
     """True when `out_dir` holds an unfinished run's `BackupAndRestore` state."""
     backup = os.path.join(os.fspath(out_dir), BACKUP_DIR)
@@ -157,7 +172,8 @@ def _restore_backup(tuple_model, backup_dir: str) -> int:
     """
     import shutil
 
-    tuple_model.optimizer.build(tuple_model.trainable_variables)
+    if not tuple_model.optimizer.built:
+        tuple_model.optimizer.build(tuple_model.trainable_variables)
     weights = os.path.join(backup_dir, "latest.weights.h5")
     metadata = os.path.join(backup_dir, "training_metadata.json")
     for suffix in ("", ".bkp"):
@@ -175,6 +191,57 @@ def _restore_backup(tuple_model, backup_dir: str) -> int:
         f"The backup in {backup_dir} cannot be read (weights or metadata damaged). Delete the "
         "folder to start the run over."
     )
+
+
+def _check_batch_fits_replicas(batch_size: int, num_replicas: int, train_data) -> None:
+    """Every replica needs a tuple of every batch, and a pass needs one whole batch."""
+    if batch_size < num_replicas:
+        raise ValueError(
+            f"`batch_size` (tuples per batch, split over the replicas) must be at least the "
+            f"number of replicas, {num_replicas}. Received: batch_size={batch_size}"
+        )
+    num_queries = int(train_data.train_query_ids().size)
+    if num_queries < batch_size:
+        raise ValueError(
+            f"With {num_replicas} replicas the incomplete last batch of each pass is dropped, "
+            f"and {train_data.name!r} has only {num_queries} training queries: use a "
+            f"`batch_size` of at most {num_queries}. Received: batch_size={batch_size}"
+        )
+
+
+def _backup_position(backup_dir: str) -> tuple[int, int]:
+    """`(epoch, batch)` of an intact backup, as `BackupAndRestore` recorded it."""
+    with open(os.path.join(backup_dir, "training_metadata.json")) as handle:
+        metadata = json.load(handle)
+    return int(metadata["epoch"]), int(metadata.get("batch") or 0)
+
+
+def _check_same_backup_position(strategy, position: tuple[int, int], out: str) -> None:
+    """Stops every worker with the same error unless all resume from the same point.
+
+    Each worker resumes from its own backup (the chief's in `out/backup`, the others' in
+    `out/worker_<id>/backup`), written at the same steps. A run killed while one worker was
+    writing leaves that worker with its previous backup (or none): resuming from different
+    points would give the workers different weights, or different numbers of steps, and the
+    first to finish would leave the others waiting for it forever.
+
+    Args:
+        strategy: the MultiWorkerMirroredStrategy (this is a collective: all workers call it).
+        position: this worker's backup `(epoch, batch)`, `(-1, -1)` without a backup.
+        out: this worker's run folder, for the message.
+    """
+    from sare_tf.training.multiworker import values_of_all_workers
+
+    positions = values_of_all_workers(strategy, position)
+    if len(set(positions)) > 1:
+        described = ", ".join(
+            "none" if p[0] < 0 else f"epoch {p[0]} batch {p[1]}" for p in positions
+        )
+        raise ValueError(
+            "The workers cannot resume together: their backups are at different points "
+            f"(one per replica: {described}; this worker's is {os.path.join(out, BACKUP_DIR)}). "
+            "Delete every worker's backup folder to start the run over."
+        )
 
 
 def _new_summary(config, train_data, val_data, precision, strategy) -> dict:
@@ -216,6 +283,7 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         ValidationRecall,
         halving_schedule,
     )
+    from sare_tf.training.multiworker import broadcast_from_chief, prepare_multiworker_fit
 
     start_total = time.perf_counter()
     timings = {}
@@ -227,6 +295,13 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         else keras.config.dtype_policy().name
     )
     strategy = make_strategy(config.strategy)
+    multiworker = is_multiworker(strategy)
+    # Each replica trains on batch_size / replicas tuples of every batch. The incomplete last
+    # batch of a pass is dropped: it could leave a replica with no tuple, and TensorFlow
+    # fails on an empty batch (and all workers must run the same number of steps).
+    drop_remainder = strategy.num_replicas_in_sync > 1
+    if drop_remainder:
+        _check_batch_fits_replicas(config.batch_size, strategy.num_replicas_in_sync, train_data)
     out = os.path.abspath(config.out)
     if not is_chief(strategy):
         # Other workers run the same program; their files must not collide with the chief's.
@@ -252,10 +327,17 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         tuple_model = build_tuple_model(embedding_model, config.num_negatives)
         optimizer = make_optimizer(config)
         tuple_model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+        # Now, in the scope, alike on every worker (creating a variable is a collective
+        # under MultiWorkerMirroredStrategy); a resumed run loads its state into it.
+        tuple_model.optimizer.build(tuple_model.trainable_variables)
 
     resume_epoch = 0
     if resuming:
         resume_epoch = _restore_backup(tuple_model, backup_dir)
+    if multiworker:
+        position = _backup_position(backup_dir) if resuming else (-1, -1)
+        _check_same_backup_position(strategy, position, out)
+    if resuming:
         print(f"Resuming the run in {out} from its backup (epoch {resume_epoch + 1}).")
     elif not netvlad_layer(embedding_model).is_initialized:
         from sare_tf.cluster_init import initialize_netvlad
@@ -272,6 +354,10 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
             verbose=bool(config.verbose),
         )
         timings["cluster_init_seconds"] = round(time.perf_counter() - start, 3)
+
+    if multiworker:
+        # Cluster init (or a loaded model) was set by each worker on its own copy.
+        broadcast_from_chief(strategy, embedding_model.weights)
 
     summary = _new_summary(config, train_data, val_data, precision, strategy)
     if resuming and os.path.exists(summary_path):
@@ -293,9 +379,12 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         batch_size=config.batch_size,
         augment=config.augment,
         seed=config.seed,
+        drop_remainder=drop_remainder,
     )
     if config.steps_per_epoch:
         dataset = dataset.repeat()
+    if multiworker:
+        prepare_multiworker_fit(tuple_model, dataset.element_spec)
     if resume_epoch:
         # Pass e is shuffled with seed (seed, e): a resumed run continues the uninterrupted
         # run's sequence of query orders instead of replaying the first one.
@@ -317,6 +406,7 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         verbose=config.verbose,
         pipeline_seed=config.seed,
         mine_on_train_begin=False,
+        drop_remainder=drop_remainder,
     )
     # Mine before fit: a distributed fit peeks at one batch before any callback runs.
     mining.set_model(tuple_model)
