@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     summary = train(config)
-    out = os.path.abspath(config.out)
+    out = summary.get("out_dir") or os.path.abspath(config.out)
     best = summary.get("best")
     last = summary["epochs"][-1] if summary["epochs"] else {}
     recalls = ", ".join(

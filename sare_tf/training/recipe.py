@@ -369,6 +369,7 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         summary["mining"] = previous.get("mining", summary["mining"])
         timings = {**previous.get("timings", {}), **timings}
     summary["timings"] = timings
+    summary["out_dir"] = out  # this worker's folder (out/worker_<id> on a non-chief worker)
 
     # The mining state lives outside the strategy scope: tf.data reads it on the host.
     state = MiningState(train_data.num_queries, config.num_negatives, num_db=train_data.num_db)

@@ -292,6 +292,8 @@ def test_sare_tf_train_multiworker_two_workers(tiny_city, tmp_path):
     for key in ("loss", "val_recall@1", "val_recall@5"):
         assert [e[key] for e in summary["epochs"]] == [e[key] for e in other_summary["epochs"]]
     assert summary["initial_validation"] == other_summary["initial_validation"]
+    assert summary["out_dir"] == str(out)
+    assert other_summary["out_dir"] == str(out / "worker_1")
 
     import sare_tf.layers  # noqa: F401 (registers the custom layers for loading)
 
