@@ -40,7 +40,7 @@ class DemoConfig:
         num_candidates: random negatives considered per query when mining.
         trainable_from: first trainable backbone layer (None: all).
         augment: photometric / crop augmentation of training tuples.
-        precision: dtype policy ("auto": bf16 on CPU).
+        precision: dtype policy ("auto": bf16 on a CPU with native bf16, else float32).
         seed: seed of the city, the model and the training.
         quick: a 1-2 minute run on the tiny city.
         saliency_method: tf-keras-vis method for the panels.

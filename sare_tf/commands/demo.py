@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default=defaults.precision,
-        help="auto (bf16 on CPU), float32, mixed_bfloat16",
+        help="auto (bf16 on a CPU with native bf16, else float32), float32, mixed_bfloat16",
     )
     parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of the city, model and training"

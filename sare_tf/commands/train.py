@@ -144,7 +144,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
-        help="auto: mixed_bfloat16 on a CPU, mixed_float16 on a GPU (default: auto)",
+        help=(
+            "auto: mixed_float16 on a GPU; on a CPU mixed_bfloat16 with native bf16 (AMX, "
+            "AVX512-BF16, Arm BF16), else float32 (default: auto)"
+        ),
     )
     run_group.add_argument(
         "--force-precision", action="store_true", help="allow mixed_float16 without a GPU"
