@@ -39,7 +39,8 @@ class TrainConfig:
         weight_decay: weight decay (1e-3; Keras applies it decoupled: `w -= lr * wd * w`).
         momentum: SGD momentum (0.9; unused by "adam").
         image_size: `(height, width)` of training and validation images (480, 640).
-        precision: "auto" (fp16 on a GPU; bf16 on a CPU with native bf16, else float32), "float32", "mixed_bfloat16", ...
+        precision: "auto" (fp16 on a GPU; bf16 on a CPU with native bf16, else float32),
+            "float32", "mixed_bfloat16", ...
         force_precision: allow "mixed_float16" without a GPU.
         strategy: "none", "mirrored" (all local GPUs / devices) or "multiworker" (the cluster
             in TF_CONFIG; run the same command on every worker: the chief writes `out`,
