@@ -84,6 +84,12 @@ def add_arguments(parser) -> None:
         default=0,
         help="IVF-PQ: re-rank k x this many candidates with exact vectors (default 0: off)",
     )
+    parser.add_argument(
+        "--opq",
+        action="store_true",
+        help="IVF-PQ: learn an OPQ rotation first (helps when descriptor dims have unequal "
+        "variance, e.g. unwhitened PCA; slower to build)",
+    )
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW search beam (default 128)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument(
@@ -138,6 +144,7 @@ def _index_params(args) -> dict:
             "nbits": args.nbits,
             "nprobe": args.nprobe,
             "refine_factor": args.refine_factor,
+            "opq": args.opq,
         }
     if args.index == "hnsw":
         return {"ef_search": args.ef_search}

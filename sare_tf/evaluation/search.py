@@ -12,7 +12,13 @@ Descriptors are L2-normalised, so ranking by inner product is ranking by Euclide
   ``nbits=8``; default D / 8 capped at 64, must divide D), ``nbits`` bits per sub-quantizer code
   (8), ``nprobe`` cells visited per query (default 32), ``refine_factor`` (0: off; R > 0
   re-ranks the k * R best codes with the exact vectors, `faiss.IndexRefineFlat`, which keeps the
-  raw vectors in memory but recovers exact ordering).
+  raw vectors in memory but recovers exact ordering), ``opq`` (False; True learns an OPQ
+  rotation, `faiss.OPQMatrix`, on the training sample and applies it before the coarse
+  quantizer and PQ through `faiss.IndexPreTransform`: it balances the variance across the ``m``
+  sub-vectors, which helps when descriptor dimensions have very unequal variance, e.g. PCA
+  without whitening, and does little on whitened descriptors; it stores one D x D matrix and
+  makes training slower). `inner_ivfpq` reaches the `faiss.IndexIVFPQ` inside any of these
+  (e.g. to change ``nprobe`` after building).
 - ``"hnsw"``: graph search over the raw vectors (`faiss.IndexHNSWFlat`, L2): ``hnsw_m``
   neighbours per node (32), ``ef_construction`` (80), ``ef_search`` (128). No compression but
   fast queries; memory ~ N * (4 D + 8 hnsw_m) bytes.
@@ -44,6 +50,7 @@ class IndexConfig:
         nbits: bits per PQ code.
         nprobe: IVF cells visited per query.
         refine_factor: exact re-ranking of `k * refine_factor` candidates (0: off).
+        opq: learn an OPQ rotation before IVF-PQ ("ivfpq" only).
         hnsw_m: HNSW graph degree.
         ef_construction: HNSW build-time beam.
         ef_search: HNSW query-time beam.
@@ -57,6 +64,7 @@ class IndexConfig:
     nbits: int = 8
     nprobe: int = 32
     refine_factor: int = 0
+    opq: bool = False
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -76,6 +84,10 @@ class IndexConfig:
         if self.refine_factor < 0:
             raise ValueError(
                 f"`refine_factor` must be >= 0. Received: refine_factor={self.refine_factor}"
+            )
+        if self.opq and self.kind != "ivfpq":
+            raise ValueError(
+                f"`opq` applies to index='ivfpq' only. Received: index={self.kind!r}, opq=True"
             )
 
 
@@ -128,11 +140,13 @@ def build_index(xb, index: str | IndexConfig = "flat", **params):
     Args:
         xb: `[Ndb, D]` database descriptors (L2-normalised).
         index: "flat", "ivfpq", "hnsw" or an `IndexConfig`.
-        **params: `IndexConfig` fields (nlist, m, nbits, nprobe, refine_factor, ...).
+        **params: `IndexConfig` fields (nlist, m, nbits, nprobe, refine_factor, opq, ...).
 
     Returns:
         A trained faiss index holding `xb` (ids = row numbers). Its `metric_type` says whether it
-        returns inner products or squared L2 distances; `search_index` converts.
+        returns inner products or squared L2 distances; `search_index` converts. For "ivfpq":
+        `faiss.IndexIVFPQ`, wrapped in `faiss.IndexPreTransform` with `opq=True`, then in
+        `faiss.IndexRefineFlat` with `refine_factor > 0`.
     """
     import faiss
 
@@ -155,6 +169,14 @@ def build_index(xb, index: str | IndexConfig = "flat", **params):
                 f"IVF-PQ needs at least max(nlist, 2**nbits) = {max(nlist, 2**config.nbits)} "
                 f"database descriptors to train. Received: {num_db} (use index='flat')."
             )
+        num_train = min(num_db, config.max_train_points)
+        if config.opq and num_train < dim:
+            # faiss's OPQ training corrupts memory (crash or endless loop) below D rows.
+            raise ValueError(
+                f"OPQ needs at least D = {dim} training descriptors to learn its D x D rotation. "
+                f"Received: {num_train} (database size {num_db}, max_train_points "
+                f"{config.max_train_points}); use opq=False."
+            )
         quantizer = faiss.IndexFlatL2(dim)
         ivfpq = faiss.IndexIVFPQ(quantizer, dim, nlist, m, config.nbits)
         ivfpq.nprobe = min(config.nprobe, nlist)
@@ -162,13 +184,73 @@ def build_index(xb, index: str | IndexConfig = "flat", **params):
         train = xb
         if num_db > config.max_train_points:
             train = xb[np.sort(rng.choice(num_db, config.max_train_points, replace=False))]
-        ivfpq.train(train)
-        faiss_index = ivfpq
+        if config.opq:
+            faiss_index = _train_opq_ivfpq(ivfpq, train, m, config.nbits)
+        else:
+            ivfpq.train(train)
+            faiss_index = ivfpq
         if config.refine_factor:
-            faiss_index = faiss.IndexRefineFlat(ivfpq)
+            # Refines with the raw (unrotated) vectors: exact distances whatever the base index.
+            faiss_index = faiss.IndexRefineFlat(faiss_index)
             faiss_index.k_factor = float(config.refine_factor)
     faiss_index.add(xb)
     return faiss_index
+
+
+def _train_opq_ivfpq(ivfpq, train: np.ndarray, m: int, nbits: int):
+    """Trains an OPQ rotation and then `ivfpq` on the rotated sample; returns the pair.
+
+    The rotation is orthonormal, so squared L2 distances (and the inner products derived from
+    them) are the same in the rotated space. faiss trains the rotation on at most
+    `OPQMatrix.max_train_points` (65,536) rows of `train`.
+    """
+    import faiss
+
+    rotation = faiss.OPQMatrix(ivfpq.d, m)
+    # The PQ that OPQ alternates with must have the index's code size (faiss assumes 8 bits,
+    # which cannot be trained on fewer than 256 points). OPQ retrains it ~50 times, so its
+    # "too few training points" warning is silenced here; the index's own PQ still warns once.
+    training_pq = faiss.ProductQuantizer(ivfpq.d, m, nbits)
+    training_pq.cp.min_points_per_centroid = 1
+    rotation.pq = training_pq
+    faiss_index = faiss.IndexPreTransform(rotation, ivfpq)
+    try:
+        faiss_index.train(train)
+    finally:
+        rotation.pq = None  # `training_pq` dies with this frame: no dangling pointer
+    return faiss_index
+
+
+def inner_ivfpq(faiss_index):
+    """The `faiss.IndexIVFPQ` inside an index built with index="ivfpq".
+
+    Looks through `faiss.IndexRefineFlat` (refine_factor) and `faiss.IndexPreTransform` (opq).
+
+    Args:
+        faiss_index: from `build_index(xb, "ivfpq", ...)`.
+
+    Returns:
+        The IVF-PQ index (a view: setting `.nprobe` on it changes the searches of `faiss_index`).
+
+    Example:
+        >>> index = build_index(xb, "ivfpq", opq=True, refine_factor=10)  # doctest: +SKIP
+        >>> inner_ivfpq(index).nprobe = 64  # doctest: +SKIP
+    """
+    import faiss
+
+    index = faiss.downcast_index(faiss_index)
+    for _ in range(3):
+        if isinstance(index, faiss.IndexIVFPQ):
+            return index
+        if isinstance(index, faiss.IndexRefine):
+            index = faiss.downcast_index(index.base_index)
+        elif isinstance(index, faiss.IndexPreTransform):
+            index = faiss.downcast_index(index.index)
+        else:
+            break
+    raise ValueError(
+        f"Expected an index built with index='ivfpq'. Received: {type(faiss_index).__name__}"
+    )
 
 
 def _iterate_blocks(num_rows: int, block_size: int, progress: bool, label: str):
