@@ -5,18 +5,23 @@ top-25 search + Recall@1/5/10/20) for 8,000 queries against 84,000 database desc
 4096-d (the size of Pitts250k-test), exact inner-product search (faiss IndexFlatIP), float32.
 
 Part "compressed": exact search against the compressed / approximate indexes (IVF-PQ, IVF-PQ
-with exact re-ranking of its shortlist, HNSW) on >= 100,000 database descriptors: Recall@N and
-its difference to exact (target: within 1 point), build time, and query speed.
+after an OPQ rotation, IVF-PQ with twice the code size, IVF-PQ with exact re-ranking of its
+shortlist, HNSW) on >= 100,000 database descriptors: Recall@N and its difference to exact
+(target: within 1 point), bytes per database vector, build time, and query speed.
 
 Both parts use `sare_tf.evaluation.synthetic_descriptors.SyntheticPlaceDescriptors`: unit
 descriptors clustered by place on a 30 m grid, places grouped into look-alike "styles" (errors
-come from confusable places), so Recall@N is meaningful (exact Recall@1 ~0.85-0.9).
+come from confusable places), so Recall@N is meaningful (exact Recall@1 ~0.85-0.9). They are
+isotropic, like PCA-whitened descriptors; `--cmp-variance-decay` gives the compressed part the
+unequal coordinate variances of PCA without whitening (where OPQ matters).
 
 Usage:
     sare-tf bench retrieval                                  # both parts, full size
     sare-tf bench retrieval --part exact                     # 8,000 x 84,000 x 4096-d
     sare-tf bench retrieval --part compressed --cmp-dim 256  # 100k x 256-d indexes
     sare-tf bench retrieval --num-queries 800 --num-db 8400 --cmp-num-db 20000  # quick
+    sare-tf bench retrieval --part compressed --cmp-variance-decay 1 --cmp-noise 0.6 \
+        --indexes ivfpq ivfpq-opq                            # unwhitened-like spectrum
 
 Prints a table per part and writes JSON (default runs/bench/retrieval.json).
 """
@@ -119,65 +124,100 @@ def run_exact(args) -> dict:
     return row
 
 
-def index_configs(args) -> list[tuple[str, dict]]:
-    configs = [("flat", {})]
+INDEX_CHOICES = ("ivfpq", "ivfpq-opq", "ivfpq-m2x", "ivfpq-opq-m2x", "ivfpq-refine", "hnsw")
+
+
+def index_configs(args) -> list[tuple[str, str, dict]]:
+    """`(label, kind, params)` for exact search and each of `args.indexes`, in that order."""
+    from sare_tf.evaluation.search import default_pq_m
+
+    configs = [("flat", "flat", {})]
     pq = {"nlist": args.nlist, "m": args.pq_m, "nbits": args.nbits, "nprobe": args.nprobe}
-    if "ivfpq" in args.indexes:
-        configs.append(("ivfpq", pq))
-    if "ivfpq-refine" in args.indexes:
-        configs.append(("ivfpq", {**pq, "refine_factor": args.refine_factor}))
-    if "hnsw" in args.indexes:
-        configs.append(("hnsw", {"hnsw_m": args.hnsw_m, "ef_search": args.ef_search}))
+    large_m = args.large_pq_m or 2 * (args.pq_m or default_pq_m(args.cmp_dim))
+    variants = {
+        "ivfpq": ("ivfpq", pq),
+        "ivfpq-opq": ("ivfpq+opq", {**pq, "opq": True}),
+        "ivfpq-m2x": ("ivfpq", {**pq, "m": large_m}),
+        "ivfpq-opq-m2x": ("ivfpq+opq", {**pq, "m": large_m, "opq": True}),
+        "ivfpq-refine": ("ivfpq+refine", {**pq, "refine_factor": args.refine_factor}),
+    }
+    for name in args.indexes:
+        if name == "hnsw":
+            configs.append(("hnsw", "hnsw", {"hnsw_m": args.hnsw_m, "ef_search": args.ef_search}))
+        else:
+            label, params = variants[name]
+            configs.append((label, "ivfpq", params))
     return configs
 
 
 def bytes_per_vector(kind: str, params: dict, dim: int, faiss_index) -> float:
+    """Memory per database vector; fixed costs (coarse centroids, codebooks, the OPQ matrix) are
+    left out."""
     if kind == "flat":
         return 4.0 * dim
     if kind == "hnsw":
         # The vector plus ~2 M int32 neighbour links on level 0 (upper levels add ~1/M of that).
         return 4.0 * dim + 4.0 * 2 * params["hnsw_m"]
-    base = faiss_index
-    import faiss
+    from sare_tf.evaluation.search import inner_ivfpq
 
-    if isinstance(faiss_index, faiss.IndexRefineFlat):
-        base = faiss.downcast_index(faiss_index.base_index)
-    code = base.pq.M * base.pq.nbits / 8.0 + 8.0  # PQ code + stored id
-    return code + (4.0 * dim if kind == "ivfpq" and params.get("refine_factor") else 0.0)
+    pq = inner_ivfpq(faiss_index).pq
+    code = pq.M * pq.nbits / 8.0 + 8.0  # PQ code + stored id
+    return code + (4.0 * dim if params.get("refine_factor") else 0.0)
+
+
+def transform_spectrum(x, variance_decay: float):
+    """Scales coordinate i (1-based) by i^(-variance_decay / 2) and re-normalises, in place.
+
+    Coordinate variances then fall off as i^-variance_decay, like PCA-reduced descriptors
+    without whitening (PCA orders dimensions by variance), the case OPQ is meant for.
+    """
+    import numpy as np
+
+    if variance_decay:
+        x *= (np.arange(1, x.shape[1] + 1, dtype=np.float64) ** (-variance_decay / 2)).astype(
+            np.float32
+        )
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
 
 
 def run_compressed(args) -> dict:
     from sare_tf.evaluation.protocols import ranked_search
     from sare_tf.evaluation.recall import recall_from_ranking
-    from sare_tf.evaluation.search import build_index
+    from sare_tf.evaluation.search import build_index, inner_ivfpq
     from sare_tf.evaluation.synthetic_descriptors import SyntheticPlaceDescriptors
 
+    spectrum = (
+        f", coordinate variance ~ i^-{args.cmp_variance_decay:g}" if args.cmp_variance_decay else ""
+    )
     print(
         f"\n[compressed] {args.cmp_num_queries} queries x {args.cmp_num_db} database descriptors, "
-        f"{args.cmp_dim}-d float32"
+        f"{args.cmp_dim}-d float32{spectrum}"
     )
     synthetic = SyntheticPlaceDescriptors(
-        dim=args.cmp_dim, num_places=max(1, args.cmp_num_db // 8), seed=args.seed
+        dim=args.cmp_dim,
+        num_places=max(1, args.cmp_num_db // 8),
+        noise=args.cmp_noise,
+        seed=args.seed,
     )
     xb, db_utm = synthetic.sample(args.cmp_num_db, seed_offset=1)
     xq, query_utm = synthetic.sample(args.cmp_num_queries, seed_offset=2)
+    transform_spectrum(xb, args.cmp_variance_decay)
+    transform_spectrum(xq, args.cmp_variance_decay)
     rows, exact = [], None
-    for kind, params in index_configs(args):
+    for label, kind, params in index_configs(args):
         index, build_s = timed(build_index, xb, kind, **params)
         ranked, search_s = timed(ranked_search, index, xq, DEPTH, block_size=args.block_size)
         result = recall_from_ranking(ranked, query_utm, db_utm, NS, 25.0)
         recalls = {n: 100 * result.recalls[n] for n in NS}
         if exact is None:
             exact = recalls
-        label = kind + ("+refine" if params.get("refine_factor") else "")
-        described = {k: v for k, v in params.items() if v is not None}
+        described = {k: v for k, v in params.items() if v is not None and k != "opq"}
         if kind == "ivfpq":
-            import faiss
-
-            base = index
-            if isinstance(index, faiss.IndexRefineFlat):
-                base = faiss.downcast_index(index.base_index)
-            described.update(nlist=base.nlist, m=base.pq.M, nbits=base.pq.nbits, nprobe=base.nprobe)
+            ivfpq = inner_ivfpq(index)
+            described.update(
+                nlist=ivfpq.nlist, m=ivfpq.pq.M, nbits=ivfpq.pq.nbits, nprobe=ivfpq.nprobe
+            )
         rows.append(
             {
                 "index": label,
@@ -215,6 +255,7 @@ def run_compressed(args) -> dict:
         "db": args.cmp_num_db,
         "dim": args.cmp_dim,
         "noise": synthetic.noise,
+        "variance_decay": args.cmp_variance_decay,
         "place_spread": synthetic.place_spread,
         "places_per_style": synthetic.places_per_style,
         "indexes": rows,
@@ -244,14 +285,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compressed part: descriptor size (256: PCA-reduced descriptors of large maps)",
     )
     parser.add_argument(
+        "--cmp-noise",
+        type=float,
+        default=None,
+        help="compressed part: per-image appearance noise (default (D/256)^(1/4); lower it with "
+        "--cmp-variance-decay to keep exact Recall@1 comparable)",
+    )
+    parser.add_argument(
+        "--cmp-variance-decay",
+        type=float,
+        default=0.0,
+        help="compressed part: scale coordinate i so its variance falls as i^-this, like "
+        "unwhitened PCA output (default 0: isotropic, like whitened descriptors)",
+    )
+    parser.add_argument(
         "--indexes",
         nargs="+",
-        default=["ivfpq", "ivfpq-refine", "hnsw"],
-        choices=("ivfpq", "ivfpq-refine", "hnsw"),
-        help="indexes compared with exact search (default: all)",
+        default=["ivfpq", "ivfpq-opq", "ivfpq-m2x", "ivfpq-refine", "hnsw"],
+        choices=INDEX_CHOICES,
+        help="indexes compared with exact search: IVF-PQ, with an OPQ rotation (-opq), with "
+        "--large-pq-m sub-quantizers (-m2x), with exact re-ranking (-refine), HNSW "
+        "(default: %(default)s)",
     )
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(N))")
     parser.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default D/8)")
+    parser.add_argument(
+        "--large-pq-m",
+        type=int,
+        default=None,
+        help="PQ sub-quantizers of the -m2x indexes (default 2 x --pq-m: 64 at 256-d)",
+    )
     parser.add_argument("--nbits", type=int, default=8, help="bits per PQ code (default 8)")
     parser.add_argument("--nprobe", type=int, default=32, help="IVF cells visited (default 32)")
     parser.add_argument(

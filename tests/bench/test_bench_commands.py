@@ -194,6 +194,24 @@ def test_mining_pipeline_and_retrieval_write_their_reports(tmp_path):
     exact = _report(retrieval)["exact"]
     assert exact["queries"] == 20 and 0 <= exact["R@1"] <= exact["R@20"] <= 100
 
+    argv = ["bench", "retrieval", "--part", "compressed", "--cmp-num-queries", "30",
+            "--cmp-num-db", "1200", "--cmp-dim", "16", "--cmp-variance-decay", "1",
+            "--nlist", "4", "--pq-m", "4", "--nbits", "4", "--refine-factor", "2",
+            "--indexes", "ivfpq", "ivfpq-opq", "ivfpq-m2x", "ivfpq-refine",
+            "--json", str(retrieval)]  # fmt: skip
+    assert cli.main(argv) == 0
+    compressed = _report(retrieval)["compressed"]
+    assert compressed["variance_decay"] == 1.0
+    rows = compressed["indexes"]
+    assert [row["index"] for row in rows] == ["flat", "ivfpq", "ivfpq+opq", "ivfpq", "ivfpq+refine"]
+    # Bytes per vector: 4 B x 16 dims; m x 4 bits + an 8-byte id; the refine adds the raw vector.
+    assert [row["bytes_per_vector"] for row in rows] == [64.0, 10.0, 10.0, 12.0, 74.0]
+    assert "m=8" in rows[3]["params"] and rows[0]["max_delta_points"] == 0.0
+    for row in rows:
+        assert 0 <= row["R@1"] <= row["R@20"] <= 100
+        deltas = [abs(row[f"R@{n}"] - rows[0][f"R@{n}"]) for n in (1, 5, 10, 20)]
+        assert row["max_delta_points"] == pytest.approx(max(deltas), abs=0.011)
+
 
 def test_a_failing_child_is_an_error_message_not_a_traceback(tmp_path, capsys):
     argv = ["bench", "mining", "--dims", "8", "--num-queries", "5", "--num-db", "0",
