@@ -87,8 +87,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--opq",
         action="store_true",
-        help="IVF-PQ: learn an OPQ rotation first (helps when descriptor dims have unequal "
-        "variance, e.g. unwhitened PCA; slower to build)",
+        help="IVF-PQ: learn an OPQ rotation first (same memory; ~1 point more Recall@1 in our "
+        "benchmark at m=32, 6-9x slower to build; needs >= D database images)",
     )
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW search beam (default 128)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")

@@ -14,11 +14,12 @@ Descriptors are L2-normalised, so ranking by inner product is ranking by Euclide
   re-ranks the k * R best codes with the exact vectors, `faiss.IndexRefineFlat`, which keeps the
   raw vectors in memory but recovers exact ordering), ``opq`` (False; True learns an OPQ
   rotation, `faiss.OPQMatrix`, on the training sample and applies it before the coarse
-  quantizer and PQ through `faiss.IndexPreTransform`: it balances the variance across the ``m``
-  sub-vectors, which helps when descriptor dimensions have very unequal variance, e.g. PCA
-  without whitening, and does little on whitened descriptors; it stores one D x D matrix and
-  makes training slower). `inner_ivfpq` reaches the `faiss.IndexIVFPQ` inside any of these
-  (e.g. to change ``nprobe`` after building).
+  quantizer and PQ through `faiss.IndexPreTransform`, to spread the variance evenly over the
+  ``m`` sub-vectors. Same code size and query speed; one D x D matrix more; training 6-9x
+  slower. On 100k x 256-d synthetic descriptors (`sare-tf bench retrieval`) it gained ~1.2
+  points of Recall@1 with m=32, and with m=64 only when coordinate variances are unequal, as
+  after PCA without whitening). `inner_ivfpq` reaches the `faiss.IndexIVFPQ` inside any of
+  these (e.g. to change ``nprobe`` after building).
 - ``"hnsw"``: graph search over the raw vectors (`faiss.IndexHNSWFlat`, L2): ``hnsw_m``
   neighbours per node (32), ``ef_construction`` (80), ``ef_search`` (128). No compression but
   fast queries; memory ~ N * (4 D + 8 hnsw_m) bytes.
