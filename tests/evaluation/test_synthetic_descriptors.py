@@ -61,8 +61,10 @@ def test_bench_retrieval_script_runs_at_tiny_size(tmp_path, capsys):
     exact = report["exact"]
     assert exact["queries"] == 40 and exact["total_s"] >= exact["search_s"] >= 0.0
     assert set(exact) >= {"R@1", "R@20", "ms_per_query", "peak_rss_gb"}
+    labels = sorted(row["index"] for row in report["compressed"]["indexes"])
+    # Default set: IVF-PQ at m and at 2 x m, with OPQ, with re-ranking, HNSW, and exact.
+    assert labels == sorted(["flat", "ivfpq", "ivfpq", "ivfpq+opq", "ivfpq+refine", "hnsw"])
     rows = {row["index"]: row for row in report["compressed"]["indexes"]}
-    assert set(rows) == {"flat", "ivfpq", "ivfpq+refine", "hnsw"}
     assert rows["flat"]["max_delta_points"] == 0.0
     # Re-ranking the shortlist with exact vectors recovers exact search on this easy setting.
     assert rows["ivfpq+refine"]["max_delta_points"] <= 1.0
