@@ -16,10 +16,12 @@ from sare_tf._version import __version__
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _SUBMODULES = (
+    "bench",
     "cluster_init",
     "data",
     "evaluation",
     "export",
+    "hardware",
     "layers",
     "losses",
     "mining",

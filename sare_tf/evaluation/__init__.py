@@ -47,7 +47,14 @@ from sare_tf.evaluation.recall import (
     recall_at_n,
     recall_from_ranking,
 )
-from sare_tf.evaluation.search import INDEX_TYPES, IndexConfig, build_index, search, search_index
+from sare_tf.evaluation.search import (
+    INDEX_TYPES,
+    IndexConfig,
+    build_index,
+    inner_ivfpq,
+    search,
+    search_index,
+)
 
 __all__ = [
     "INDEX_TYPES",
@@ -61,6 +68,7 @@ __all__ = [
     "RetrievalBenchmark",
     "average_precision",
     "build_index",
+    "inner_ivfpq",
     "correct_retrievals",
     "evaluate_benchmark",
     "evaluate_dataset",
