@@ -23,7 +23,8 @@ Usage:
     sare-tf bench retrieval --part compressed --cmp-variance-decay 1 --cmp-noise 0.6 \
         --indexes ivfpq ivfpq-opq                            # unwhitened-like spectrum
 
-Prints a table per part and writes JSON (default runs/bench/retrieval.json).
+Prints a table per part and writes JSON (default runs/bench/retrieval.json, or
+runs/bench/retrieval_<part>.json for one part).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import resource
 import sys
 import time
 
-from sare_tf.bench.common import add_json_argument, report_header, write_report
+from sare_tf.bench.common import add_json_argument, default_json, report_header, write_report
 
 HELP = "Exact evaluation time at Pitts250k-test size; exact vs IVF-PQ / HNSW recall and speed."
 DESCRIPTION = __doc__
@@ -356,7 +357,11 @@ def run(args: argparse.Namespace) -> int:
         report["compressed"] = run_compressed(args)
     report["machine"]["load_average_end"] = os.getloadavg()
     print()
-    write_report(args.json, report)
+    path = args.json
+    if path == default_json("retrieval") and args.part != "both":
+        # Runs of one part each must not overwrite each other's report.
+        path = default_json(f"retrieval_{args.part}")
+    write_report(path, report)
     return 0
 
 

@@ -213,6 +213,23 @@ def test_mining_pipeline_and_retrieval_write_their_reports(tmp_path):
         assert row["max_delta_points"] == pytest.approx(max(deltas), abs=0.011)
 
 
+def test_retrieval_parts_run_separately_keep_separate_default_reports(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "retrieval", "--part", "exact", "--num-queries", "20", "--num-db", "200",
+            "--dim", "16"]  # fmt: skip
+    assert cli.main(argv) == 0
+    argv = ["bench", "retrieval", "--part", "compressed", "--cmp-num-queries", "30",
+            "--cmp-num-db", "1200", "--cmp-dim", "16", "--nlist", "4", "--pq-m", "4",
+            "--nbits", "4", "--indexes", "ivfpq"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "bench").iterdir()) == [
+        "retrieval_compressed.json",
+        "retrieval_exact.json",
+    ]
+    assert "exact" in _report(tmp_path / "runs/bench/retrieval_exact.json")
+    assert "compressed" in _report(tmp_path / "runs/bench/retrieval_compressed.json")
+
+
 def test_a_failing_child_is_an_error_message_not_a_traceback(tmp_path, capsys):
     argv = ["bench", "mining", "--dims", "8", "--num-queries", "5", "--num-db", "0",
             "--json", str(tmp_path / "m.json")]  # fmt: skip
