@@ -13,6 +13,7 @@ Everything here is plain text parsing: no TensorFlow import, safe to call anywhe
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -64,8 +65,6 @@ def cpu_info(cpuinfo_path: str | Path = CPUINFO) -> dict:
         `{"model": str, "machine": str, "cores": int, "bf16": "amx" | "avx512_bf16" |
         "arm_bf16" | "none" | "unknown"}`; "unknown" when the file cannot be read (not Linux).
     """
-    import os
-
     path = Path(cpuinfo_path)
     try:
         name, flags = parse_cpuinfo(path.read_text(errors="replace"))

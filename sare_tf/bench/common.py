@@ -25,15 +25,21 @@ def default_json(name: str) -> str:
     return f"{DEFAULT_DIR}/{name}.json"
 
 
-def add_json_argument(parser: argparse.ArgumentParser, name: str) -> None:
-    """Adds `--json PATH` (alias `--out`) with the default `runs/bench/<name>.json`."""
+def add_json_argument(
+    parser: argparse.ArgumentParser, name: str, default_help: str | None = None
+) -> None:
+    """Adds `--json PATH` (alias `--out`) with the default `runs/bench/<name>.json`.
+
+    With `default_help`, the flag defaults to None instead and the benchmark picks the path
+    itself (described by `default_help`).
+    """
     parser.add_argument(
         "--json",
         "--out",
         dest="json",
-        default=default_json(name),
+        default=None if default_help else default_json(name),
         metavar="PATH",
-        help="where the JSON report is written (default: %(default)s)",
+        help=f"where the JSON report is written (default: {default_help or default_json(name)})",
     )
 
 

@@ -326,7 +326,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=2048, help="queries per faiss call")
     parser.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    add_json_argument(parser, "retrieval")
+    add_json_argument(
+        parser,
+        "retrieval",
+        default_help="runs/bench/retrieval.json, retrieval_<part>.json for one part",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -357,11 +361,9 @@ def run(args: argparse.Namespace) -> int:
         report["compressed"] = run_compressed(args)
     report["machine"]["load_average_end"] = os.getloadavg()
     print()
-    path = args.json
-    if path == default_json("retrieval") and args.part != "both":
-        # Runs of one part each must not overwrite each other's report.
-        path = default_json(f"retrieval_{args.part}")
-    write_report(path, report)
+    # Runs of one part each must not overwrite each other's report.
+    name = "retrieval" if args.part == "both" else f"retrieval_{args.part}"
+    write_report(args.json or default_json(name), report)
     return 0
 
 

@@ -162,8 +162,11 @@ def _load_datasets(config, train_data, val_data):
     return train_data, val_data
 
 
-def _restore_backup(tuple_model, backup_dir: str) -> int:
-    """Loads the backup weights now (before the first mining); returns the epoch to resume.
+def _restore_backup(tuple_model, backup_dir: str) -> tuple[int, int]:
+    """Loads the backup weights now (before the first mining).
+
+    Returns `(epoch, batch)` as `BackupAndRestore` recorded them: the epoch to resume and
+    the batch within it.
 
     `BackupAndRestore` writes its weights and metadata files in place. A run killed while
     writing them leaves one unreadable; the previous pair (`.bkp`, kept by
@@ -172,21 +175,20 @@ def _restore_backup(tuple_model, backup_dir: str) -> int:
     """
     import shutil
 
-    if not tuple_model.optimizer.built:
-        tuple_model.optimizer.build(tuple_model.trainable_variables)
     weights = os.path.join(backup_dir, "latest.weights.h5")
     metadata = os.path.join(backup_dir, "training_metadata.json")
     for suffix in ("", ".bkp"):
         try:
             with open(metadata + suffix) as handle:
-                epoch = int(json.load(handle)["epoch"])
+                recorded = json.load(handle)
+            position = int(recorded["epoch"]), int(recorded.get("batch") or 0)
             tuple_model.load_weights(weights + suffix)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if suffix:
             shutil.copyfile(weights + suffix, weights)
             shutil.copyfile(metadata + suffix, metadata)
-        return epoch
+        return position
     raise ValueError(
         f"The backup in {backup_dir} cannot be read (weights or metadata damaged). Delete the "
         "folder to start the run over."
@@ -207,13 +209,6 @@ def _check_batch_fits_replicas(batch_size: int, num_replicas: int, train_data) -
             f"and {train_data.name!r} has only {num_queries} training queries: use a "
             f"`batch_size` of at most {num_queries}. Received: batch_size={batch_size}"
         )
-
-
-def _backup_position(backup_dir: str) -> tuple[int, int]:
-    """`(epoch, batch)` of an intact backup, as `BackupAndRestore` recorded it."""
-    with open(os.path.join(backup_dir, "training_metadata.json")) as handle:
-        metadata = json.load(handle)
-    return int(metadata["epoch"]), int(metadata.get("batch") or 0)
 
 
 def _check_same_backup_position(strategy, position: tuple[int, int], out: str) -> None:
@@ -331,11 +326,9 @@ def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
         # under MultiWorkerMirroredStrategy); a resumed run loads its state into it.
         tuple_model.optimizer.build(tuple_model.trainable_variables)
 
-    resume_epoch = 0
-    if resuming:
-        resume_epoch = _restore_backup(tuple_model, backup_dir)
+    position = _restore_backup(tuple_model, backup_dir) if resuming else (-1, -1)
+    resume_epoch = max(position[0], 0)
     if multiworker:
-        position = _backup_position(backup_dir) if resuming else (-1, -1)
         _check_same_backup_position(strategy, position, out)
     if resuming:
         print(f"Resuming the run in {out} from its backup (epoch {resume_epoch + 1}).")
