@@ -7,7 +7,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import numpy as np
 import pytest
+from PIL import Image
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +34,38 @@ def tiny_city(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_city")
     mats = make_synthetic_city(root, preset="tiny", seed=0)
     return {**mats, "root": str(root)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A random 'tiny' backbone + NetVLAD(4) embedding model, any input size, 512-d output."""
+    import keras
+
+    from sare_tf.models import build_embedding_model
+
+    keras.utils.set_random_seed(0)
+    return build_embedding_model("tiny", num_clusters=4)
+
+
+def write_jpeg(path, height, width, seed):
+    """A smooth random picture (JPEG-friendly) of the given size."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
+    image.save(path, quality=95)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def jpeg_writer():
+    """`write_jpeg(path, height, width, seed) -> str`."""
+    return write_jpeg
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    """Eight JPEGs in three sizes (48x64, 64x48, 40x40) and the folder holding them."""
+    folder = tmp_path_factory.mktemp("jpegs")
+    sizes = [(48, 64), (64, 48), (48, 64), (40, 40), (48, 64), (64, 48), (40, 40), (48, 64)]
+    paths = [write_jpeg(folder / f"img{i}.jpg", h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    return folder, paths

@@ -8,13 +8,15 @@ Typical use:
 Building blocks: `extract_descriptors` (images -> `[N, D]` float32), `search` / `build_index`
 (faiss exact, IVF-PQ or HNSW), `recall_at_n` / `evaluate_retrieval` (Recall@N with the Tokyo 24/7
 and TokyoTM protocols from `protocols`), `mean_average_precision` with the Oxford / Paris /
-Holidays readers, `load_descriptor_model` (`.keras` or SavedModel) and the figures in `plots`.
+Holidays readers, `load_descriptor_model` (`.keras` or SavedModel; owned by `sare_tf.descriptor_model`, as `encode` is by `sare_tf.encoding`) and the figures in `plots`.
 
 Importing this package does not import TensorFlow; the functions that need it import it.
 """
 
 from __future__ import annotations
 
+from sare_tf.descriptor_model import DescriptorModel, load_descriptor_model
+from sare_tf.encoding import encode, extract_descriptors
 from sare_tf.evaluation.average_precision import (
     RetrievalBenchmark,
     average_precision,
@@ -29,8 +31,6 @@ from sare_tf.evaluation.evaluate import (
     evaluate_dataset,
     run_dataset_evaluation,
 )
-from sare_tf.evaluation.extraction import extract_descriptors
-from sare_tf.evaluation.model_loading import LoadedModel, load_descriptor_model
 from sare_tf.evaluation.protocols import (
     DifferentTimeFilter,
     PanoramaSuppression,
@@ -61,7 +61,7 @@ __all__ = [
     "DatasetEvaluation",
     "DifferentTimeFilter",
     "IndexConfig",
-    "LoadedModel",
+    "DescriptorModel",
     "PanoramaSuppression",
     "RankingProtocol",
     "RecallResult",
@@ -73,6 +73,7 @@ __all__ = [
     "evaluate_benchmark",
     "evaluate_dataset",
     "evaluate_retrieval",
+    "encode",
     "extract_descriptors",
     "load_descriptor_model",
     "load_holidays",

@@ -44,14 +44,14 @@ class DatasetEvaluation:
 def _unwrap(model, image_size):
     """`(images -> descriptors function, image size)`, traced once for database and queries.
 
-    Accepts a `LoadedModel` too; its fixed input size is the default image size.
+    Accepts a `DescriptorModel` too; its fixed input size is the default image size.
     """
-    from sare_tf.evaluation.extraction import _predict_fn
-    from sare_tf.evaluation.model_loading import LoadedModel
+    from sare_tf.descriptor_model import DescriptorModel
+    from sare_tf.encoding import predict_fn
 
-    if isinstance(model, LoadedModel):
+    if isinstance(model, DescriptorModel):
         model, image_size = model.model, image_size if image_size is not None else model.image_size
-    return _predict_fn(model), image_size
+    return predict_fn(model), image_size
 
 
 def run_dataset_evaluation(
@@ -72,7 +72,7 @@ def run_dataset_evaluation(
     """Extracts query and database descriptors and measures Recall@N.
 
     Args:
-        model: a `keras.Model`, a `LoadedModel` or an images -> descriptors callable.
+        model: a `keras.Model`, a `DescriptorModel` or an images -> descriptors callable.
         dataset: a `sare_tf.data.GeoDataset`.
         image_size: `(height, width)` for every image, or None to keep image sizes.
         ns: the N to report.
@@ -91,7 +91,7 @@ def run_dataset_evaluation(
     Returns:
         A `DatasetEvaluation`.
     """
-    from sare_tf.evaluation.extraction import extract_descriptors
+    from sare_tf.encoding import extract_descriptors
     from sare_tf.evaluation.protocols import protocol_for_dataset
     from sare_tf.evaluation.recall import evaluate_retrieval
 
@@ -173,7 +173,7 @@ def evaluate_dataset(
     """Recall@N of a model on a dataset's test queries.
 
     Args:
-        model: a `keras.Model` (image -> descriptor), a `LoadedModel` or a callable.
+        model: a `keras.Model` (image -> descriptor), a `DescriptorModel` or a callable.
         dataset: a `sare_tf.data.GeoDataset`.
         image_size: `(height, width)` to resize images to, or None to keep their size.
         ns: the N to report.
@@ -210,7 +210,7 @@ def evaluate_benchmark(
     unreadable queries score AP = 0).
 
     Args:
-        model: a `keras.Model`, a `LoadedModel` or a callable.
+        model: a `keras.Model`, a `DescriptorModel` or a callable.
         benchmark: a `RetrievalBenchmark` (`load_oxford_paris`, `load_holidays`).
         image_size: `(height, width)` or None to keep image sizes.
         batch_size: images per model call.
@@ -222,8 +222,8 @@ def evaluate_benchmark(
     Returns:
         `{"map": .., "num_queries": .., "num_db": .., "aps": {query name: AP}}`.
     """
+    from sare_tf.encoding import extract_descriptors
     from sare_tf.evaluation.average_precision import mean_average_precision
-    from sare_tf.evaluation.extraction import extract_descriptors
     from sare_tf.evaluation.protocols import ranked_search
     from sare_tf.evaluation.search import build_index
 

@@ -88,40 +88,14 @@ def serving_model(model: keras.Model) -> keras.Model:
 def resolve_image_size(model: keras.Model, image_size=None) -> tuple[int, int]:
     """The `(height, width)` that `serve_jpeg` resizes decoded images to.
 
-    Args:
-        model: the model to serve.
-        image_size: `(height, width)`; required when the model takes images of any size, and
-            must agree with the model's input size when that is fixed.
-
-    Returns:
-        `(height, width)` as Python ints.
+    The size asked for, else the size the model records (`sare_tf.descriptor_model`); one of
+    the two is required.
     """
-    fixed = tuple(serving_model(model).inputs[0].shape[1:3])
-    if image_size is not None:
-        try:
-            height, width = (int(size) for size in image_size)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"`image_size` must be (height, width). Received: image_size={image_size!r}"
-            ) from None
-        if height < 1 or width < 1:
-            raise ValueError(
-                f"`image_size` must be two positive integers. Received: image_size={image_size!r}"
-            )
-        for requested, known in zip((height, width), fixed, strict=True):
-            if known is not None and requested != known:
-                raise ValueError(
-                    f"`image_size` disagrees with the model's fixed input size {fixed}. "
-                    f"Received: image_size={(height, width)}"
-                )
-        return height, width
-    if None in fixed:
-        raise ValueError(
-            "serve_jpeg resizes decoded images to one size, but the model takes images of any "
-            f"size (input {fixed}): pass image_size=(height, width) (CLI: --image-size H W), "
-            "normally the size the model was trained and evaluated at. Received: image_size=None"
-        )
-    return int(fixed[0]), int(fixed[1])
+    from sare_tf.descriptor_model import resolve_image_size as resolve
+
+    return resolve(
+        serving_model(model), image_size, required=True, purpose="serve_jpeg resizes to it"
+    )
 
 
 def is_supported_image(contents: tf.Tensor) -> tf.Tensor:

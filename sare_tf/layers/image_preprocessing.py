@@ -21,17 +21,23 @@ class ImagePreprocessing(keras.layers.Layer):
     mean/std), "tf" (scale to [-1, 1]) and "none" (models that preprocess themselves).
     Computes in float32; the next layer casts to the compute dtype.
 
+    The layer also keeps the `(height, width)` the model was trained at (as KerasHub's
+    `ImageConverter(image_size=...)` does): it does not resize, it records, so that a saved model
+    tells `export`, `evaluate` and `saliency` its size (`sare_tf.descriptor_model`).
+
     Args:
         mode: one of "caffe", "torch", "tf", "none".
+        image_size: `(height, width)` the model was trained at, or None when unknown.
         **kwargs: base layer arguments.
     """
 
-    def __init__(self, mode: str = "caffe", **kwargs):
+    def __init__(self, mode: str = "caffe", image_size=None, **kwargs):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.mode = mode
+        self.image_size = check_image_size(image_size)
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
@@ -50,5 +56,27 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"mode": self.mode})
+        config.update(
+            {
+                "mode": self.mode,
+                "image_size": None if self.image_size is None else list(self.image_size),
+            }
+        )
         return config
+
+
+def check_image_size(image_size) -> tuple[int, int] | None:
+    """`(height, width)` as two positive ints, or None; anything else is a ValueError."""
+    if image_size is None:
+        return None
+    try:
+        height, width = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`image_size` must be (height, width). Received: image_size={image_size!r}"
+        ) from None
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"`image_size` must be two positive integers. Received: image_size={image_size!r}"
+        )
+    return height, width

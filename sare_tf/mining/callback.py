@@ -367,7 +367,7 @@ class HardNegativeMining(keras.callbacks.Callback):
     def _encoder_fn(self):
         """One traced inference function for the whole run (weights are read at call time)."""
         if self._encoder is None:
-            from sare_tf.evaluation.extraction import inference_function
+            from sare_tf.encoding import inference_function
             from sare_tf.models import embedding_of
 
             self._encoder = inference_function(self.embedding_model or embedding_of(self.model))

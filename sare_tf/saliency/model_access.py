@@ -96,39 +96,22 @@ def model_from_savedmodel(loaded_or_path, signature: str = "serving_default") ->
 
 
 def load_model(path) -> keras.Model:
-    """Loads a `.keras` / `.h5` embedding (or tuple) model or a SavedModel directory.
+    """Loads a `.keras` embedding (or tuple) model or a SavedModel as a Keras model to explain.
 
     Args:
-        path: a Keras model file, a SavedModel directory (e.g. `saved_models/name/1`) or a
-            TF Serving model root holding numbered versions (the newest is used).
+        path: a `.keras` file, a SavedModel directory (e.g. `saved_models/name/1`) or a TF Serving
+            model root holding numbered versions (the newest is used); see
+            `sare_tf.descriptor_model.locate_model`.
 
     Returns:
         An image -> descriptor `keras.Model`. For a SavedModel, only gradient methods apply.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-            versions = [
-                entry
-                for entry in os.listdir(path)
-                if entry.isdigit() and os.path.isfile(os.path.join(path, entry, "saved_model.pb"))
-            ]
-            if not versions:
-                raise ValueError(
-                    f"{path!r} holds neither saved_model.pb nor numbered version folders with "
-                    "one: not a SavedModel."
-                )
-            path = os.path.join(path, max(versions, key=int))
-        return model_from_savedmodel(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file not found: {path!r}")
-    if not path.endswith((".keras", ".h5")):
-        raise ValueError(
-            "Expected a `.keras` / `.h5` model file or a SavedModel directory. "
-            f"Received: path={path!r}"
-        )
+    from sare_tf.descriptor_model import locate_model, read_keras_model
 
-    return keras.saving.load_model(path, compile=False)
+    path, kind = locate_model(path)
+    if kind == "saved_model":
+        return model_from_savedmodel(path)
+    return read_keras_model(path)
 
 
 def as_embedding_model(model) -> keras.Model:

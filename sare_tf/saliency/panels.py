@@ -67,27 +67,13 @@ class _ModelEntry:
 
 
 def resolve_image_size(model, dataset, image_size=None) -> tuple[int, int]:
-    """The `(height, width)` panels use: given, else the model's fixed input, else the first query's."""
-    import keras
+    """The `(height, width)` panels use: given, else the model's own
+    (`sare_tf.descriptor_model.resolve_image_size`), else the first query's native size."""
+    from sare_tf.descriptor_model import resolve_image_size as model_image_size
 
-    fixed = (None, None)
-    if isinstance(model, keras.Model):
-        fixed = tuple(model.input_shape[1:3])
-    if image_size is not None:
-        height, width = (int(v) for v in image_size)
-        if height < 1 or width < 1:
-            raise ValueError(f"`image_size` must be positive. Received: image_size={image_size}")
-        if any(
-            known is not None and known != size
-            for known, size in zip(fixed, (height, width), strict=True)
-        ):
-            raise ValueError(
-                f"The model takes {fixed[0]}x{fixed[1]} images only. "
-                f"Received: image_size={(height, width)}"
-            )
-        return height, width
-    if all(isinstance(v, int) for v in fixed):
-        return int(fixed[0]), int(fixed[1])
+    size = model_image_size(model, image_size)
+    if size is not None:
+        return size
     if dataset.num_queries == 0:
         raise ValueError(f"Dataset {dataset.name!r} has no queries.")
     from sare_tf.data.images import read_rgb

@@ -78,8 +78,8 @@ class ValidationRecall(keras.callbacks.Callback):
 
     def evaluate(self) -> dict[str, float]:
         """`{"recall@N": fraction}` of the current weights."""
+        from sare_tf.encoding import inference_function
         from sare_tf.evaluation import evaluate_dataset
-        from sare_tf.evaluation.extraction import inference_function
         from sare_tf.models import embedding_of
 
         if self._predict is None:

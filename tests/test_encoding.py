@@ -1,9 +1,8 @@
-"""Descriptor extraction and model loading against direct per-image model calls."""
+"""The shared encoder against direct per-image model calls."""
 
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from sare_tf.data.images import resize_image
-from sare_tf.evaluation.extraction import _same_size_batches, extract_descriptors
-from sare_tf.evaluation.model_loading import load_descriptor_model
+from sare_tf.encoding import encode, extract_descriptors, same_size_batches
 
 
 def pil_pixels(path):
@@ -56,7 +54,7 @@ def test_same_size_grouping_releases_early_when_too_many_images_wait():
     )
 
     def groups(max_pending):
-        batches = list(_same_size_batches(dataset, batch_size=3, max_pending=max_pending))
+        batches = list(same_size_batches(dataset, batch_size=3, max_pending=max_pending))
         seen = np.concatenate([b[0] for b in batches])
         assert sorted(seen.tolist()) == list(range(len(shapes)))  # each image exactly once
         for batch_indices, images, ok in batches:
@@ -117,42 +115,16 @@ def test_argument_validation(tiny_model, jpeg_folder):
         extract_descriptors(tiny_model, paths, batch_size=0, progress=False)
 
 
-def test_keras_file_loading_with_mixed_precision(tiny_model, jpeg_folder, tmp_path):
+def test_encode_returns_validity_and_takes_the_descriptor_models_image_size(
+    tiny_model, jpeg_folder, tmp_path
+):
+    from sare_tf.descriptor_model import DescriptorModel
+
     _, paths = jpeg_folder
-    path = tmp_path / "tiny.keras"
-    tiny_model.save(path)
-    loaded = load_descriptor_model(path)
-    assert (loaded.kind, loaded.name, loaded.image_size) == ("keras", "tiny", None)
-    reference = extract_descriptors(tiny_model, paths, image_size=(32, 32), progress=False)
-    np.testing.assert_allclose(
-        extract_descriptors(loaded.model, paths, image_size=(32, 32), progress=False),
-        reference,
-        atol=1e-6,
-    )
-    fast = load_descriptor_model(path, precision="mixed_bfloat16")
-    assert fast.model.get_layer("block1_conv1").compute_dtype == "bfloat16"
-    assert fast.model.get_layer("netvlad").compute_dtype == "float32"
-    low = extract_descriptors(fast.model, paths, image_size=(32, 32), progress=False)
-    assert low.dtype == np.float32
-    cosine = np.sum(low * reference, axis=1)
-    assert np.all(cosine > 0.98) and not np.array_equal(low, reference)
-
-
-def test_model_loading_errors_and_serving_root(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Model not found"):
-        load_descriptor_model(tmp_path / "nope.keras")
-    (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(ValueError, match="not a SavedModel"):
-        load_descriptor_model(tmp_path / "empty_dir")
-    other = tmp_path / "model.h5"
-    other.write_bytes(b"x")
-    with pytest.raises(ValueError, match=".keras file or a SavedModel"):
-        load_descriptor_model(other)
-    # A TF Serving root: the highest numbered version holding a saved_model.pb is picked.
-    from sare_tf.evaluation.model_loading import _latest_version_dir
-
-    for version in ("1", "2", "10", "11"):
-        os.makedirs(tmp_path / "root" / version)
-    for version in ("1", "2", "10"):
-        (tmp_path / "root" / version / "saved_model.pb").write_bytes(b"")
-    assert _latest_version_dir(str(tmp_path / "root")).endswith(os.path.join("root", "10"))
+    missing = str(tmp_path / "missing.jpg")
+    loaded = DescriptorModel(tiny_model, "tiny", None, "keras", image_size=(32, 40))
+    descriptors, valid = encode(loaded, [*paths[:3], missing], progress=False)
+    assert valid.tolist() == [True, True, True, False]
+    expected = extract_descriptors(tiny_model, paths[:3], image_size=(32, 40), progress=False)
+    np.testing.assert_allclose(descriptors[:3], expected, atol=1e-6)
+    assert not descriptors[3].any()

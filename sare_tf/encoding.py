@@ -1,4 +1,8 @@
-"""Images -> descriptors, batched through tf.data with parallel decoding and bounded memory.
+"""The one encoder: images -> descriptors, batched through tf.data with bounded memory.
+
+Mining, validation, cluster initialisation, PCA fitting, saliency and evaluation all encode
+through `encode` (or `inference_function` for the traced model call), so every image is decoded,
+resized and run through the model the same way.
 
 Decoding (and resizing, cropping) runs in parallel in tf.data; the model runs on batches. With a
 fixed `image_size` every image is resized and batches are plain. Without one, images keep their
@@ -21,18 +25,7 @@ import os
 
 import numpy as np
 
-logger = logging.getLogger("sare_tf.evaluation")
-
-
-def _check_size(image_size):
-    if image_size is None:
-        return None
-    size = tuple(int(v) for v in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            f"`image_size` must be (height, width) with positive values. Received: {image_size!r}"
-        )
-    return size
+logger = logging.getLogger("sare_tf.encoding")
 
 
 def _as_boxes(boxes, count: int) -> np.ndarray | None:
@@ -63,8 +56,12 @@ def inference_function(model):
     )
 
 
-def _predict_fn(model):
-    """A function `images [B, H, W, 3] float32 -> descriptors [B, D]` for a model or callable."""
+def predict_fn(model):
+    """A function `images [B, H, W, 3] float32 -> descriptors [B, D]` for a model or callable.
+
+    A `keras.Model` is traced once (`inference_function`); a callable (a SavedModel signature, an
+    already traced function) is used as it is.
+    """
     import keras
 
     if isinstance(model, keras.Model):
@@ -179,7 +176,7 @@ def _stack(group: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return indices, images, ok
 
 
-def _same_size_batches(dataset, batch_size: int, max_pending: int):
+def same_size_batches(dataset, batch_size: int, max_pending: int):
     """Groups `(index, image, ok)` elements into `(indices, images, ok)` batches of one size.
 
     A batch is released when `batch_size` images of one size are pending, or, when more than
@@ -206,7 +203,7 @@ def _same_size_batches(dataset, batch_size: int, max_pending: int):
         yield _stack(group)
 
 
-def extract_descriptors(
+def encode(
     model,
     image_paths,
     image_size=None,
@@ -216,14 +213,14 @@ def extract_descriptors(
     boxes=None,
     num_parallel_calls: int | None = None,
     progress: bool = True,
-    return_valid: bool = False,
-):
-    """Computes the descriptor of every image.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Computes the descriptor of every image: `(descriptors [N, D] float32, valid [N] bool)`.
 
     Args:
-        model: a `keras.Model` (image -> descriptor) or a callable mapping a float32
-            `[B, H, W, 3]` RGB 0-255 batch to `[B, D]` (or to a dict with a "descriptor" entry,
-            e.g. a SavedModel signature; see `sare_tf.evaluation.load_descriptor_model`).
+        model: a `keras.Model` (image -> descriptor), a `sare_tf.descriptor_model.DescriptorModel`
+            (its image size is the default), or a callable mapping a float32 `[B, H, W, 3]` RGB
+            0-255 batch to `[B, D]` (or to a dict with a "descriptor" entry, e.g. a SavedModel
+            signature).
         image_paths: image files (absolute or relative to the working directory).
         image_size: `(height, width)` to resize every image to, or None to keep sizes (images of
             equal size are still batched together).
@@ -235,27 +232,32 @@ def extract_descriptors(
             e.g. the Oxford / Paris query regions.
         num_parallel_calls: parallel decoders (default: tf.data AUTOTUNE).
         progress: show a progress bar.
-        return_valid: also return the `[N]` bool mask of images that were read.
 
     Returns:
-        `[N, D]` float32 descriptors (a `np.memmap` when `out_path` is given); with
-        `return_valid`, the tuple `(descriptors, valid)`. Rows of unreadable images are zeros.
+        `(descriptors, valid)`: descriptors (a `np.memmap` when `out_path` is given) with zero
+        rows for unreadable images, and the mask of images that were read.
 
     Example:
-        >>> desc = extract_descriptors(model, ["a.jpg", "b.jpg"], image_size=(480, 640))
-        >>> desc.shape
+        >>> descriptors, valid = encode(model, ["a.jpg", "b.jpg"], image_size=(480, 640))
+        >>> descriptors.shape
         (2, 32768)
     """
     import tensorflow as tf
 
+    from sare_tf.descriptor_model import DescriptorModel
+    from sare_tf.layers.image_preprocessing import check_image_size
+
+    if isinstance(model, DescriptorModel):
+        image_size = image_size if image_size is not None else model.image_size
+        model = model.model
     paths = [os.fspath(path) for path in image_paths]
-    image_size = _check_size(image_size)
+    image_size = check_image_size(image_size)
     if int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
     if long_side is not None and int(long_side) < 1:
         raise ValueError(f"`long_side` must be >= 1. Received: long_side={long_side}")
     box_array = _as_boxes(boxes, len(paths))
-    predict = _predict_fn(model)
+    predict = predict_fn(model)
     dataset = _make_dataset(
         paths,
         image_size,
@@ -266,7 +268,7 @@ def extract_descriptors(
     if image_size is not None:
         batches = dataset.batch(batch_size).prefetch(2).as_numpy_iterator()
     else:
-        batches = _same_size_batches(dataset.prefetch(batch_size), batch_size, 4 * batch_size)
+        batches = same_size_batches(dataset.prefetch(batch_size), batch_size, 4 * batch_size)
 
     valid = np.zeros(len(paths), dtype=bool)
     descriptors = None
@@ -308,6 +310,12 @@ def extract_descriptors(
         )
     if bar is not None and done < len(paths):
         bar.update(len(paths))
+    return descriptors, valid
+
+
+def extract_descriptors(model, image_paths, *args, return_valid: bool = False, **kwargs):
+    """`encode`, returning only the descriptors unless `return_valid` (the round-1 name)."""
+    descriptors, valid = encode(model, image_paths, *args, **kwargs)
     return (descriptors, valid) if return_valid else descriptors
 
 
