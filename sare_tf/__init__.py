@@ -1,14 +1,20 @@
 """sare_tf: NetVLAD descriptors trained with the SARE loss family for image-based localization.
 
-Importing the package is cheap and has no side effects beyond quietening TensorFlow's C++
-start-up chatter (only when the user has not set ``TF_CPP_MIN_LOG_LEVEL``). Submodules
+Importing the package is cheap: it does not import TensorFlow or Keras. Submodules
 (``sare_tf.layers``, ``sare_tf.losses``, ``sare_tf.models``, ...) are imported on first use.
+Two side effects: TensorFlow's C++ start-up chatter is quietened (only when the user has not
+set ``TF_CPP_MIN_LOG_LEVEL``), and sare_tf's layers and losses are registered with Keras as
+soon as Keras is imported (now, if it already is), so that after ``import sare_tf``,
+``keras.models.load_model("best.keras")`` rebuilds sare_tf models.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 from sare_tf._version import __version__
 
@@ -39,6 +45,42 @@ def set_precision(policy: str = "auto", force: bool = False) -> str:
     from sare_tf.precision import set_precision as _set_precision
 
     return _set_precision(policy, force=force)
+
+
+class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+    """Imports `sare_tf.layers` and `sare_tf.losses` right after `keras` finishes importing.
+
+    Keras finds custom classes of a `.keras` file only once they are registered, which happens
+    when their modules are imported; this makes `import sare_tf` enough, without importing
+    TensorFlow before the user does.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)  # one shot; find the real spec with the other finders
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            _register()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register() -> None:
+    importlib.import_module("sare_tf.layers")
+    importlib.import_module("sare_tf.losses")
+
+
+if "keras" in sys.modules:
+    _register()
+elif not any(isinstance(finder, _RegisterWithKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithKeras())
 
 
 def __getattr__(name: str):

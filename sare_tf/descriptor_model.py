@@ -149,7 +149,7 @@ def resolve_image_size(model, image_size=None, required: bool = False, purpose: 
 
 
 def set_inference_precision(model, precision: str) -> str:
-    """Switches the Keras-core layers of a loaded model to a (mixed) precision policy.
+    """Switches the Keras-core layers of a loaded model to a precision policy (either way).
 
     sare_tf's own layers (NetVLAD, PCA whitening, preprocessing) decide their dtype themselves
     (`sare_tf.layers` keep float32 maths under any policy), and the "descriptor" output stays
@@ -168,15 +168,14 @@ def set_inference_precision(model, precision: str) -> str:
     from sare_tf.precision import resolve_precision
 
     policy = resolve_precision(precision)
-    if policy == "float32":
-        return policy
+    switchable = {"float32", "mixed_bfloat16", "mixed_float16"}
     for layer in model.layers:
         own_class = type(layer).__module__.startswith("keras.")
         if (
             own_class
             and layer.name != "descriptor"
             and not isinstance(layer, keras.layers.InputLayer)
-            and layer.dtype_policy.name == "float32"
+            and layer.dtype_policy.name in switchable
         ):
             layer.dtype_policy = policy
     return policy

@@ -49,7 +49,8 @@ def add_arguments(parser) -> None:
         type=int,
         metavar=("H", "W"),
         default=None,
-        help="resize every image to H x W (default: keep image sizes, or the model's fixed size)",
+        help="resize every image to H x W (default: the size each model records, i.e. the "
+        "size it was trained at; native image sizes for a model that records none)",
     )
     parser.add_argument(
         "--query-long-side",
@@ -104,6 +105,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--tsne", action="store_true", help="also write a t-SNE map of query descriptors per model"
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--keep-descriptors",
         action="store_true",
@@ -126,9 +128,32 @@ def _is_oxford_paris_folder(path: str) -> bool:
     return os.path.isdir(path) and bool(glob.glob(os.path.join(path, "*_query.txt")))
 
 
+def _image_sizes(models, names, requested) -> dict:
+    """Per model, the image size evaluation uses (None: native sizes), said aloud."""
+    from sare_tf.descriptor_model import resolve_image_size
+
+    sizes = {}
+    for model, name in zip(models, names, strict=True):
+        size = resolve_image_size(model, requested)
+        sizes[name] = size
+        if size is None:
+            print(
+                f"Note: {name} does not record the image size it was trained at; evaluating at "
+                "the images' native sizes. Pass --image-size H W to choose."
+            )
+    return sizes
+
+
+def _size_text(size) -> str:
+    return "native" if size is None else f"{size[0]}x{size[1]}"
+
+
 def _format_table(rows: list[dict], columns: list[str]) -> str:
-    header = ["model", *columns]
-    lines = [[row["model"], *(f"{100 * row[c]:.2f}" for c in columns)] for row in rows]
+    header = ["model", "image size", *columns]
+    lines = [
+        [row["model"], _size_text(row["image_size"]), *(f"{100 * row[c]:.2f}" for c in columns)]
+        for row in rows
+    ]
     widths = [max(len(str(cell)) for cell in col) for col in zip(header, *lines, strict=True)]
     rendered = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     rendered.append("  ".join("-" * w for w in widths))
@@ -152,10 +177,11 @@ def _index_params(args) -> dict:
 
 
 def run(args) -> int:
+    from sare_tf.data.readers import split_set_suffix
     from sare_tf.evaluation import load_descriptor_model
 
     dataset_path = os.fspath(args.dataset)
-    if not os.path.exists(dataset_path):
+    if not os.path.exists(split_set_suffix(dataset_path)[0]):
         raise FileNotFoundError(f"Dataset not found. Received: --dataset {dataset_path!r}")
     image_size = tuple(args.image_size) if args.image_size else None
     models = [load_descriptor_model(path, precision=args.precision) for path in args.model]
@@ -164,12 +190,13 @@ def run(args) -> int:
     mode = "map" if args.protocol in ("oxford", "holidays") else "recall"
     if args.protocol == "auto" and _is_oxford_paris_folder(dataset_path):
         mode = "map"
+    sizes = _image_sizes(models, names, image_size)
     if mode == "map":
-        return _run_map(args, models, names, image_size)
-    return _run_recall(args, models, names, image_size)
+        return _run_map(args, models, names, sizes)
+    return _run_recall(args, models, names, sizes)
 
 
-def _run_recall(args, models, names, image_size) -> int:
+def _run_recall(args, models, names, sizes) -> int:
     from sare_tf.data import GeoDataset
     from sare_tf.evaluation import run_dataset_evaluation
     from sare_tf.evaluation.plots import plot_query_map, plot_recall_curves
@@ -183,17 +210,19 @@ def _run_recall(args, models, names, image_size) -> int:
         "num_queries": dataset.num_queries,
         "index": args.index,
         "index_params": _index_params(args),
-        "image_size": list(image_size) if image_size else None,
+        "image_size": list(args.image_size) if args.image_size else None,  # as asked
         "models": {},
     }
     rows, curves = [], {}
     for model, name in zip(models, names, strict=True):
-        print(f"\n== {name} ({model.path})")
+        image_size = sizes[name]
+        print(f"\n== {name} ({model.path}) at {_size_text(image_size)} image size")
         start = time.perf_counter()
         evaluation = run_dataset_evaluation(
             model,
             dataset,
             image_size=image_size,
+            progress=not args.quiet,
             ns=RECALL_NS,
             index=args.index,
             batch_size=args.batch_size,
@@ -212,6 +241,7 @@ def _run_recall(args, models, names, image_size) -> int:
         report["models"][name] = {
             "path": model.path,
             "kind": model.kind,
+            "image_size": None if image_size is None else list(image_size),
             **evaluation.metrics,
             "recall_curve": [round(float(v), 6) for v in curve],
             "num_queries": result.num_queries,
@@ -220,7 +250,7 @@ def _run_recall(args, models, names, image_size) -> int:
             "num_unreadable_db": int((~evaluation.db_valid).sum()),
             "seconds": {**evaluation.seconds, "total": time.perf_counter() - start},
         }
-        rows.append({"model": name, **evaluation.metrics})
+        rows.append({"model": name, "image_size": image_size, **evaluation.metrics})
         if args.tsne:
             tsne_path = os.path.join(args.out, f"tsne_{name.replace('/', '_')}.png")
             plot_query_map(
@@ -252,7 +282,7 @@ def _run_recall(args, models, names, image_size) -> int:
     return 0
 
 
-def _run_map(args, models, names, image_size) -> int:
+def _run_map(args, models, names, sizes) -> int:
     from sare_tf.evaluation import evaluate_benchmark, load_holidays, load_oxford_paris
 
     if args.protocol == "holidays":
@@ -266,7 +296,8 @@ def _run_map(args, models, names, image_size) -> int:
     report = {"dataset": os.fspath(args.dataset), "dataset_name": benchmark.name, "models": {}}
     rows = []
     for model, name in zip(models, names, strict=True):
-        print(f"\n== {name} ({model.path})")
+        image_size = sizes[name]
+        print(f"\n== {name} ({model.path}) at {_size_text(image_size)} image size")
         result = evaluate_benchmark(
             model,
             benchmark,
@@ -274,10 +305,16 @@ def _run_map(args, models, names, image_size) -> int:
             batch_size=args.batch_size,
             index=args.index,
             long_side=args.query_long_side,
+            progress=not args.quiet,
             **{k: v for k, v in _index_params(args).items() if v is not None},
         )
-        report["models"][name] = {"path": model.path, "kind": model.kind, **result}
-        rows.append({"model": name, "map": result["map"]})
+        report["models"][name] = {
+            "path": model.path,
+            "kind": model.kind,
+            "image_size": None if image_size is None else list(image_size),
+            **result,
+        }
+        rows.append({"model": name, "image_size": image_size, "map": result["map"]})
     metrics_path = os.path.join(args.out, "metrics.json")
     with open(metrics_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)

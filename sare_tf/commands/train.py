@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        default=[480, 640],
-        help="training / validation image size (default: 480 640)",
+        default=None,
+        help="training / validation image size, recorded in the trained model (default: the "
+        "--initial-model's recorded size, else 480 640)",
     )
     data.add_argument(
         "--augment", action="store_true", help="colour jitter and small crops on training tuples"
@@ -40,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--backbone", default="vgg16", help="vgg16 (default), resnet50 or tiny (tests, demo)"
+        "--backbone",
+        default=None,
+        help="vgg16 (default), resnet50 or tiny (tests, demo); not with --initial-model",
     )
     model.add_argument(
         "--weights",
@@ -49,9 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: random)",
     )
     model.add_argument(
-        "--initial-model", default=None, help="start from this .keras embedding model"
+        "--initial-model",
+        default=None,
+        help="start from this .keras embedding model (its backbone, clusters and image size)",
     )
-    model.add_argument("--num-clusters", type=int, default=64, help="NetVLAD K (default: 64)")
+    model.add_argument(
+        "--num-clusters",
+        type=int,
+        default=None,
+        help="NetVLAD K (default: 64); not with --initial-model",
+    )
     model.add_argument(
         "--trainable-from",
         default="default",
@@ -65,7 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sare-joint (default), sare-ind, sare-joint-cauchy, sare-ind-cauchy, "
         "sare-joint-exp, sare-ind-exp, triplet or contrastive",
     )
-    optim.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
+    optim.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        help="epochs (default: 30); 0 writes OUT/initial.keras, the cluster-initialised untrained "
+        "model (and its validation recall with --val-dataset)",
+    )
     optim.add_argument("--batch-size", type=int, default=4, help="tuples per batch (default: 4)")
     optim.add_argument(
         "--num-negatives", type=int, default=10, help="negatives per tuple (default: 10)"
@@ -202,7 +218,7 @@ def config_from_args(args: argparse.Namespace):
         optimizer=args.optimizer,
         weight_decay=args.weight_decay,
         momentum=args.momentum,
-        image_size=tuple(args.image_size),
+        image_size=None if args.image_size is None else tuple(args.image_size),
         precision=args.precision,
         force_precision=args.force_precision,
         strategy=args.strategy,
@@ -239,6 +255,15 @@ def run(args: argparse.Namespace) -> int:
         for n in (1, 5, 10)
         if f"val_recall@{n}" in last
     )
+    if summary["status"] == "initialized":
+        print(f"Initialised (no training): {os.path.join(out, summary['paths']['initial_model'])}")
+        initial = summary.get("initial_validation") or {}
+        if initial:
+            print(
+                "  " + ", ".join(f"R@{n} {100 * initial[f'recall@{n}']:.1f}%" for n in (1, 5, 10))
+            )
+        print(f"  summary: {os.path.join(out, 'summary.json')}")
+        return 0
     print(f"Training finished: {len(summary['epochs'])} epochs in {out}")
     if recalls:
         print(f"  last epoch: {recalls}")

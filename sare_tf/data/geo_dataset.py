@@ -265,9 +265,14 @@ class GeoDataset:
         """Picks the reader by extension: `.mat` dbStruct, `.csv`, or a folder.
 
         A folder holds the database and query images in subfolders named `database` (or `db`)
-        and `queries` (or `query`).
+        and `queries` (or `query`). `file.csv:NAME` reads set NAME of a CSV holding several
+        sets (`read_csv(which_set=NAME)`).
         """
-        path = os.fspath(path)
+        from sare_tf.data.readers import split_set_suffix
+
+        path, which_set = split_set_suffix(os.fspath(path))
+        if which_set is not None:
+            kwargs["which_set"] = which_set
         if os.path.isdir(path):
             from sare_tf.data.readers import read_dataset_folder
 

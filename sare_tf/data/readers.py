@@ -8,8 +8,11 @@ are ignored). Subfolders are searched too.
 CSV layout: rows `path,utm_east,utm_north[,split]` (an optional header row is recognised by its
 non-numeric easting). `split` says whether a row is a database image or a query: `db` /
 `database` or `query` / `queries`, optionally prefixed by a set name (`train_db`,
-`test/query`, `val:queries`) so that one file can hold several sets (`which_set=`). Without a
-split column, pass the queries in a second CSV (`query_csv=`).
+`test/query`, `val:queries`) so that one file can hold several sets. A file holding several
+sets must be read one set at a time (`which_set=`, or `file.csv:NAME` wherever a dataset path is
+taken, e.g. `sare-tf train --dataset all.csv:train`): reading it whole is refused, naming the
+sets, since merging them would train on the test section. Without a split column, pass the
+queries in a second CSV (`query_csv=`).
 """
 
 from __future__ import annotations
@@ -179,6 +182,40 @@ def _row_values(csv_path: str, number: int, row: list[str]) -> tuple[str, float,
     return row[0], east, north
 
 
+def _check_set_choice(csv_path: str, set_names: set[str], which_set: str | None) -> None:
+    """A file of several sets needs a choice; a chosen set must exist."""
+    found = ", ".join(sorted(set_names)) or "none (no prefixed split labels)"
+    if which_set is None and len(set_names) > 1:
+        raise ValueError(
+            f"{csv_path} holds several sets ({found}); reading them together would merge them "
+            f"(e.g. train on the test section). Choose one: {csv_path}:NAME on the command line, "
+            "or which_set='NAME'."
+        )
+    if which_set is not None and which_set.lower() not in set_names:
+        raise ValueError(
+            f"{csv_path} has no set {which_set!r}. Sets in the file: {found}. "
+            f"Received: which_set={which_set!r}"
+        )
+
+
+def split_set_suffix(path: str) -> tuple[str, str | None]:
+    """`"all.csv:test"` -> `("all.csv", "test")`; any other path -> `(path, None)`.
+
+    Only a `:NAME` after a `.csv` name counts, and only when no file has the whole name.
+    """
+    path = os.fspath(path)
+    head, separator, tail = path.rpartition(":")
+    if (
+        separator
+        and head.lower().endswith(".csv")
+        and tail
+        and "/" not in tail
+        and not os.path.exists(path)
+    ):
+        return head, tail
+    return path, None
+
+
 def read_csv(
     csv_path,
     image_root=None,
@@ -207,6 +244,7 @@ def read_csv(
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"CSV file not found: {path}")
     parts = {"db": ([], []), "query": ([], [])}
+    set_names: set[str] = set()
     sources = [(csv_path, None)] if query_csv is None else [(csv_path, "db"), (query_csv, "query")]
     for source, fixed_role in sources:
         for number, row in _read_rows(source):
@@ -220,10 +258,13 @@ def read_csv(
                 )
             else:
                 set_name, role = _parse_split(row[3], f"{source}:{number}")
+                if set_name is not None:
+                    set_names.add(set_name)
                 if which_set is not None and set_name is not None and set_name != which_set.lower():
                     continue
             parts[role][0].append(path)
             parts[role][1].append((east, north))
+    _check_set_choice(csv_path, set_names, which_set)
     for role, label in (("db", "database"), ("query", "query")):
         if not parts[role][0]:
             scope = f" for set {which_set!r}" if which_set else ""

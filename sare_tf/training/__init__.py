@@ -8,20 +8,21 @@ from __future__ import annotations
 import importlib
 
 from sare_tf.training.config import STRATEGIES, TrainConfig
-from sare_tf.training.recipe import (
+from sare_tf.training.recipe import TrainingDivergedError, TrainingRun, train
+from sare_tf.training.run_folder import (
     BACKUP_DIR,
     BEST_MODEL_FILE,
+    INITIAL_MODEL_FILE,
     LAST_MODEL_FILE,
     SUMMARY_FILE,
-    TrainingDivergedError,
-    backup_exists,
-    is_chief,
-    make_strategy,
-    train,
+    RunFolder,
 )
+from sare_tf.training.strategy import is_chief, make_strategy
 
+_LAZY = {"backup_exists": "sare_tf.training.backup"}
 _CALLBACKS = (
     "BestModelCheckpoint",
+    "CollapseDetector",
     "NaNGuard",
     "RunSummary",
     "TensorBoardScalars",
@@ -32,11 +33,14 @@ _CALLBACKS = (
 __all__ = [
     "BACKUP_DIR",
     "BEST_MODEL_FILE",
+    "INITIAL_MODEL_FILE",
     "LAST_MODEL_FILE",
     "STRATEGIES",
     "SUMMARY_FILE",
     "TrainConfig",
+    "RunFolder",
     "TrainingDivergedError",
+    "TrainingRun",
     "backup_exists",
     "is_chief",
     "make_strategy",
@@ -46,6 +50,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _CALLBACKS:
         return getattr(importlib.import_module("sare_tf.training.callbacks"), name)
     raise AttributeError(f"module 'sare_tf.training' has no attribute {name!r}")

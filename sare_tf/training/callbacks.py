@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -185,9 +186,12 @@ class RunSummary(keras.callbacks.Callback):
         mining: the `HardNegativeMining` callback, for per-epoch mining time.
         validation: the `ValidationRecall` callback, for per-epoch validation time.
         checkpoint: the `BestModelCheckpoint`, for the best value so far.
+        collapse: the `CollapseDetector`, whose collapsed epochs go to "collapse".
     """
 
-    def __init__(self, path, summary: dict, mining=None, validation=None, checkpoint=None):
+    def __init__(
+        self, path, summary: dict, mining=None, validation=None, checkpoint=None, collapse=None
+    ):
         super().__init__()
         self.path = os.fspath(path)
         self.summary = summary
@@ -195,6 +199,8 @@ class RunSummary(keras.callbacks.Callback):
         self.mining = mining
         self.validation = validation
         self.checkpoint = checkpoint
+        self.collapse = collapse
+        self._previous_collapse = list(summary.get("collapse") or [])
         self._started = False
         self._epoch_start = 0.0
         self._refreshes_at_start = 0
@@ -232,6 +238,8 @@ class RunSummary(keras.callbacks.Callback):
                 self.checkpoint.monitor: self.checkpoint.best,
                 "path": os.path.basename(self.checkpoint.path),
             }
+        if self.collapse is not None and self.collapse.collapsed:
+            self.summary["collapse"] = self._previous_collapse + self.collapse.collapsed
         self.write()
 
 
@@ -283,3 +291,122 @@ class TensorBoardScalars(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def uniform_loss(loss, num_negatives: int, dim: int = 8) -> float:
+    """The loss when every descriptor of a tuple is the same point (collapsed embedding).
+
+    ln(1 + N) for joint SARE, ln 2 for independent SARE, the margin for the triplet loss,
+    0.5 * margin^2 for the contrastive loss: computed from `loss` itself, not from a table.
+    """
+    tuples = np.zeros((1, 2 + num_negatives, dim), np.float32)
+    tuples[..., 0] = 1.0  # unit-norm, like real descriptors
+    return float(keras.ops.convert_to_numpy(loss(None, keras.ops.convert_to_tensor(tuples))))
+
+
+def mean_pairwise_distance(descriptors: np.ndarray) -> float:
+    """Mean Euclidean distance over all pairs of distinct rows (float64)."""
+    x = np.asarray(descriptors, np.float64)
+    if len(x) < 2:
+        return float("nan")
+    squared = np.sum(x**2, axis=1)
+    d2 = np.maximum(squared[:, None] + squared[None, :] - 2.0 * x @ x.T, 0.0)
+    upper = np.triu_indices(len(x), k=1)
+    return float(np.mean(np.sqrt(d2[upper])))
+
+
+class CollapseDetector(keras.callbacks.Callback):
+    """Warns when the embedding collapses: every descriptor at nearly the same point.
+
+    A collapsed embedding gives a finite loss (the NaN guard cannot see it) that sits at the
+    loss's *uniform value* (`uniform_loss`: ln(1 + N) for joint SARE). When the epoch's running
+    loss stays within `rel_tol` of that value at every batch, the detector encodes
+    `probe_paths` (a few fixed database images) and measures their mean pairwise descriptor
+    distance; below `min_distance` (unit-norm descriptors: about 1.41 when spread, 0 when
+    collapsed) the epoch is recorded as collapsed and a warning names the likely cause.
+
+    Args:
+        uniform_value: the loss's value on a collapsed embedding (`uniform_loss`).
+        probe_paths: images encoded to confirm (only when the loss is stuck).
+        image_size: their `(height, width)`.
+        embedding_model: the image -> descriptor model being trained.
+        learning_rate: the run's initial learning rate, for the message.
+        rel_tol: how close to the uniform value counts as "at" it.
+        min_distance: mean pairwise distance below which descriptors count as collapsed.
+        batch_size: images per encoding batch.
+
+    Attributes:
+        collapsed: one record per collapsed epoch (`epoch`, `loss`, `uniform_loss`,
+            `mean_pairwise_distance`).
+    """
+
+    def __init__(
+        self,
+        uniform_value: float,
+        probe_paths,
+        image_size,
+        embedding_model,
+        learning_rate: float | None = None,
+        rel_tol: float = 0.01,
+        min_distance: float = 0.1,
+        batch_size: int = 16,
+    ):
+        super().__init__()
+        self.uniform_value = float(uniform_value)
+        self.probe_paths = list(probe_paths)
+        self.image_size = image_size
+        self.embedding_model = embedding_model
+        self.learning_rate = learning_rate
+        self.rel_tol = rel_tol
+        self.min_distance = min_distance
+        self.batch_size = batch_size
+        self.collapsed: list[dict] = []
+        self._stuck = True
+        self._loss = None
+
+    def _at_uniform(self, loss) -> bool:
+        return abs(float(loss) - self.uniform_value) <= self.rel_tol * abs(self.uniform_value)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._stuck, self._loss = True, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or not np.isfinite(loss):
+            self._stuck = False
+            return
+        self._loss = float(loss)
+        self._stuck = self._stuck and self._at_uniform(loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not (self._stuck and self._loss is not None and self.probe_paths):
+            return
+        from sare_tf.encoding import encode
+
+        descriptors, valid = encode(
+            self.embedding_model,
+            self.probe_paths,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            progress=False,
+        )
+        distance = mean_pairwise_distance(descriptors[valid])
+        if not distance < self.min_distance:
+            return
+        record = {
+            "epoch": epoch + 1,
+            "loss": self._loss,
+            "uniform_loss": self.uniform_value,
+            "mean_pairwise_distance": distance,
+        }
+        self.collapsed.append(record)
+        lr = f" (lr={self.learning_rate:g})" if self.learning_rate else ""
+        message = (
+            f"Embedding collapse at epoch {epoch + 1}: the loss stayed at its uniform value "
+            f"{self.uniform_value:.4f} (every descriptor alike) for the whole epoch, and the mean "
+            f"pairwise descriptor distance of {len(descriptors[valid])} probe images is "
+            f"{distance:.4f} (spread descriptors: ~1.4). The likely cause is a too high learning "
+            f"rate{lr}: lower it. The best model by validation recall is kept."
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        print(f"WARNING: {message}")

@@ -9,6 +9,10 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 OPTIMIZERS = ("sgd", "adam")
+# What a run builds when the settings leave the model open (and no initial model is given).
+DEFAULT_BACKBONE = "vgg16"
+DEFAULT_NUM_CLUSTERS = 64
+DEFAULT_IMAGE_SIZE = (480, 640)
 
 
 @dataclasses.dataclass
@@ -23,12 +27,16 @@ class TrainConfig:
         out: run folder (checkpoints, backup, TensorBoard logs, summary.json).
         loss: loss name (`sare_tf.losses.LOSS_NAMES`: "sare-joint", "sare-ind", ...,
             "triplet", "contrastive").
-        backbone: "vgg16", "resnet50" or "tiny".
+        backbone: "vgg16", "resnet50" or "tiny" (None: vgg16, or the initial model's).
         weights: backbone weights: None (random), "imagenet" or a local weights file.
-        initial_model: start from this `.keras` embedding model instead of building one.
-        num_clusters: NetVLAD K (64).
-        trainable_from: first trainable backbone layer ("default": conv5 for VGG16).
-        epochs: epochs to train (30).
+        initial_model: start from this `.keras` embedding model instead of building one; the
+            model settings (backbone, num_clusters, weights) must then be left out (None) or
+            agree with it, and the summary records the model's own.
+        num_clusters: NetVLAD K (None: 64, or the initial model's).
+        trainable_from: first trainable backbone layer ("default": conv5 for VGG16; for an
+            initial model, the trainable layers it was saved with).
+        epochs: epochs to train (30); 0 stops after cluster initialisation and writes
+            `initial.keras` (the untrained baseline) and, with `val_dataset`, its recall.
         batch_size: tuples per batch (4), split over the replicas of a distribution strategy;
             with more than one replica, the incomplete last batch of each pass is dropped.
         num_negatives: negatives per tuple (10).
@@ -38,7 +46,8 @@ class TrainConfig:
             `weight_decay`; steadier when training a backbone from scratch, as the demo does).
         weight_decay: weight decay (1e-3; Keras applies it decoupled: `w -= lr * wd * w`).
         momentum: SGD momentum (0.9; unused by "adam").
-        image_size: `(height, width)` of training and validation images (480, 640).
+        image_size: `(height, width)` of training and validation images (None: the initial
+            model's recorded size, else (480, 640)); recorded in the trained model.
         precision: "auto" (fp16 on a GPU; bf16 on a CPU with native bf16, else float32),
             "float32", "mixed_bfloat16", ...
         force_precision: allow "mixed_float16" without a GPU.
@@ -59,7 +68,8 @@ class TrainConfig:
         steps_per_epoch: cap the batches per epoch (None: one pass over the training queries).
         backup_every: batches between backups for resuming (None: once per epoch).
         tensorboard: write TensorBoard logs to `out/tensorboard`.
-        seed: seed of every random choice (shuffling, mining, cluster init).
+        seed: seed of every random choice (initial weights, shuffling, mining, cluster init):
+            the same seed gives the same run on the same machine and precision.
         verbose: 0 silent, 1 progress bars and messages.
     """
 
@@ -68,10 +78,10 @@ class TrainConfig:
     image_root: str | None = None
     out: str = "runs/train"
     loss: str = "sare-joint"
-    backbone: str = "vgg16"
+    backbone: str | None = None
     weights: str | None = None
     initial_model: str | None = None
-    num_clusters: int = 64
+    num_clusters: int | None = None
     trainable_from: str | None = "default"
     epochs: int = 30
     batch_size: int = 4
@@ -81,7 +91,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     weight_decay: float = 1e-3
     momentum: float = 0.9
-    image_size: tuple[int, int] = (480, 640)
+    image_size: tuple[int, int] | None = None
     precision: str = "auto"
     force_precision: bool = False
     strategy: str = "none"
@@ -103,16 +113,26 @@ class TrainConfig:
     verbose: int = 1
 
     def __post_init__(self):
-        self.image_size = tuple(int(v) for v in self.image_size)
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise ValueError(
-                f"`image_size` must be (height, width). Received: image_size={self.image_size}"
-            )
+        if self.image_size is not None:
+            from sare_tf.layers.image_preprocessing import check_image_size
+
+            self.image_size = check_image_size(self.image_size)
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"Unknown strategy. Expected one of {STRATEGIES}. Received: strategy={self.strategy!r}"
             )
-        for name in ("epochs", "batch_size", "num_negatives", "refresh_every", "num_candidates"):
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(
+                f"`epochs` must be a non-negative integer (0: initialise only). "
+                f"Received: epochs={self.epochs!r}"
+            )
+        if self.num_clusters is not None and (
+            not isinstance(self.num_clusters, int) or self.num_clusters < 1
+        ):
+            raise ValueError(
+                f"`num_clusters` must be a positive integer. Received: num_clusters={self.num_clusters!r}"
+            )
+        for name in ("batch_size", "num_negatives", "refresh_every", "num_candidates"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
@@ -138,7 +158,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """JSON-friendly dict of every setting."""
         data = dataclasses.asdict(self)
-        data["image_size"] = list(self.image_size)
+        data["image_size"] = None if self.image_size is None else list(self.image_size)
         for key, value in data.items():
             if isinstance(value, os.PathLike):
                 data[key] = os.fspath(value)

@@ -111,3 +111,29 @@ def values_of_all_workers(strategy, values) -> list[tuple[int, ...]]:
 
     local = tf.function(lambda: strategy.run(this_replica))()
     return [tuple(int(v) for v in r) for r in strategy.gather(local, axis=0).numpy()]
+
+
+def check_same_backup_position(strategy, position: tuple[int, int], backup_dir: str) -> None:
+    """Stops every worker with the same error unless all resume from the same point.
+
+    Each worker resumes from its own backup (the chief's in `out/backup`, the others' in
+    `out/worker_<id>/backup`), written at the same steps. A run killed while one worker was
+    writing leaves that worker with its previous backup (or none): resuming from different
+    points would give the workers different weights, or different numbers of steps, and the
+    first to finish would leave the others waiting for it forever.
+
+    Args:
+        strategy: the MultiWorkerMirroredStrategy (this is a collective: all workers call it).
+        position: this worker's backup `(epoch, batch)`, `(-1, -1)` without a backup.
+        backup_dir: this worker's backup folder, for the message.
+    """
+    positions = values_of_all_workers(strategy, position)
+    if len(set(positions)) > 1:
+        described = ", ".join(
+            "none" if p[0] < 0 else f"epoch {p[0]} batch {p[1]}" for p in positions
+        )
+        raise ValueError(
+            "The workers cannot resume together: their backups are at different points "
+            f"(one per replica: {described}; this worker's is {backup_dir}). "
+            "Delete every worker's backup folder to start the run over."
+        )

@@ -9,13 +9,13 @@ SGD (momentum 0.9, weight decay 1e-3), learning rate 1e-3 halved every 5 epochs,
 from training images before the first step; validation Recall@1/5/10 after every epoch; the
 best-by-Recall@5 embedding model kept as `best.keras`.
 
-Run folder (`config.out`):
-    summary.json     config, dataset summaries, per-epoch metrics and timings (atomic writes)
-    best.keras       embedding model with the best validation Recall@5 (atomic writes)
-    last.keras       embedding model after the last finished epoch (atomic writes)
-    backup/          `keras.callbacks.BackupAndRestore` state; present only while a run is
-                     unfinished. Running the same command again resumes from it.
-    tensorboard/     TensorBoard logs (train loss, learning rate, validation recall)
+A run reads top-down as its stages (`TrainingRun.run`): load data, build the model, initialise
+(resume from the backup, or cluster NetVLAD), start the summary, make the tuple pipeline and
+mining, make the callbacks, fit, finish. `epochs=0` stops after initialisation and writes the
+untrained, cluster-initialised model (`initial.keras`), the baseline papers report.
+
+The run folder and its summary belong to `sare_tf.training.run_folder.RunFolder`; resuming to
+`sare_tf.training.backup.ResumableBackup`.
 
 Multi-worker runs (`strategy="multiworker"`, the cluster in `TF_CONFIG`): every worker runs the
 same command and the whole recipe (cluster init, mining, validation) on its own copy of the
@@ -31,17 +31,43 @@ Reference:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
 
-from sare_tf.training.config import TrainConfig
+from sare_tf.training.config import (
+    DEFAULT_BACKBONE,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_NUM_CLUSTERS,
+    TrainConfig,
+)
+from sare_tf.training.run_folder import (
+    BACKUP_DIR,
+    BEST_MODEL_FILE,
+    INITIAL_MODEL_FILE,
+    LAST_MODEL_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    RunFolder,
+)
+from sare_tf.training.strategy import is_chief, is_multiworker, make_strategy, worker_id
 
-SUMMARY_FILE = "summary.json"
-BEST_MODEL_FILE = "best.keras"
-LAST_MODEL_FILE = "last.keras"
-BACKUP_DIR = "backup"
+__all__ = [
+    "BACKUP_DIR",
+    "BEST_MODEL_FILE",
+    "INITIAL_MODEL_FILE",
+    "LAST_MODEL_FILE",
+    "SUMMARY_FILE",
+    "TrainingDivergedError",
+    "TrainingRun",
+    "is_chief",
+    "make_optimizer",
+    "make_strategy",
+    "train",
+]
+
+# Database images encoded to confirm a suspected embedding collapse (only when the loss is stuck).
+COLLAPSE_PROBE_IMAGES = 32
 
 
 class TrainingDivergedError(ValueError):
@@ -56,12 +82,15 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
         train_data: a `GeoDataset` to use instead of loading `config.dataset`.
         val_data: a `GeoDataset` to use instead of loading `config.val_dataset`.
         embedding_model: a model to train instead of building one from the config (it keeps
-            the dtype policy it was built with; it must not be inside another strategy scope).
+            the dtype policy it was built with, and `config.precision` must be "auto" or that
+            policy; it must not be inside another strategy scope).
 
     Returns:
-        The summary dict (also in `config.out/summary.json`): "status", "config", "datasets",
-        "precision", "strategy", "epochs" (per-epoch loss, learning rate, validation recall,
-        timings), "best", "mining", "timings", "paths".
+        The summary dict (also in `config.out/summary.json`): "status" ("completed", or
+        "initialized" for `epochs=0`), "config", "seed", "model" (what was trained: backbone,
+        NetVLAD K, descriptor and image size), "datasets", "precision", "strategy", "epochs"
+        (per-epoch loss, learning rate, validation recall, timings), "best", "mining",
+        "collapse" (epochs where the embedding collapsed), "timings", "paths".
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (summary status "diverged").
@@ -77,7 +106,7 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
 
     previous_policy = keras.config.dtype_policy().name
     try:
-        return _train(config, train_data, val_data, embedding_model)
+        return TrainingRun(config).run(train_data, val_data, embedding_model)
     finally:
         # In-process callers (the demo, notebooks) get their global policy back.
         keras.config.set_dtype_policy(previous_policy)
@@ -94,56 +123,8 @@ def make_optimizer(config: TrainConfig):
     )
 
 
-def make_strategy(name: str):
-    """The `tf.distribute` strategy for "none", "mirrored" or "multiworker".
-
-    "mirrored" replicates over every local GPU, or, without GPUs, over every logical CPU
-    device (one unless `tf.config.set_logical_device_configuration` split the CPU, as the
-    tests do). "multiworker" reads the cluster from the `TF_CONFIG` environment variable.
-    """
-    import tensorflow as tf
-
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(
-        f"Unknown strategy. Expected 'none', 'mirrored' or 'multiworker'. Received: {name!r}"
-    )
-
-
-def is_chief(strategy) -> bool:
-    """True on the worker that writes files (every single-worker strategy; task 0 / chief)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-    )
-
-
-def is_multiworker(strategy) -> bool:
-    """True when `strategy` spans more than one worker (MultiWorkerMirroredStrategy + TF_CONFIG)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
-        return False
-    cluster = resolver.cluster_spec().as_dict()
-    return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
-
-
-def backup_exists(out_dir) -> bool:
-    """True when `out_dir` holds an unfinished run's `BackupAndRestore` state."""
-    backup = os.path.join(os.fspath(out_dir), BACKUP_DIR)
-    return any(
-        os.path.exists(os.path.join(backup, name))
-        for name in ("latest.weights.h5", "latest.weights.h5.bkp")
-    )
-
-
-def _load_datasets(config, train_data, val_data):
+def load_datasets(config, train_data=None, val_data=None):
+    """The training and validation `GeoDataset`s (given, or loaded from the config's paths)."""
     from sare_tf.data import GeoDataset
 
     if train_data is None:
@@ -162,40 +143,7 @@ def _load_datasets(config, train_data, val_data):
     return train_data, val_data
 
 
-def _restore_backup(tuple_model, backup_dir: str) -> tuple[int, int]:
-    """Loads the backup weights now (before the first mining).
-
-    Returns `(epoch, batch)` as `BackupAndRestore` recorded them: the epoch to resume and
-    the batch within it.
-
-    `BackupAndRestore` writes its weights and metadata files in place. A run killed while
-    writing them leaves one unreadable; the previous pair (`.bkp`, kept by
-    `double_checkpoint=True`) is then copied over it, so that the callback's own restore in
-    `fit` loads the same, intact state.
-    """
-    import shutil
-
-    weights = os.path.join(backup_dir, "latest.weights.h5")
-    metadata = os.path.join(backup_dir, "training_metadata.json")
-    for suffix in ("", ".bkp"):
-        try:
-            with open(metadata + suffix) as handle:
-                recorded = json.load(handle)
-            position = int(recorded["epoch"]), int(recorded.get("batch") or 0)
-            tuple_model.load_weights(weights + suffix)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if suffix:
-            shutil.copyfile(weights + suffix, weights)
-            shutil.copyfile(metadata + suffix, metadata)
-        return position
-    raise ValueError(
-        f"The backup in {backup_dir} cannot be read (weights or metadata damaged). Delete the "
-        "folder to start the run over."
-    )
-
-
-def _check_batch_fits_replicas(batch_size: int, num_replicas: int, train_data) -> None:
+def check_batch_fits_replicas(batch_size: int, num_replicas: int, train_data) -> None:
     """Every replica needs a tuple of every batch, and a pass needs one whole batch."""
     if batch_size < num_replicas:
         raise ValueError(
@@ -211,289 +159,364 @@ def _check_batch_fits_replicas(batch_size: int, num_replicas: int, train_data) -
         )
 
 
-def _check_same_backup_position(strategy, position: tuple[int, int], out: str) -> None:
-    """Stops every worker with the same error unless all resume from the same point.
+def check_initial_model_settings(config: TrainConfig, described: dict) -> None:
+    """Refuses model settings that contradict the `--initial-model` they would be ignored for."""
+    conflicts = [
+        f"--{flag.replace('_', '-')} {given} (the model has {actual})"
+        for flag, given, actual in (
+            ("backbone", config.backbone, described["backbone"]),
+            ("num_clusters", config.num_clusters, described["num_clusters"]),
+        )
+        if given is not None and given != actual
+    ]
+    if config.weights is not None:
+        conflicts.append(f"--weights {config.weights} (the model brings its own weights)")
+    if conflicts:
+        raise ValueError(
+            f"The initial model {config.initial_model} is trained as it is; these settings "
+            f"contradict it: {'; '.join(conflicts)}. Leave them out."
+        )
 
-    Each worker resumes from its own backup (the chief's in `out/backup`, the others' in
-    `out/worker_<id>/backup`), written at the same steps. A run killed while one worker was
-    writing leaves that worker with its previous backup (or none): resuming from different
-    points would give the workers different weights, or different numbers of steps, and the
-    first to finish would leave the others waiting for it forever.
+
+def initial_model(config: TrainConfig, precision: str):
+    """The `--initial-model` embedding model, checked against the config, in `precision`."""
+    from sare_tf.descriptor_model import describe_model, read_keras_model, set_inference_precision
+    from sare_tf.models import freeze_before
+
+    if not os.path.isfile(config.initial_model):
+        raise FileNotFoundError(f"Initial model not found: {config.initial_model}")
+    model = read_keras_model(config.initial_model)
+    check_initial_model_settings(config, describe_model(model))
+    if config.trainable_from != "default":
+        freeze_before(model, config.trainable_from)
+    set_inference_precision(model, precision)
+    return model
+
+
+class TrainingRun:
+    """One training run, stage by stage (see the module docstring); `run()` runs them in order.
 
     Args:
-        strategy: the MultiWorkerMirroredStrategy (this is a collective: all workers call it).
-        position: this worker's backup `(epoch, batch)`, `(-1, -1)` without a backup.
-        out: this worker's run folder, for the message.
+        config: the run's settings.
     """
-    from sare_tf.training.multiworker import values_of_all_workers
 
-    positions = values_of_all_workers(strategy, position)
-    if len(set(positions)) > 1:
-        described = ", ".join(
-            "none" if p[0] < 0 else f"epoch {p[0]} batch {p[1]}" for p in positions
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.timings: dict[str, float] = {}
+
+    def run(self, train_data=None, val_data=None, embedding_model=None) -> dict:
+        import keras
+
+        start = time.perf_counter()
+        config = self.config
+        # Before anything random: the same seed gives the same initial weights, tuples, run.
+        keras.utils.set_random_seed(config.seed)
+        self.train_data, self.val_data = load_datasets(config, train_data, val_data)
+        self.precision = self._set_precision(embedding_model)
+        self.strategy = make_strategy(config.strategy)
+        self.multiworker = is_multiworker(self.strategy)
+        self.folder = RunFolder(config.out, worker_id(self.strategy))
+        from sare_tf.training.backup import ResumableBackup
+
+        self.backup = ResumableBackup(
+            self.folder.file(BACKUP_DIR), save_freq=config.backup_every or "epoch"
         )
-        raise ValueError(
-            "The workers cannot resume together: their backups are at different points "
-            f"(one per replica: {described}; this worker's is {os.path.join(out, BACKUP_DIR)}). "
-            "Delete every worker's backup folder to start the run over."
-        )
+        resuming = self.backup.exists()
+        self._build_models(embedding_model)
+        resume_epoch = self._initialise(resuming)
+        self._start_summary(resuming)
+        if config.epochs == 0:
+            return self._finish_initialized(start)
+        dataset, mining = self._make_pipeline(resume_epoch)
+        callbacks = self._make_callbacks(mining)
+        self._fit(dataset, callbacks)
+        return self._finish(mining, start)
 
+    # --- stages ------------------------------------------------------------------------------
 
-def _new_summary(config, train_data, val_data, precision, strategy) -> dict:
-    return {
-        "status": "running",
-        "config": config.to_dict(),
-        "datasets": {
-            "train": train_data.summary(),
-            "val": None if val_data is None else val_data.summary(),
-        },
-        "precision": precision,
-        "strategy": {"name": config.strategy, "num_replicas": strategy.num_replicas_in_sync},
-        "epochs": [],
-        "best": None,
-        "mining": {"refreshes": 0, "seconds": 0.0},
-        "timings": {},
-        "paths": {
-            "summary": SUMMARY_FILE,
-            "best_model": BEST_MODEL_FILE,
-            "last_model": LAST_MODEL_FILE,
-            "backup": BACKUP_DIR,
-        },
-    }
+    def _set_precision(self, embedding_model) -> str:
+        import keras
 
+        from sare_tf.descriptor_model import compute_precision
+        from sare_tf.precision import set_precision
 
-def _train(config: TrainConfig, train_data, val_data, embedding_model) -> dict:
-    import keras
-
-    from sare_tf.data.tuples import MiningState, make_tuple_dataset
-    from sare_tf.losses import get_loss
-    from sare_tf.mining import HardNegativeMining
-    from sare_tf.models import build_embedding_model, build_tuple_model, netvlad_layer
-    from sare_tf.precision import set_precision
-    from sare_tf.training.callbacks import (
-        BestModelCheckpoint,
-        NaNGuard,
-        RunSummary,
-        TensorBoardScalars,
-        ValidationRecall,
-        halving_schedule,
-    )
-    from sare_tf.training.multiworker import broadcast_from_chief, prepare_multiworker_fit
-
-    start_total = time.perf_counter()
-    timings = {}
-    train_data, val_data = _load_datasets(config, train_data, val_data)
-    loss = get_loss(config.loss)
-    precision = (
-        set_precision(config.precision, force=config.force_precision)
-        if embedding_model is None
-        else keras.config.dtype_policy().name
-    )
-    strategy = make_strategy(config.strategy)
-    multiworker = is_multiworker(strategy)
-    # Each replica trains on batch_size / replicas tuples of every batch. The incomplete last
-    # batch of a pass is dropped: it could leave a replica with no tuple, and TensorFlow
-    # fails on an empty batch (and all workers must run the same number of steps).
-    drop_remainder = strategy.num_replicas_in_sync > 1
-    if drop_remainder:
-        _check_batch_fits_replicas(config.batch_size, strategy.num_replicas_in_sync, train_data)
-    out = os.path.abspath(config.out)
-    if not is_chief(strategy):
-        # Other workers run the same program; their files must not collide with the chief's.
-        out = os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
-    os.makedirs(out, exist_ok=True)
-    backup_dir = os.path.join(out, BACKUP_DIR)
-    summary_path = os.path.join(out, SUMMARY_FILE)
-    resuming = backup_exists(out)
-
-    with strategy.scope():
+        config = self.config
         if embedding_model is None:
-            if config.initial_model:
-                if not os.path.isfile(config.initial_model):
-                    raise FileNotFoundError(f"Initial model not found: {config.initial_model}")
-                embedding_model = keras.models.load_model(config.initial_model)
-            else:
+            return set_precision(config.precision, force=config.force_precision)
+        policy = compute_precision(embedding_model)
+        if config.precision not in ("auto", policy):
+            raise ValueError(
+                f"The model passed in computes in {policy}; `precision` cannot change that. "
+                f"Build the model under the policy you want. Received: precision={config.precision!r}"
+            )
+        keras.config.set_dtype_policy(policy)
+        return policy
+
+    def _build_models(self, embedding_model) -> None:
+        from sare_tf.descriptor_model import store_image_size, stored_image_size
+        from sare_tf.losses import get_loss
+        from sare_tf.models import build_embedding_model, build_tuple_model
+
+        config = self.config
+        # Each replica trains on batch_size / replicas tuples of every batch. The incomplete last
+        # batch of a pass is dropped: it could leave a replica with no tuple, and TensorFlow
+        # fails on an empty batch (and all workers must run the same number of steps).
+        self.drop_remainder = self.strategy.num_replicas_in_sync > 1
+        if self.drop_remainder:
+            check_batch_fits_replicas(
+                config.batch_size, self.strategy.num_replicas_in_sync, self.train_data
+            )
+        with self.strategy.scope():
+            if embedding_model is None and config.initial_model:
+                embedding_model = initial_model(config, self.precision)
+            elif embedding_model is None:
                 embedding_model = build_embedding_model(
-                    config.backbone,
-                    num_clusters=config.num_clusters,
+                    config.backbone or DEFAULT_BACKBONE,
+                    num_clusters=config.num_clusters or DEFAULT_NUM_CLUSTERS,
                     weights=config.weights,
                     trainable_from=config.trainable_from,
                 )
-        tuple_model = build_tuple_model(embedding_model, config.num_negatives)
-        optimizer = make_optimizer(config)
-        tuple_model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
-        # Now, in the scope, alike on every worker (creating a variable is a collective
-        # under MultiWorkerMirroredStrategy); a resumed run loads its state into it.
-        tuple_model.optimizer.build(tuple_model.trainable_variables)
+            self.image_size = tuple(
+                config.image_size or stored_image_size(embedding_model) or DEFAULT_IMAGE_SIZE
+            )
+            store_image_size(embedding_model, self.image_size)
+            self.embedding = embedding_model
+            self.loss = get_loss(config.loss)
+            self.tuple_model = build_tuple_model(embedding_model, config.num_negatives)
+            self.tuple_model.compile(
+                optimizer=make_optimizer(config), loss=self.loss, jit_compile=False
+            )
+            # Now, in the scope, alike on every worker (creating a variable is a collective
+            # under MultiWorkerMirroredStrategy); a resumed run loads its state into it.
+            self.tuple_model.optimizer.build(self.tuple_model.trainable_variables)
 
-    position = _restore_backup(tuple_model, backup_dir) if resuming else (-1, -1)
-    resume_epoch = max(position[0], 0)
-    if multiworker:
-        _check_same_backup_position(strategy, position, out)
-    if resuming:
-        print(f"Resuming the run in {out} from its backup (epoch {resume_epoch + 1}).")
-    elif not netvlad_layer(embedding_model).is_initialized:
-        from sare_tf.cluster_init import initialize_netvlad
+    def _initialise(self, resuming: bool) -> int:
+        """Resumes from the backup or clusters NetVLAD; returns the epoch to start at."""
+        from sare_tf.models import netvlad_layer
+        from sare_tf.training.multiworker import broadcast_from_chief, check_same_backup_position
 
-        start = time.perf_counter()
-        initialize_netvlad(
-            embedding_model,
-            train_data.db_image_paths(),
-            config.image_size,
-            descriptors_per_image=config.descriptors_per_image,
-            max_images=config.cluster_images,
-            batch_size=config.eval_batch_size,
+        config = self.config
+        position = self.backup.restore_into(self.tuple_model) if resuming else (-1, -1)
+        if self.multiworker:
+            check_same_backup_position(self.strategy, position, self.backup.backup_dir)
+        if resuming:
+            print(
+                f"Resuming the run in {self.folder.path} from its backup "
+                f"(epoch {max(position[0], 0) + 1})."
+            )
+        elif not netvlad_layer(self.embedding).is_initialized:
+            from sare_tf.cluster_init import initialize_netvlad
+
+            start = time.perf_counter()
+            initialize_netvlad(
+                self.embedding,
+                self.train_data.db_image_paths(),
+                self.image_size,
+                descriptors_per_image=config.descriptors_per_image,
+                max_images=config.cluster_images,
+                batch_size=config.eval_batch_size,
+                seed=config.seed,
+                verbose=bool(config.verbose),
+            )
+            self.timings["cluster_init_seconds"] = time.perf_counter() - start
+        if self.multiworker:
+            # Cluster init (or a loaded model) was set by each worker on its own copy.
+            broadcast_from_chief(self.strategy, self.embedding.weights)
+        return max(position[0], 0)
+
+    def _start_summary(self, resuming: bool) -> None:
+        from sare_tf.descriptor_model import describe_model
+
+        model = describe_model(self.embedding)
+        # The config as run: the model's own backbone, K and image size, not the flags' defaults.
+        config = {
+            **self.config.to_dict(),
+            "backbone": model["backbone"],
+            "num_clusters": model["num_clusters"],
+            "image_size": list(self.image_size),
+        }
+        self.folder.start_summary(
+            resuming,
+            config=config,
+            seed=self.config.seed,
+            model=model,
+            datasets={
+                "train": self.train_data.summary(),
+                "val": None if self.val_data is None else self.val_data.summary(),
+            },
+            precision=self.precision,
+            strategy={
+                "name": self.config.strategy,
+                "num_replicas": self.strategy.num_replicas_in_sync,
+            },
+        )
+        for name, seconds in self.timings.items():
+            self.folder.add_timing(name, seconds)
+
+    def _make_pipeline(self, resume_epoch: int):
+        """The tuple dataset and the mining callback, with the first tuples mined."""
+        from sare_tf.data.tuples import MiningState, make_tuple_dataset
+        from sare_tf.mining import HardNegativeMining
+        from sare_tf.training.multiworker import prepare_multiworker_fit
+
+        config, data = self.config, self.train_data
+        # The mining state lives outside the strategy scope: tf.data reads it on the host.
+        state = MiningState(data.num_queries, config.num_negatives, num_db=data.num_db)
+        dataset = make_tuple_dataset(
+            data,
+            state,
+            image_size=self.image_size,
+            batch_size=config.batch_size,
+            augment=config.augment,
             seed=config.seed,
-            verbose=bool(config.verbose),
+            drop_remainder=self.drop_remainder,
         )
-        timings["cluster_init_seconds"] = round(time.perf_counter() - start, 3)
-
-    if multiworker:
-        # Cluster init (or a loaded model) was set by each worker on its own copy.
-        broadcast_from_chief(strategy, embedding_model.weights)
-
-    summary = _new_summary(config, train_data, val_data, precision, strategy)
-    if resuming and os.path.exists(summary_path):
-        with open(summary_path) as handle:
-            previous = json.load(handle)
-        for key in ("epochs", "best", "resumed", "initial_validation"):
-            if previous.get(key) is not None:
-                summary[key] = previous[key]
-        summary["mining"] = previous.get("mining", summary["mining"])
-        timings = {**previous.get("timings", {}), **timings}
-    summary["timings"] = timings
-    summary["out_dir"] = out  # this worker's folder (out/worker_<id> on a non-chief worker)
-
-    # The mining state lives outside the strategy scope: tf.data reads it on the host.
-    state = MiningState(train_data.num_queries, config.num_negatives, num_db=train_data.num_db)
-    dataset = make_tuple_dataset(
-        train_data,
-        state,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        augment=config.augment,
-        seed=config.seed,
-        drop_remainder=drop_remainder,
-    )
-    if config.steps_per_epoch:
-        dataset = dataset.repeat()
-    if multiworker:
-        prepare_multiworker_fit(tuple_model, dataset.element_spec)
-    if resume_epoch:
-        # Pass e is shuffled with seed (seed, e): a resumed run continues the uninterrupted
-        # run's sequence of query orders instead of replaying the first one.
-        state.epoch.assign(resume_epoch)
-    mining = HardNegativeMining(
-        train_data,
-        state,
-        config.image_size,
-        tuples_per_batch=config.batch_size,
-        refresh_every=config.refresh_every,
-        num_candidates=config.num_candidates,
-        mode=config.mining_mode,
-        partial_db_size=config.partial_db_size,
-        grow_with_lr=config.mining_grow_with_lr,
-        initial_lr=config.lr,
-        embedding_model=embedding_model,
-        batch_size=config.eval_batch_size,
-        seed=config.seed + 1000 * resume_epoch,
-        verbose=config.verbose,
-        pipeline_seed=config.seed,
-        mine_on_train_begin=False,
-        drop_remainder=drop_remainder,
-    )
-    # Mine before fit: a distributed fit peeks at one batch before any callback runs.
-    mining.set_model(tuple_model)
-    start = time.perf_counter()
-    mining.refresh(full=True)
-    timings["initial_mining_seconds"] = round(time.perf_counter() - start, 3)
-
-    validation = None
-    if val_data is not None:
-        validation = ValidationRecall(
-            val_data,
-            config.image_size,
-            embedding_model=embedding_model,
+        if config.steps_per_epoch:
+            dataset = dataset.repeat()
+        if self.multiworker:
+            prepare_multiworker_fit(self.tuple_model, dataset.element_spec)
+        if resume_epoch:
+            # Pass e is shuffled with seed (seed, e): a resumed run continues the uninterrupted
+            # run's sequence of query orders instead of replaying the first one.
+            state.epoch.assign(resume_epoch)
+        mining = HardNegativeMining(
+            data,
+            state,
+            self.image_size,
+            tuples_per_batch=config.batch_size,
+            refresh_every=config.refresh_every,
+            num_candidates=config.num_candidates,
+            mode=config.mining_mode,
+            partial_db_size=config.partial_db_size,
+            grow_with_lr=config.mining_grow_with_lr,
+            initial_lr=config.lr,
+            embedding_model=self.embedding,
             batch_size=config.eval_batch_size,
-            every=config.val_every,
+            seed=config.seed + 1000 * resume_epoch,
             verbose=config.verbose,
+            pipeline_seed=config.seed,
+            mine_on_train_begin=False,
+            drop_remainder=self.drop_remainder,
         )
-        validation.set_model(tuple_model)
-        if config.validate_before_training and "initial_validation" not in summary:
+        # Mine before fit: a distributed fit peeks at one batch before any callback runs.
+        mining.set_model(self.tuple_model)
+        start = time.perf_counter()
+        mining.refresh(full=True)
+        self.folder.add_timing("initial_mining_seconds", time.perf_counter() - start)
+        return dataset, mining
+
+    def _validation(self):
+        """The validation callback (None without a validation split)."""
+        from sare_tf.training.callbacks import ValidationRecall
+
+        if self.val_data is None:
+            return None
+        validation = ValidationRecall(
+            self.val_data,
+            self.image_size,
+            embedding_model=self.embedding,
+            batch_size=self.config.eval_batch_size,
+            every=self.config.val_every,
+            verbose=self.config.verbose,
+        )
+        validation.set_model(self.tuple_model)
+        summary = self.folder.summary
+        wanted = self.config.validate_before_training or self.config.epochs == 0
+        if wanted and "initial_validation" not in summary:
             start = time.perf_counter()
             summary["initial_validation"] = validation.evaluate()
-            timings["initial_validation_seconds"] = round(time.perf_counter() - start, 3)
+            self.folder.add_timing("initial_validation_seconds", time.perf_counter() - start)
+        return validation
 
-    best = summary.get("best") or {}
-    checkpoint = BestModelCheckpoint(
-        os.path.join(out, BEST_MODEL_FILE),
-        embedding_model=embedding_model,
-        best=best.get("val_recall@5", float("-inf")),
-        best_epoch=best.get("epoch"),
-        last_path=os.path.join(out, LAST_MODEL_FILE),
-    )
-    nan_guard = NaNGuard()
-    run_summary = RunSummary(summary_path, summary, mining, validation, checkpoint)
-    callbacks = [
-        mining,
-        keras.callbacks.LearningRateScheduler(halving_schedule(config.lr, config.lr_halve_every)),
-        *([validation] if validation is not None else []),
-        checkpoint,
-        nan_guard,
-        keras.callbacks.TerminateOnNaN(),
-        run_summary,
-    ]
-    if config.tensorboard:
-        callbacks.append(TensorBoardScalars(os.path.join(out, "tensorboard")))
-    # Last, so that the summary and checkpoints of an epoch are on disk before its backup.
-    callbacks.append(
-        keras.callbacks.BackupAndRestore(
-            backup_dir, save_freq=config.backup_every or "epoch", double_checkpoint=True
-        )
-    )
-    run_summary.write()
+    def _make_callbacks(self, mining) -> list:
+        import keras
 
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        # Each pass over the tuples ends the epoch by design; Keras warns about it.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        tuple_model.fit(
-            dataset,
-            epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch,
-            callbacks=callbacks,
-            verbose=config.verbose,
-            shuffle=False,  # the tuple pipeline shuffles (seeded, per pass)
+        from sare_tf.training import callbacks as cb
+
+        config, folder = self.config, self.folder
+        validation = self._validation()
+        best = folder.summary.get("best") or {}
+        self.checkpoint = cb.BestModelCheckpoint(
+            folder.file(BEST_MODEL_FILE),
+            embedding_model=self.embedding,
+            best=best.get("val_recall@5", float("-inf")),
+            best_epoch=best.get("epoch"),
+            last_path=folder.file(LAST_MODEL_FILE),
         )
-    timings["fit_seconds"] = round(time.perf_counter() - start, 3)  # this run (not resumed ones)
-    summary["mining"] = {
-        "mode": config.mining_mode,
-        "refreshes": int(summary["mining"].get("refreshes", 0)) + len(mining.refreshes),
-        "seconds": round(
-            float(summary["mining"].get("seconds", 0.0))
-            + sum(r["seconds"] for r in mining.refreshes),
-            3,
-        ),
-    }
-    timings["total_seconds"] = round(time.perf_counter() - start_total, 3)
-    summary["timings"] = timings
-    if nan_guard.failure is not None:
-        failure = nan_guard.failure
-        summary["status"] = "diverged"
-        summary["failure"] = failure
-        run_summary.write()
+        self.nan_guard = cb.NaNGuard()
+        probes = self.train_data.db_image_paths()[:COLLAPSE_PROBE_IMAGES]
+        self.collapse = cb.CollapseDetector(
+            cb.uniform_loss(self.loss, config.num_negatives),
+            probes,
+            self.image_size,
+            self.embedding,
+            learning_rate=config.lr,
+            batch_size=config.eval_batch_size,
+        )
+        self.run_summary = cb.RunSummary(
+            folder.summary_path, folder.summary, mining, validation, self.checkpoint, self.collapse
+        )
+        callbacks = [
+            mining,
+            keras.callbacks.LearningRateScheduler(
+                cb.halving_schedule(config.lr, config.lr_halve_every)
+            ),
+            *([validation] if validation is not None else []),
+            self.checkpoint,
+            self.nan_guard,
+            keras.callbacks.TerminateOnNaN(),
+            self.collapse,
+            self.run_summary,
+        ]
+        if config.tensorboard:
+            callbacks.append(cb.TensorBoardScalars(folder.file(TENSORBOARD_DIR)))
+        # Last, so that the summary and checkpoints of an epoch are on disk before its backup.
+        callbacks.append(self.backup)
+        folder.write()
+        return callbacks
+
+    def _fit(self, dataset, callbacks) -> None:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            # Each pass over the tuples ends the epoch by design; Keras warns about it.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            self.tuple_model.fit(
+                dataset,
+                epochs=self.config.epochs,
+                steps_per_epoch=self.config.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=self.config.verbose,
+                shuffle=False,  # the tuple pipeline shuffles (seeded, per pass)
+            )
+        self.folder.add_timing("fit_seconds", time.perf_counter() - start)  # this run only
+
+    def _finish(self, mining, start: float) -> dict:
+        folder = self.folder
+        folder.add_mining(self.config.mining_mode, mining.refreshes)
+        folder.add_timing("total_seconds", time.perf_counter() - start)
+        failure = self.nan_guard.failure
+        if failure is None:
+            return folder.finish("completed")
+        folder.finish("diverged", failure=failure)
         best_text = (
-            f"the best model so far is {os.path.join(out, BEST_MODEL_FILE)}"
-            if checkpoint.best_epoch
+            f"the best model so far is {folder.file(BEST_MODEL_FILE)}"
+            if self.checkpoint.best_epoch
             else "no checkpoint was written"
         )
-        precision_hint = "" if precision == "float32" else f", precision float32 (was {precision})"
+        hint = "" if self.precision == "float32" else f", precision float32 (was {self.precision})"
         raise TrainingDivergedError(
             f"Training stopped: the loss became {failure['loss']} at epoch {failure['epoch']}, "
             f"batch {failure['batch']} (keras.callbacks.TerminateOnNaN); {best_text}; summary: "
-            f"{summary_path}. Try a lower learning rate (lr={config.lr}){precision_hint}, or "
+            f"{folder.summary_path}. Try a lower learning rate (lr={self.config.lr}){hint}, or "
             "check the training images."
         )
-    summary["status"] = "completed"
-    run_summary.write()
-    return summary
+
+    def _finish_initialized(self, start: float) -> dict:
+        """`epochs=0`: the cluster-initialised model, untrained, and its validation recall."""
+        from sare_tf.training.atomic import save_model_atomic
+
+        self._validation()
+        save_model_atomic(self.embedding, self.folder.file(INITIAL_MODEL_FILE))
+        self.folder.summary["paths"]["initial_model"] = INITIAL_MODEL_FILE
+        self.folder.add_timing("total_seconds", time.perf_counter() - start)
+        return self.folder.finish("initialized")

@@ -123,3 +123,31 @@ def test_load_dispatch_and_errors(tmp_path):
         GeoDataset.load(tmp_path / "x.json")
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         GeoDataset.load(tmp_path / "nope.csv")
+
+
+def test_a_csv_of_several_sets_needs_a_set_choice(tmp_path):
+    """Issue 19.1: reading a multi-set file whole merged train and test silently."""
+    (tmp_path / "all.csv").write_text(CSV_TEXT)
+    with pytest.raises(ValueError, match=r"all.csv holds several sets \(test, train\)"):
+        GeoDataset.load(tmp_path / "all.csv")
+    with pytest.raises(ValueError, match=r"has no set 'val'. Sets in the file: test, train"):
+        GeoDataset.load(tmp_path / "all.csv", which_set="val")
+    # The command-line form FILE.csv:NAME reaches which_set through GeoDataset.load.
+    test = GeoDataset.load(f"{tmp_path / 'all.csv'}:test")
+    assert test.name == "all_test" and test.query_paths == ["test/q/c.jpg"]
+    assert test.db_paths == ["test/db/c.jpg", "shared/d.jpg"]
+    # A file of one set (or of unprefixed rows) still reads without a choice.
+    one = "\n".join(line for line in CSV_TEXT.splitlines() if "test" not in line) + "\n"
+    (tmp_path / "one.csv").write_text(one)
+    assert GeoDataset.load(tmp_path / "one.csv").num_db == 3
+
+
+def test_check_data_refuses_a_multi_set_csv_and_reads_one_set(tmp_path, capsys):
+    from sare_tf import cli
+
+    (tmp_path / "all.csv").write_text(CSV_TEXT)
+    assert cli.main(["check-data", str(tmp_path / "all.csv")]) != 0
+    assert "holds several sets (test, train)" in capsys.readouterr().err
+    cli.main(["check-data", f"{tmp_path / 'all.csv'}:train"])
+    out = capsys.readouterr().out
+    assert "all_train" in out

@@ -123,3 +123,62 @@ def test_evaluate_command_map_on_an_oxford_style_folder(tiny_model, tmp_path, jp
     )
     assert report["models"]["tiny"]["map"] == pytest.approx(expected["map"], abs=1e-9)
     assert "mAP on gt" in capsys.readouterr().out
+
+
+def test_evaluate_uses_the_image_size_the_model_records_and_says_so(
+    tiny_model, tiny_city, tmp_path, capsys
+):
+    """Issue 19.6: without --image-size, evaluate ran at the images' native size."""
+    from sare_tf.descriptor_model import store_image_size
+
+    store_image_size(tiny_model, (32, 48))
+    path = tmp_path / "sized.keras"
+    tiny_model.save(path)
+    base = ["evaluate", "--model", str(path), "--dataset", tiny_city["test"], "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "own"), "--keep-descriptors"]) == 0
+    printed = capsys.readouterr().out
+    assert "at 32x48 image size" in printed and "image size" in printed.splitlines()[-5]
+    assert "image/s" not in printed  # --quiet: no progress bars
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())["models"]["sized"]
+    assert own["image_size"] == [32, 48]
+    assert main([*base, "--out", str(tmp_path / "asked"), "--image-size", "32", "48",
+                 "--keep-descriptors"]) == 0  # fmt: skip
+    asked = json.loads((tmp_path / "asked" / "metrics.json").read_text())["models"]["sized"]
+    for key in ("recall@1", "recall@5", "recall@10"):
+        assert own[key] == asked[key]
+    descriptors = [
+        np.load(tmp_path / run / "descriptors" / "sized" / "query_descriptors.npy")
+        for run in ("own", "asked")
+    ]
+    np.testing.assert_allclose(descriptors[0], descriptors[1], atol=1e-6)
+    # A model recording no size runs at native sizes, and the note says so.
+    plain = tmp_path / "plain.keras"
+    from sare_tf.models import build_embedding_model
+
+    build_embedding_model("tiny", num_clusters=4).save(plain)
+    assert main(["evaluate", "--model", str(plain), "--dataset", tiny_city["test"], "--quiet",
+                 "--out", str(tmp_path / "plain")]) == 0  # fmt: skip
+    assert "does not record the image size" in capsys.readouterr().out
+    report = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert report["models"]["plain"]["image_size"] is None
+
+
+def test_evaluate_quiet_prints_no_progress_bar(tiny_model, tiny_city, tmp_path, capsys):
+    """Issue 19.8: evaluate had no --quiet."""
+    path = tmp_path / "tiny.keras"
+    tiny_model.save(path)
+    base = ["evaluate", "--model", str(path), "--dataset", tiny_city["test"]]
+    assert main([*base, "--out", str(tmp_path / "loud")]) == 0
+    assert "Extracting" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    quiet = capsys.readouterr().out
+    assert "Extracting" not in quiet and "image/s" not in quiet and "Recall@N" in quiet
+
+
+def test_a_garbage_keras_file_is_named_invalid_not_missing(tiny_city, tmp_path, capsys):
+    """Issue 19.8: Keras's 'File not found' was passed through for an existing bad file."""
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"\x00 not a zip")
+    assert main(["evaluate", "--model", str(garbage), "--dataset", tiny_city["test"]]) == 2
+    err = capsys.readouterr().err
+    assert "garbage.keras is not a valid .keras file" in err and "not found" not in err

@@ -13,6 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from sare_tf.precision import resolve_precision
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -104,4 +106,5 @@ def test_mirrored_two_logical_cpus_matches_single_device(tiny_city, tmp_path):
     assert recipe["status"] == "completed" and recipe["replicas"] == 2
     assert 0.0 <= recipe["val_recall@5"] <= 1.0 and recipe["loss"] > 0
     assert 0.0 <= recipe["initial_recall@5"] <= 1.0
-    assert recipe["precision"] == "mixed_bfloat16"  # "auto" on a CPU
+    # "auto" follows the CPU: bf16 only where it multiplies bf16 natively.
+    assert recipe["precision"] == resolve_precision("auto")

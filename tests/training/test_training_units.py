@@ -46,7 +46,15 @@ def test_cli_defaults_are_the_papers_recipe():
         lr_halve_every=5, weight_decay=1e-3, momentum=0.9, image_size=(480, 640),
         num_candidates=1000, refresh_every=1000, num_clusters=64, backbone="vgg16",
     )  # fmt: skip
-    assert {key: getattr(config, key) for key in paper} == paper
+    # Model settings left open resolve to the paper's model unless an initial model gives its own.
+    from sare_tf.training import config as config_module
+
+    resolved = {
+        "image_size": config.image_size or config_module.DEFAULT_IMAGE_SIZE,
+        "num_clusters": config.num_clusters or config_module.DEFAULT_NUM_CLUSTERS,
+        "backbone": config.backbone or config_module.DEFAULT_BACKBONE,
+    }
+    assert {key: resolved.get(key, getattr(config, key)) for key in paper} == paper
     flags = parser.parse_args(
         ["--dataset", "d", "--image-size", "96", "128", "--trainable-from", "all",
          "--backup-every", "0", "--no-tensorboard", "--quiet", "--strategy", "mirrored"]

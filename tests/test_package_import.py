@@ -1,0 +1,47 @@
+"""`import sare_tf` is enough to load saved sare_tf models with plain Keras (issue 19.5)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+LOAD = """
+import sys
+{imports}
+model = keras.models.load_model(sys.argv[1])
+print("LOADED", model.get_layer("netvlad").__class__.__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import sare_tf\nimport keras",
+        "import keras\nimport sare_tf",
+        "import sare_tf, tensorflow as tf\nkeras = tf.keras",
+    ],
+    ids=["sare_tf-first", "keras-first", "through-tf.keras"],
+)
+def test_keras_load_model_after_import_sare_tf(imports, tmp_path):
+    from sare_tf.models import build_embedding_model
+
+    path = tmp_path / "best.keras"
+    build_embedding_model("tiny", num_clusters=4).save(path)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD.format(imports=imports), str(path)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "LOADED NetVLAD" in completed.stdout
+
+
+def test_import_sare_tf_still_imports_no_tensorflow():
+    code = "import sys, sare_tf; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.stdout.split() == ["False", "False"], completed.stderr

@@ -1,0 +1,149 @@
+"""Runs a user can trust (issue 19): seeds, initial models, epochs=0, embedding collapse.
+
+Every test trains for real on the tiny synthetic city with the tiny backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from sare_tf.training import TrainConfig, train
+
+IMAGE_SIZE = (48, 64)
+
+
+def _config(tiny_city, out, **changes) -> TrainConfig:
+    settings = dict(
+        dataset=tiny_city["train"], val_dataset=tiny_city["val"], out=str(out),
+        backbone="tiny", num_clusters=4, image_size=IMAGE_SIZE, num_negatives=2, batch_size=4,
+        epochs=1, steps_per_epoch=4, lr=0.01, num_candidates=50, cluster_images=16,
+        precision="float32", tensorboard=False, verbose=0, seed=3,
+    )  # fmt: skip
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def _weights(path):
+    import sare_tf.layers  # noqa: F401
+
+    model = keras.saving.load_model(path, compile=False)
+    return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights}
+
+
+def test_epochs_zero_writes_the_cluster_initialised_model_and_its_recall(tiny_city, tmp_path):
+    summary = train(_config(tiny_city, tmp_path / "init", epochs=0))
+    assert summary["status"] == "initialized" and summary["epochs"] == []
+    path = tmp_path / "init" / summary["paths"]["initial_model"]
+    assert path.name == "initial.keras" and path.is_file()
+    assert not (tmp_path / "init" / "backup").exists()
+    recall = summary["initial_validation"]
+    assert set(recall) >= {"recall@1", "recall@5", "recall@10"}
+    # The written model is the clustered one (NetVLAD initialised) and records its image size.
+    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.models import netvlad_layer
+
+    loaded = load_descriptor_model(path)
+    assert loaded.image_size == IMAGE_SIZE
+    assert netvlad_layer(loaded.model).is_initialized
+    with open(tmp_path / "init" / "summary.json") as handle:
+        assert json.load(handle)["status"] == "initialized"
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_city, tmp_path):
+    """Issue 19.2: the seed must seed the model's initial weights too."""
+    first = train(_config(tiny_city, tmp_path / "a", epochs=0))
+    second = train(_config(tiny_city, tmp_path / "b", epochs=0))
+    assert second["initial_validation"] == first["initial_validation"]
+    other = train(_config(tiny_city, tmp_path / "c", epochs=0, seed=4))
+    assert first["seed"] == 3 and other["seed"] == 4
+    a, b, c = (_weights(tmp_path / x / "initial.keras") for x in ("a", "b", "c"))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    kernel = next(name for name in a if "block1_conv1" in name and "kernel" in name)
+    assert not np.allclose(a[kernel], c[kernel])
+    # Trained for real: the same seed, the same weights and losses after the epoch.
+    run_a = train(_config(tiny_city, tmp_path / "ta"))
+    run_b = train(_config(tiny_city, tmp_path / "tb"))
+    assert run_a["epochs"][0]["loss"] == pytest.approx(run_b["epochs"][0]["loss"], rel=1e-6)
+    trained_a, trained_b = (
+        _weights(tmp_path / "ta" / "last.keras"),
+        _weights(tmp_path / "tb" / "last.keras"),
+    )
+    for name in trained_a:
+        np.testing.assert_allclose(trained_a[name], trained_b[name], atol=1e-6, err_msg=name)
+
+
+def test_initial_model_settings_are_checked_and_the_summary_describes_the_model(
+    tiny_city, tmp_path
+):
+    """Issue 19.3: --backbone / --num-clusters were silently ignored with --initial-model."""
+    train(_config(tiny_city, tmp_path / "init", epochs=0))
+    initial = str(tmp_path / "init" / "initial.keras")
+    for change, message in (
+        ({"backbone": "vgg16"}, r"--backbone vgg16 \(the model has tiny\)"),
+        ({"num_clusters": 64}, r"--num-clusters 64 \(the model has 4\)"),
+        ({"weights": "imagenet"}, r"--weights imagenet"),
+    ):
+        settings = {"backbone": None, "num_clusters": None, **change}
+        with pytest.raises(ValueError, match=message):
+            train(_config(tiny_city, tmp_path / "bad", initial_model=initial, **settings))
+    summary = train(
+        _config(
+            tiny_city, tmp_path / "fine", initial_model=initial, backbone=None,
+            num_clusters=None, image_size=None,
+        )
+    )  # fmt: skip
+    assert summary["model"]["backbone"] == "tiny" and summary["model"]["num_clusters"] == 4
+    assert summary["config"]["backbone"] == "tiny" and summary["config"]["num_clusters"] == 4
+    # No --image-size: the size the initial model records.
+    assert summary["config"]["image_size"] == list(IMAGE_SIZE)
+    assert summary["model"]["image_size"] == list(IMAGE_SIZE)
+
+
+def test_cli_train_epochs_zero(tiny_city, tmp_path, capsys):
+    from sare_tf import cli
+
+    argv = [
+        "train", "--dataset", tiny_city["train"], "--backbone", "tiny", "--num-clusters", "4",
+        "--image-size", "48", "64", "--epochs", "0", "--cluster-images", "8",
+        "--precision", "float32", "--out", str(tmp_path / "run"), "--quiet",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "Initialised (no training)" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "run" / "initial.keras")
+
+
+def test_uniform_loss_and_pairwise_distance_against_hand_values():
+    from sare_tf.losses import get_loss
+    from sare_tf.training.callbacks import mean_pairwise_distance, uniform_loss
+
+    assert uniform_loss(get_loss("sare-joint"), 10) == pytest.approx(np.log(11.0), rel=1e-6)
+    assert uniform_loss(get_loss("sare-ind"), 10) == pytest.approx(np.log(2.0), rel=1e-6)
+    assert uniform_loss(get_loss("triplet"), 5) == pytest.approx(0.1, rel=1e-6)
+    assert uniform_loss(get_loss("contrastive"), 5) == pytest.approx(0.5 * 0.7**2, rel=1e-6)
+    # Three points: (0,0), (3,0), (0,4): distances 3, 4, 5.
+    assert mean_pairwise_distance(np.array([[0, 0], [3, 0], [0, 4]])) == pytest.approx(4.0)
+
+
+def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path, capsys):
+    """Issue 19.7: a far too high learning rate collapses the embedding; say so."""
+    config = _config(
+        tiny_city, tmp_path / "collapse", optimizer="adam", lr=0.5, epochs=2, steps_per_epoch=6,
+        weight_decay=0.0,
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="Embedding collapse at epoch"):
+        summary = train(config)
+    collapse = summary["collapse"]
+    assert collapse and collapse[-1]["uniform_loss"] == pytest.approx(np.log(3.0), rel=1e-6)
+    assert collapse[-1]["mean_pairwise_distance"] < 0.1
+    assert "too high learning rate (lr=0.5)" in capsys.readouterr().out
+    with open(tmp_path / "collapse" / "summary.json") as handle:
+        assert json.load(handle)["collapse"] == collapse
+    # A healthy run records no collapse.
+    healthy = train(_config(tiny_city, tmp_path / "healthy"))
+    assert "collapse" not in healthy
