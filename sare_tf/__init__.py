@@ -55,17 +55,27 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
     TensorFlow before the user does.
     """
 
+    _searching = False
+
     def find_spec(self, name, path=None, target=None):
-        if name != "keras":
+        if name != "keras" or self._searching:
             return None
-        sys.meta_path.remove(self)  # one shot; find the real spec with the other finders
-        spec = importlib.util.find_spec(name)
+        # Find the real spec with the other finders. Not one-shot here: TensorFlow probes
+        # `importlib.util.find_spec("keras")` before it imports Keras.
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._searching = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         execute = spec.loader.exec_module
+        finder = self
 
         def exec_module(module):
             execute(module)
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
             _register()
 
         spec.loader.exec_module = exec_module

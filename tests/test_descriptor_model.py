@@ -81,7 +81,7 @@ def test_training_image_size_is_stored_in_the_keras_file(tmp_path):
     }
     fixed = build_embedding_model("tiny", num_clusters=4, input_shape=(32, 32, 3))
     assert resolve_image_size(fixed) == (32, 32)
-    with pytest.raises(ValueError, match="fixed input size"):
+    with pytest.raises(ValueError, match="takes 32x32 images only"):
         resolve_image_size(fixed, (48, 64))
 
 

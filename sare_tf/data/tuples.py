@@ -11,6 +11,10 @@ between two epochs is therefore seen by the next epoch, without rebuilding the d
            + optional augmentation, per image -> [2+N, H, W, 3] -> batch -> prefetch
 
 Order inside a tuple: query, positive, negatives (the loss's convention, DESIGN.md).
+
+`TuplePipeline` is the one place that knows the order queries are served in (pass `e` shuffles
+the valid queries with the stateless seed `(seed, e)`): the mining callback asks it which
+queries come next instead of replaying the shuffle itself.
 """
 
 from __future__ import annotations
@@ -151,22 +155,21 @@ def default_augmentation(image_size: tuple[int, int], seed: int = 0) -> keras.Se
     )
 
 
-def make_tuple_dataset(
-    dataset: GeoDataset,
-    state: MiningState,
-    image_size: tuple[int, int] = (480, 640),
-    batch_size: int = 4,
-    augment: bool | keras.layers.Layer = False,
-    seed: int = 0,
-    shuffle: bool = True,
-    drop_remainder: bool = False,
-    num_parallel_calls: int = tf.data.AUTOTUNE,
-    prefetch: int = tf.data.AUTOTUNE,
-    bad_images: BadImageLog | None = None,
-    on_bad_image: str = "skip",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> tf.data.Dataset:
-    """A `tf.data.Dataset` of tuple batches; one pass is one epoch over the valid queries.
+def pass_ids(valid, seed, pass_number, shuffle: bool = True):
+    """The valid query ids in the order pass `pass_number` serves them (a tf.int32 vector).
+
+    The one definition of the order, used by the dataset (in the graph, when a pass starts) and
+    by `TuplePipeline.pass_order` (eagerly, for the mining callback).
+    """
+    ids = tf.cast(tf.reshape(tf.where(valid), [-1]), tf.int32)
+    if not shuffle:
+        return ids
+    seed = tf.stack([tf.cast(seed, tf.int64), tf.cast(pass_number, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(ids, seed=seed)
+
+
+class TuplePipeline:
+    """The training input: tuple batches driven by a `MiningState`, and the order it serves.
 
     Args:
         dataset: the training `GeoDataset` (query ids of `state` index its queries).
@@ -186,68 +189,151 @@ def make_tuple_dataset(
         on_bad_image: "skip" (drop tuples with a bad image, count them) or "error".
         max_pixels: larger images count as bad.
 
-    Returns:
-        Batches `(images float32 [B, 2+N, H, W, 3] in [0, 255], y float32 [B] zeros)`.
+    Attributes:
+        dataset: the training `GeoDataset`.
+        state: the `MiningState`.
+        image_size, batch_size, seed, shuffle, drop_remainder: as given.
 
-    Notes:
-        The cardinality is unknown to tf.data (it follows `state.valid`). Keras `fit` then runs
-        the first epoch to the end of the data (with a harmless "ran out of data" warning) and
-        takes that batch count as the length of the later epochs, with a fresh iterator (so a
-        fresh pass) per epoch: keep the number of valid queries constant across epochs (it is
-        when `valid` means "has a training positive", as `mine_tuples` sets it), or `.repeat()`
-        the dataset and pass `steps_per_epoch`.
+    Example:
+        >>> pipeline = TuplePipeline(train, MiningState(train.num_queries, 10), (480, 640))
+        >>> tuple_model.fit(pipeline.tf_dataset(), epochs=30, callbacks=[HardNegativeMining(pipeline)])
     """
-    if state.num_queries != dataset.num_queries:
-        raise ValueError(
-            f"The mining state has {state.num_queries} queries but the dataset "
-            f"'{dataset.name}' has {dataset.num_queries}."
-        )
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
-    height, width = int(image_size[0]), int(image_size[1])
-    tuple_length = 2 + state.num_negatives
-    if bad_images is None:
-        bad_images = BadImageLog(check_policy(on_bad_image))
-    query_paths = tf.constant(dataset.query_image_paths() or [""], tf.string)
-    db_paths = tf.constant(dataset.db_image_paths() or [""], tf.string)
-    seed_value = tf.constant(int(seed), tf.int64)
 
-    def start_pass(_):
-        # Runs when a pass (epoch) starts: reads `valid` and the pass number now.
-        pass_number = state.epoch.assign_add(1) - 1
-        ids = tf.cast(tf.reshape(tf.where(state.valid), [-1]), tf.int32)
-        if shuffle:
-            ids = tf.random.experimental.stateless_shuffle(
-                ids, seed=tf.stack([seed_value, pass_number])
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        state: MiningState,
+        image_size: tuple[int, int] = (480, 640),
+        batch_size: int = 4,
+        augment: bool | keras.layers.Layer = False,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_remainder: bool = False,
+        num_parallel_calls: int = tf.data.AUTOTUNE,
+        prefetch: int = tf.data.AUTOTUNE,
+        bad_images: BadImageLog | None = None,
+        on_bad_image: str = "skip",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        if state.num_queries != dataset.num_queries:
+            raise ValueError(
+                f"The mining state has {state.num_queries} queries but the dataset "
+                f"'{dataset.name}' has {dataset.num_queries} queries."
             )
-        return tf.data.Dataset.from_tensor_slices(ids)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
+        self.dataset = dataset
+        self.state = state
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.batch_size = batch_size
+        self.augment = augment
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.drop_remainder = drop_remainder
+        self.num_parallel_calls = num_parallel_calls
+        self.prefetch = prefetch
+        self.bad_images = bad_images or BadImageLog(check_policy(on_bad_image))
+        self.max_pixels = max_pixels
 
-    def tuple_paths(query_id):
-        row = tf.gather(state.indices, query_id)  # read at element time
-        return tf.concat([query_paths[query_id][None], tf.gather(db_paths, row)], axis=0)
+    # --- the order ---------------------------------------------------------------------------
 
-    augmentation = None
-    if augment is not False and augment is not None:
-        augmentation = default_augmentation((height, width), seed) if augment is True else augment
+    def pass_order(self, pass_number: int) -> np.ndarray:
+        """The query ids pass `pass_number` serves, in order (from the current `valid`)."""
+        ids = pass_ids(self.state.valid, self.seed, pass_number, self.shuffle).numpy()
+        return ids[: self.served_per_pass(len(ids))]
 
-    def load(path):
-        image, ok = safe_load_image(path, (height, width), bad_images, max_pixels)
-        if augmentation is not None:
-            # Per image, inside the parallel map: every image gets its own random parameters.
-            image = tf.clip_by_value(augmentation(image, training=True), 0.0, 255.0)
-            image = tf.ensure_shape(image, [height, width, 3])
-        return image, ok
+    def batches_per_pass(self, num_valid: int | None = None) -> int:
+        num_valid = self.state.num_valid() if num_valid is None else num_valid
+        if self.drop_remainder:
+            return max(1, num_valid // self.batch_size)
+        return max(1, -(-num_valid // self.batch_size))
 
-    def all_loaded(images, oks):
-        return tf.reduce_all(oks)
+    def served_per_pass(self, num_valid: int) -> int:
+        if self.drop_remainder:
+            return min(num_valid, (num_valid // self.batch_size) * self.batch_size)
+        return num_valid
 
-    pipeline = tf.data.Dataset.range(1).flat_map(start_pass)
-    pipeline = pipeline.map(tuple_paths).unbatch()
-    pipeline = pipeline.map(load, num_parallel_calls=num_parallel_calls)
-    pipeline = pipeline.batch(tuple_length, drop_remainder=True)
-    pipeline = pipeline.filter(all_loaded).map(lambda images, oks: images)
-    pipeline = pipeline.batch(batch_size, drop_remainder=drop_remainder)
-    pipeline = pipeline.map(lambda images: (images, tf.zeros([tf.shape(images)[0]], tf.float32)))
-    pipeline = pipeline.prefetch(prefetch)
-    pipeline.bad_images = bad_images
-    return pipeline
+    def queries_served(self, first_pass: int, batches_seen: int, count: int) -> np.ndarray:
+        """The next `count` query ids after `batches_seen` batches from the start of `first_pass`.
+
+        Continues into the following passes when the current one ends (sorted, unique ids). It
+        matches what the dataset serves as long as no tuple is dropped for a bad image.
+        """
+        per_pass = self.batches_per_pass()
+        pass_number = first_pass + batches_seen // per_pass
+        position = (batches_seen % per_pass) * self.batch_size
+        wanted = min(count, self.served_per_pass(self.state.num_valid()))
+        chunk, taken = [], 0
+        while taken < wanted:
+            order = self.pass_order(pass_number)
+            part = order[position : position + wanted - taken]
+            chunk.append(part)
+            taken += len(part)
+            pass_number, position = pass_number + 1, 0
+        return np.unique(np.concatenate(chunk or [np.zeros(0, np.int32)])).astype(np.int64)
+
+    # --- the data ----------------------------------------------------------------------------
+
+    def tf_dataset(self) -> tf.data.Dataset:
+        """Batches `(images float32 [B, 2+N, H, W, 3] in [0, 255], y float32 [B] zeros)`.
+
+        One pass is one epoch over the valid queries. The cardinality is unknown to tf.data (it
+        follows `state.valid`). Keras `fit` then runs the first epoch to the end of the data
+        (with a harmless "ran out of data" warning) and takes that batch count as the length of
+        the later epochs, with a fresh iterator (so a fresh pass) per epoch: keep the number of
+        valid queries constant across epochs (it is when `valid` means "has a training
+        positive", as `mine_tuples` sets it), or `.repeat()` the dataset and pass
+        `steps_per_epoch`.
+        """
+        state, (height, width) = self.state, self.image_size
+        tuple_length = 2 + state.num_negatives
+        query_paths = tf.constant(self.dataset.query_image_paths() or [""], tf.string)
+        db_paths = tf.constant(self.dataset.db_image_paths() or [""], tf.string)
+        seed_value = tf.constant(self.seed, tf.int64)
+
+        def start_pass(_):
+            # Runs when a pass (epoch) starts: reads `valid` and the pass number now.
+            pass_number = state.epoch.assign_add(1) - 1
+            ids = pass_ids(state.valid, seed_value, pass_number, self.shuffle)
+            return tf.data.Dataset.from_tensor_slices(ids)
+
+        def tuple_paths(query_id):
+            row = tf.gather(state.indices, query_id)  # read at element time
+            return tf.concat([query_paths[query_id][None], tf.gather(db_paths, row)], axis=0)
+
+        augmentation = None
+        if self.augment is not False and self.augment is not None:
+            augmentation = (
+                default_augmentation((height, width), self.seed)
+                if self.augment is True
+                else self.augment
+            )
+
+        def load(path):
+            image, ok = safe_load_image(path, (height, width), self.bad_images, self.max_pixels)
+            if augmentation is not None:
+                # Per image, inside the parallel map: every image gets its own random parameters.
+                image = tf.clip_by_value(augmentation(image, training=True), 0.0, 255.0)
+                image = tf.ensure_shape(image, [height, width, 3])
+            return image, ok
+
+        pipeline = tf.data.Dataset.range(1).flat_map(start_pass)
+        pipeline = pipeline.map(tuple_paths).unbatch()
+        pipeline = pipeline.map(load, num_parallel_calls=self.num_parallel_calls)
+        pipeline = pipeline.batch(tuple_length, drop_remainder=True)
+        pipeline = pipeline.filter(lambda images, oks: tf.reduce_all(oks))
+        pipeline = pipeline.map(lambda images, oks: images)
+        pipeline = pipeline.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        pipeline = pipeline.map(
+            lambda images: (images, tf.zeros([tf.shape(images)[0]], tf.float32))
+        )
+        pipeline = pipeline.prefetch(self.prefetch)
+        pipeline.bad_images = self.bad_images
+        pipeline.tuple_pipeline = self
+        return pipeline
+
+
+def make_tuple_dataset(dataset: GeoDataset, state: MiningState, *args, **kwargs) -> tf.data.Dataset:
+    """`TuplePipeline(dataset, state, ...).tf_dataset()`; the pipeline is the result's
+    `tuple_pipeline` attribute (pass it to `HardNegativeMining`)."""
+    return TuplePipeline(dataset, state, *args, **kwargs).tf_dataset()

@@ -180,8 +180,8 @@ def plot_query_map(
         query_utm: `[Q, 2]` positions.
         out_path: PNG file.
         title: plot title.
-        method: "tsne" (exact t-SNE, `embedding_2d.tsne`) or "pca".
-        max_points: cap on the plotted queries (t-SNE is O(n^2)).
+        method: "tsne" (scikit-learn's Barnes-Hut t-SNE, `embedding_2d.tsne`) or "pca".
+        max_points: cap on the plotted queries (for a readable map).
         cell_m: place size in metres.
         seed: sampling and t-SNE seed.
 

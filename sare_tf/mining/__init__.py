@@ -10,8 +10,17 @@ from __future__ import annotations
 import importlib
 
 from sare_tf.mining.hard_negatives import NO_INDEX, mine_tuples
+from sare_tf.mining.policies import FullRefresh, PartialRefresh, RefreshPolicy, get_policy
 
-__all__ = ["NO_INDEX", "HardNegativeMining", "mine_tuples"]
+__all__ = [
+    "NO_INDEX",
+    "FullRefresh",
+    "HardNegativeMining",
+    "PartialRefresh",
+    "RefreshPolicy",
+    "get_policy",
+    "mine_tuples",
+]
 
 
 def __getattr__(name: str):

@@ -355,14 +355,14 @@ class TrainingRun:
 
     def _make_pipeline(self, resume_epoch: int):
         """The tuple dataset and the mining callback, with the first tuples mined."""
-        from sare_tf.data.tuples import MiningState, make_tuple_dataset
-        from sare_tf.mining import HardNegativeMining
+        from sare_tf.data.tuples import MiningState, TuplePipeline
+        from sare_tf.mining import HardNegativeMining, PartialRefresh
         from sare_tf.training.multiworker import prepare_multiworker_fit
 
         config, data = self.config, self.train_data
         # The mining state lives outside the strategy scope: tf.data reads it on the host.
         state = MiningState(data.num_queries, config.num_negatives, num_db=data.num_db)
-        dataset = make_tuple_dataset(
+        pipeline = TuplePipeline(
             data,
             state,
             image_size=self.image_size,
@@ -371,6 +371,7 @@ class TrainingRun:
             seed=config.seed,
             drop_remainder=self.drop_remainder,
         )
+        dataset = pipeline.tf_dataset()
         if config.steps_per_epoch:
             dataset = dataset.repeat()
         if self.multiworker:
@@ -379,24 +380,23 @@ class TrainingRun:
             # Pass e is shuffled with seed (seed, e): a resumed run continues the uninterrupted
             # run's sequence of query orders instead of replaying the first one.
             state.epoch.assign(resume_epoch)
+        policy = (
+            PartialRefresh(db_size=config.partial_db_size)
+            if config.mining_mode == "partial"
+            else config.mining_mode
+        )
         mining = HardNegativeMining(
-            data,
-            state,
-            self.image_size,
-            tuples_per_batch=config.batch_size,
+            pipeline,
             refresh_every=config.refresh_every,
             num_candidates=config.num_candidates,
-            mode=config.mining_mode,
-            partial_db_size=config.partial_db_size,
+            policy=policy,
             grow_with_lr=config.mining_grow_with_lr,
             initial_lr=config.lr,
             embedding_model=self.embedding,
-            batch_size=config.eval_batch_size,
+            encode_batch_size=config.eval_batch_size,
             seed=config.seed + 1000 * resume_epoch,
             verbose=config.verbose,
-            pipeline_seed=config.seed,
             mine_on_train_begin=False,
-            drop_remainder=self.drop_remainder,
         )
         # Mine before fit: a distributed fit peeks at one batch before any callback runs.
         mining.set_model(self.tuple_model)

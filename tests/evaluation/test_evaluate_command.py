@@ -137,7 +137,10 @@ def test_evaluate_uses_the_image_size_the_model_records_and_says_so(
     base = ["evaluate", "--model", str(path), "--dataset", tiny_city["test"], "--quiet"]
     assert main([*base, "--out", str(tmp_path / "own"), "--keep-descriptors"]) == 0
     printed = capsys.readouterr().out
-    assert "at 32x48 image size" in printed and "image size" in printed.splitlines()[-5]
+    assert "at 32x48 image size" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("model "))
+    row = printed.splitlines()[printed.splitlines().index(header) + 2]
+    assert "image size" in header and row.split()[:2] == ["sized", "32x48"]
     assert "image/s" not in printed  # --quiet: no progress bars
     own = json.loads((tmp_path / "own" / "metrics.json").read_text())["models"]["sized"]
     assert own["image_size"] == [32, 48]

@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sare_tf.evaluation.embedding_2d import (
-    conditional_affinities,
-    input_affinities,
-    kl_divergence,
-    pca_project,
-    tsne,
-)
+from sare_tf.evaluation.embedding_2d import pca_project, tsne
 from sare_tf.evaluation.plots import (
     place_labels,
     plot_descriptor_map,
@@ -67,42 +61,22 @@ def test_pca_projection_matches_covariance_eigenvectors():
     np.testing.assert_allclose(np.var(projected, axis=0, ddof=1), eigenvalues[::-1][:2], rtol=1e-8)
 
 
-def test_tsne_affinities_match_the_perplexity():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(60, 4))
-    joint = input_affinities(x, perplexity=10.0)
-    np.testing.assert_allclose(joint, joint.T)
-    assert joint.sum() == pytest.approx(1.0, abs=1e-9)
-    conditional = conditional_affinities(x, perplexity=10.0)
-    np.testing.assert_allclose(joint, (conditional + conditional.T) / 120.0, atol=1e-12)
-    squared = np.sum((x[:, None] - x[None]) ** 2, axis=-1)
-    for i in (0, 17, 59):
-        # Rebuild the row independently: geometric bisection of beta until exp(H) = 10.
-        row = np.delete(squared[i], i)
-        low, high = 1e-6, 1e3
-        for _ in range(200):
-            beta = np.sqrt(low * high)
-            p = np.exp(-beta * (row - row.min()))
-            p /= p.sum()
-            perplexity = np.exp(-np.sum(p * np.log(p + 1e-300)))
-            low, high = (beta, high) if perplexity > 10.0 else (low, beta)
-        assert perplexity == pytest.approx(10.0, rel=1e-6)
-        np.testing.assert_allclose(np.delete(conditional[i], i), p, atol=1e-4)
-
-
-def test_tsne_separates_clusters_and_lowers_the_kl_divergence():
+def test_tsne_separates_clusters_better_than_pca_and_is_seeded():
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(4, 64)) * 2.0
     labels = np.repeat(np.arange(4), 30)
     x = centres[labels] + rng.normal(size=(120, 64))
     y = tsne(x, perplexity=15.0, num_iterations=400, seed=0)
     assert y.shape == (120, 2) and np.all(np.isfinite(y))
-    distances = np.sum((y[:, None] - y[None]) ** 2, axis=-1)
-    np.fill_diagonal(distances, np.inf)
-    neighbours = np.argsort(distances, axis=1)[:, :5]
-    assert np.mean(labels[neighbours] == labels[:, None]) > 0.95
-    joint = input_affinities(pca_project(x, 50), 15.0)
-    assert kl_divergence(joint, y) < kl_divergence(joint, pca_project(x, 2))
+
+    def neighbour_purity(points):
+        distances = np.sum((points[:, None] - points[None]) ** 2, axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        neighbours = np.argsort(distances, axis=1)[:, :5]
+        return np.mean(labels[neighbours] == labels[:, None])
+
+    assert neighbour_purity(y) > 0.95
+    assert neighbour_purity(y) >= neighbour_purity(pca_project(x, 2))
     np.testing.assert_array_equal(y, tsne(x, perplexity=15.0, num_iterations=400, seed=0))
 
 

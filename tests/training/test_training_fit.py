@@ -16,10 +16,10 @@ import pytest
 
 from sare_tf.data import GeoDataset
 from sare_tf.data.images import safe_load_image
-from sare_tf.data.tuples import MiningState, make_tuple_dataset
+from sare_tf.data.tuples import MiningState, TuplePipeline, make_tuple_dataset
 from sare_tf.layers import NetVLAD
 from sare_tf.losses import get_loss
-from sare_tf.mining import HardNegativeMining
+from sare_tf.mining import HardNegativeMining, PartialRefresh
 from sare_tf.models import build_embedding_model, build_tuple_model, netvlad_layer
 from sare_tf.training import BestModelCheckpoint, ValidationRecall
 
@@ -106,9 +106,8 @@ def test_fit_with_mining_callback_two_epochs(tiny_city, tmp_path):
     state = MiningState(train.num_queries, NUM_NEGATIVES, num_db=train.num_db)
     dataset = make_tuple_dataset(train, state, IMAGE_SIZE, batch_size=BATCH, seed=1)
     mining = HardNegativeMining(
-        train, state, IMAGE_SIZE, tuples_per_batch=BATCH, refresh_every=16,
-        num_candidates=1000, seed=0, verbose=0,
-    )  # fmt: skip
+        dataset.tuple_pipeline, refresh_every=16, num_candidates=1000, seed=0, verbose=0
+    )
     checker = StateChecker(mining, state, train, embedding)
     validation = ValidationRecall(val, IMAGE_SIZE, verbose=0)
     best_path = tmp_path / "best.keras"
@@ -155,9 +154,8 @@ def test_partial_mining_remines_the_queries_served_next(tiny_city):
     state = MiningState(train.num_queries, NUM_NEGATIVES, num_db=train.num_db)
     dataset = make_tuple_dataset(train, state, IMAGE_SIZE, batch_size=BATCH, seed=7)
     mining = HardNegativeMining(
-        train, state, IMAGE_SIZE, tuples_per_batch=BATCH, refresh_every=8, mode="partial",
-        partial_db_size=20, pipeline_seed=7, verbose=0,
-    )  # fmt: skip
+        dataset.tuple_pipeline, refresh_every=8, policy=PartialRefresh(db_size=20), verbose=0
+    )
     mining.set_model(tuple_model)
     mining.on_train_begin()  # full mining, as fit does before creating the iterator
     query_images = _images(train.query_image_paths())
@@ -201,7 +199,8 @@ def test_unreadable_images_are_never_mined_and_their_queries_are_invalid(tiny_ci
 
     def mine():
         state = MiningState(train.num_queries, NUM_NEGATIVES, num_db=train.num_db)
-        mining = HardNegativeMining(train, state, IMAGE_SIZE, num_candidates=1000, verbose=0)
+        pipeline = TuplePipeline(train, state, IMAGE_SIZE)
+        mining = HardNegativeMining(pipeline, num_candidates=1000, verbose=0)
         mining.set_model(tuple_model)
         mining.refresh()
         return state.indices.numpy(), state.valid.numpy()

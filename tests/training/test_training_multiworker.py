@@ -39,7 +39,7 @@ from sare_tf.data import GeoDataset
 from sare_tf.data.images import safe_load_image
 from sare_tf.data.tuples import MiningState, make_tuple_dataset
 from sare_tf.losses import get_loss
-from sare_tf.mining import HardNegativeMining
+from sare_tf.mining import HardNegativeMining, PartialRefresh
 from sare_tf.models import build_embedding_model, build_tuple_model, netvlad_layer
 
 NUM_WORKERS = 2
@@ -366,9 +366,8 @@ def test_partial_mining_follows_a_pipeline_that_drops_the_last_batch(tiny_city):
         train, state, image_size, batch_size=batch, seed=7, drop_remainder=True
     )
     mining = HardNegativeMining(
-        train, state, image_size, tuples_per_batch=batch, refresh_every=10, mode="partial",
-        partial_db_size=20, pipeline_seed=7, verbose=0, drop_remainder=True,
-    )  # fmt: skip
+        dataset.tuple_pipeline, refresh_every=10, policy=PartialRefresh(db_size=20), verbose=0
+    )
     mining.set_model(tuple_model)
     mining.on_train_begin()  # full mining
     query_images = np.stack(

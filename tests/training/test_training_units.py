@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from sare_tf.commands import train as train_command
 from sare_tf.data import GeoDataset
-from sare_tf.data.tuples import MiningState
+from sare_tf.data.tuples import MiningState, TuplePipeline
 from sare_tf.mining import HardNegativeMining
 from sare_tf.models import build_embedding_model, build_tuple_model
 from sare_tf.training import (
@@ -71,7 +71,7 @@ def test_cli_defaults_are_the_papers_recipe():
     [
         ({"image_size": (480,)}, "image_size"),
         ({"strategy": "tpu"}, "Unknown strategy"),
-        ({"epochs": 0}, "epochs"),
+        ({"epochs": -1}, "epochs"),  # 0 is allowed: initialise only
         ({"lr": 0.0}, "lr"),
         ({"momentum": -0.1}, "momentum"),
         ({"backup_every": 0}, "backup_every"),
@@ -132,9 +132,8 @@ def test_refresh_interval_grows_as_the_learning_rate_drops(tiny_city):
     model = build_tuple_model(build_embedding_model("tiny", num_clusters=2), 2)
     model.compile(keras.optimizers.SGD(1e-3), loss="mse")
     state = MiningState(train_data.num_queries, 2)
-    mining = HardNegativeMining(
-        train_data, state, (32, 32), refresh_every=1000, grow_with_lr=True, initial_lr=1e-3
-    )
+    pipeline = TuplePipeline(train_data, state, (32, 32))
+    mining = HardNegativeMining(pipeline, refresh_every=1000, grow_with_lr=True, initial_lr=1e-3)
     mining.set_model(model)
     assert mining.current_interval() == 1000
     model.optimizer.learning_rate = 2.5e-4
@@ -142,9 +141,9 @@ def test_refresh_interval_grows_as_the_learning_rate_drops(tiny_city):
     mining.grow_with_lr = False
     assert mining.current_interval() == 1000
     with pytest.raises(ValueError, match="mode"):
-        HardNegativeMining(train_data, state, (32, 32), mode="lazy")
+        HardNegativeMining(pipeline, policy="lazy")
     with pytest.raises(ValueError, match="24 queries"):
-        HardNegativeMining(train_data, MiningState(5, 2), (32, 32))
+        TuplePipeline(train_data, MiningState(5, 2), (32, 32))
 
 
 @pytest.mark.slow
