@@ -10,6 +10,7 @@ import importlib
 
 from sare_tf.data.dbstruct import read_dbstruct, write_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset, check_relative_path, radius_neighbours
+from sare_tf.data.loading import load_dataset
 
 _LAZY = {
     "MiningState": "sare_tf.data.tuples",
@@ -34,6 +35,7 @@ _LAZY = {
 __all__ = [
     "GeoDataset",
     "check_relative_path",
+    "load_dataset",
     "radius_neighbours",
     "read_dbstruct",
     "write_dbstruct",

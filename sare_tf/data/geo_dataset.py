@@ -236,58 +236,48 @@ class GeoDataset:
 
     @classmethod
     def from_dbstruct(cls, mat_path, image_root=None) -> GeoDataset:
-        """Reads a Pittsburgh / Tokyo `dbStruct` `.mat` file (see `sare_tf.data.dbstruct`).
+        """Reads a Pittsburgh / Tokyo `dbStruct` `.mat` file (`sare_tf.data.dbstruct`).
 
         Args:
             mat_path: the `.mat` file.
             image_root: folder the image names are relative to; default the file's folder.
         """
-        from sare_tf.data.dbstruct import read_dbstruct
-
-        return read_dbstruct(mat_path, image_root)
+        return reader("dbstruct")(mat_path, image_root)
 
     @classmethod
     def from_folder(cls, db_dir, query_dir, image_root=None, **kwargs) -> GeoDataset:
-        """Reads `@<utm_east>@<utm_north>@...@.jpg` file names (see `sare_tf.data.readers`)."""
-        from sare_tf.data.readers import read_folder
-
-        return read_folder(db_dir, query_dir, image_root=image_root, **kwargs)
+        """Reads `@<utm_east>@<utm_north>@...@.jpg` file names (`sare_tf.data.readers`)."""
+        return reader("folder")(db_dir, query_dir, image_root=image_root, **kwargs)
 
     @classmethod
     def from_csv(cls, csv_path, image_root=None, **kwargs) -> GeoDataset:
-        """Reads `path,utm_east,utm_north[,split]` rows (see `sare_tf.data.readers`)."""
-        from sare_tf.data.readers import read_csv
-
-        return read_csv(csv_path, image_root=image_root, **kwargs)
+        """Reads `path,utm_east,utm_north[,split]` rows (`sare_tf.data.readers`)."""
+        return reader("csv")(csv_path, image_root=image_root, **kwargs)
 
     @classmethod
     def load(cls, path, image_root=None, **kwargs) -> GeoDataset:
-        """Picks the reader by extension: `.mat` dbStruct, `.csv`, or a folder.
+        """Any dataset sare_tf reads, by its path (`sare_tf.data.loading.load_dataset`)."""
+        return reader("any")(path, image_root=image_root, **kwargs)
 
-        A folder holds the database and query images in subfolders named `database` (or `db`)
-        and `queries` (or `query`). `file.csv:NAME` reads set NAME of a CSV holding several
-        sets (`read_csv(which_set=NAME)`).
-        """
-        from sare_tf.data.readers import split_set_suffix
 
-        path, which_set = split_set_suffix(os.fspath(path))
-        if which_set is not None:
-            kwargs["which_set"] = which_set
-        if os.path.isdir(path):
-            from sare_tf.data.readers import read_dataset_folder
+# The readers register themselves here (`sare_tf.data` imports them), so that they can build
+# GeoDatasets while GeoDataset knows them only by name: no import circle between the modules.
+_READERS: dict = {}
 
-            return read_dataset_folder(path, image_root=image_root, **kwargs)
-        extension = os.path.splitext(path)[1].lower()
-        if extension == ".mat":
-            return cls.from_dbstruct(path, image_root)
-        if extension == ".csv":
-            return cls.from_csv(path, image_root=image_root, **kwargs)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Dataset not found: {path}")
+
+def register_reader(name: str, function) -> None:
+    """Makes `function` the reader `GeoDataset` uses for `name` ("dbstruct", "csv", ...)."""
+    _READERS[name] = function
+
+
+def reader(name: str):
+    """The registered reader `name`."""
+    if name not in _READERS:
         raise ValueError(
-            "Unknown dataset format: expected a .mat dbStruct file, a .csv file or a folder. "
-            f"Received: path={path!r}"
+            f"No dataset reader {name!r} is registered (import sare_tf.data). "
+            f"Registered: {sorted(_READERS)}"
         )
+    return _READERS[name]
 
 
 def radius_neighbours(query_xy, db_xy, radius: float) -> list[np.ndarray]:

@@ -147,3 +147,27 @@ def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path,
     # A healthy run records no collapse.
     healthy = train(_config(tiny_city, tmp_path / "healthy"))
     assert "collapse" not in healthy
+
+
+def test_export_needs_no_image_size_for_a_model_trained_by_sare_tf_train(tiny_city, tmp_path):
+    """Issue 13: the training size is recorded in the model, so export stops asking for it."""
+    from sare_tf import cli
+
+    run = tmp_path / "run"
+    argv = [
+        "train", "--dataset", tiny_city["train"], "--backbone", "tiny", "--num-clusters", "4",
+        "--image-size", "40", "56", "--epochs", "1", "--steps-per-epoch", "2",
+        "--num-negatives", "2", "--num-candidates", "30", "--cluster-images", "8", "--lr", "0.01",
+        "--precision", "float32", "--out", str(run), "--quiet", "--no-tensorboard",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    root = tmp_path / "exports"
+    assert cli.main(["export", "--model", str(run / "last.keras"), "--name", "trained",
+                     "--root", str(root)]) == 0  # fmt: skip
+    with open(root / "trained" / "1" / "assets.extra" / "export_info.json") as handle:
+        info = json.load(handle)
+    assert info["image_size"] == [40, 56]
+    assert info["signatures"]["serve_jpeg"]["resized_to"] == [40, 56]
+    from sare_tf.descriptor_model import load_descriptor_model
+
+    assert load_descriptor_model(root / "trained").image_size == (40, 56)

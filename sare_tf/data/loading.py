@@ -1,0 +1,52 @@
+"""`load_dataset`: any dataset sare_tf reads, picked by its path.
+
+- a folder holding `database/` (or `db/`) and `queries/` (or `query/`) image folders
+  (`@<utm_east>@<utm_north>@...@.jpg` file names, `sare_tf.data.readers.read_dataset_folder`);
+- a `.mat` file: a Pittsburgh / Tokyo `dbStruct` (`sare_tf.data.dbstruct.read_dbstruct`);
+- a `.csv` file of `path,utm_east,utm_north[,split]` rows (`sare_tf.data.readers.read_csv`);
+  `file.csv:NAME` reads set NAME of a file holding several sets.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sare_tf.data.dbstruct import read_dbstruct
+from sare_tf.data.geo_dataset import GeoDataset, register_reader
+from sare_tf.data.readers import read_csv, read_dataset_folder, read_folder, split_set_suffix
+
+
+def load_dataset(path, image_root=None, **kwargs) -> GeoDataset:
+    """Reads the dataset at `path` with the reader its form calls for (module docstring).
+
+    Args:
+        path: a dataset folder, a `.mat` dbStruct file, or a `.csv` file (optionally `:SET`).
+        image_root: folder the image paths are relative to (default: the reader's).
+        **kwargs: reader options (e.g. `which_set=` for CSV files).
+
+    Raises:
+        FileNotFoundError: nothing at `path`.
+        ValueError: an unknown format, or the reader's own error (file, row and field named).
+    """
+    path, which_set = split_set_suffix(os.fspath(path))
+    if which_set is not None:
+        kwargs["which_set"] = which_set
+    if os.path.isdir(path):
+        return read_dataset_folder(path, image_root=image_root, **kwargs)
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".mat":
+        return read_dbstruct(path, image_root)
+    if extension == ".csv":
+        return read_csv(path, image_root=image_root, **kwargs)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Dataset not found: {path}")
+    raise ValueError(
+        "Unknown dataset format: expected a .mat dbStruct file, a .csv file or a folder. "
+        f"Received: path={path!r}"
+    )
+
+
+register_reader("any", load_dataset)
+register_reader("dbstruct", read_dbstruct)
+register_reader("csv", read_csv)
+register_reader("folder", read_folder)

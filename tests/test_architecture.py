@@ -1,0 +1,108 @@
+"""The package's shape: no import circle between modules, no private name used across modules.
+
+Imports are read from the source (module level and inside functions alike: a lazy import is
+still a dependency), with the standard library's `ast`.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import sare_tf
+
+PACKAGE_ROOT = pathlib.Path(sare_tf.__file__).parent
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
+
+
+def _imports(path: pathlib.Path, modules: dict) -> list[tuple[str, list[str]]]:
+    """`(imported module, names taken from it)` for every sare_tf import in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names if alias.name.startswith("sare_tf")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not node.module.startswith("sare_tf"):
+                continue
+            names = [alias.name for alias in node.names]
+            submodules = [
+                f"{node.module}.{name}" for name in names if f"{node.module}.{name}" in modules
+            ]
+            found.append((node.module, [n for n in names if f"{node.module}.{n}" not in modules]))
+            found += [(module, []) for module in submodules]
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        targets = {target for target, _ in _imports(path, modules) if target in modules}
+        # A package's __init__ re-exporting its own modules is not a dependency of theirs.
+        graph[name] = {t for t in targets if t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def test_the_cycle_finder_finds_a_known_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_between_modules():
+    # Packages import their own modules to re-export them; those edges point down, never up.
+    graph = {
+        name: {t for t in targets if not t.startswith(name + ".")}
+        for name, targets in _graph().items()
+    }
+    assert _cycles(graph) == []
+
+
+def test_no_private_name_is_imported_across_modules():
+    modules = _modules()
+    offenders = [
+        f"{name} imports {target}.{imported}"
+        for name, path in modules.items()
+        for target, names in _imports(path, modules)
+        for imported in names
+        if imported.startswith("_") and not imported.startswith("__")  # dunders: __version__
+    ]
+    assert offenders == []
