@@ -25,6 +25,8 @@ _SUBMODULES = (
     "bench",
     "cluster_init",
     "data",
+    "descriptor_model",
+    "encoding",
     "evaluation",
     "export",
     "hardware",

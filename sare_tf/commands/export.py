@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("H", "W"),
         default=None,
-        help="size serve_jpeg resizes images to (default: the model's fixed input size; "
-        "required for models that take any size)",
+        help="size serve_jpeg resizes images to (default: the size the model records, as models "
+        "trained by sare-tf train do, or its fixed input size)",
     )
     parser.add_argument(
         "--pca-dim", type=int, default=None, help="add PCA whitening to D dims (needs --pca-from)"
@@ -67,8 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    import keras
-
     import sare_tf.layers  # noqa: F401  (registers the custom layers for loading)
     from sare_tf.export import export_versioned, resolve_image_size, serving_model
 
@@ -77,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
             "--pca-dim and --pca-from go together. "
             f"Received: --pca-dim={args.pca_dim}, --pca-from={args.pca_from}"
         )
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f"Model file not found: {args.model}")
-    model = serving_model(keras.saving.load_model(args.model, compile=False))
+    from sare_tf.descriptor_model import read_keras_model
+
+    model = serving_model(read_keras_model(args.model))
     image_size = resolve_image_size(model, args.image_size)
     if args.pca_dim is not None:
         from sare_tf.data import GeoDataset
