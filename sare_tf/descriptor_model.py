@@ -416,3 +416,51 @@ def load_descriptor_model(
         stored_image_size(model),
         compute_precision(model),
     )
+
+
+# --- fingerprint ----------------------------------------------------------------------------------
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 of a Keras model's weights (shapes and values, in order): "sha256:<hex>"."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        values = np.ascontiguousarray(np.asarray(weight.numpy()))
+        digest.update(f"{values.dtype.str}{values.shape}".encode())
+        digest.update(values.tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _files_fingerprint(folder: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for directory, subdirectories, names in os.walk(folder):
+        subdirectories.sort()
+        if os.path.relpath(directory, folder).startswith("assets.extra"):
+            continue
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            digest.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def model_fingerprint(loaded: DescriptorModel) -> str:
+    """What identifies the descriptors a model computes, whatever file it came from.
+
+    A Keras model: the hash of its weights. A SavedModel exported by sare_tf: the weights hash
+    of the Keras model it was exported from (recorded in `export_info.json`), so that an index
+    built with `best.keras` accepts its exported SavedModel; any other SavedModel: the hash of
+    its files.
+    """
+    if loaded.kind == "keras":
+        return weights_fingerprint(loaded.model)
+    info = _read_export_info(loaded.path)
+    return info.get("weights_fingerprint") or _files_fingerprint(loaded.path)

@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+from sare_tf.commands._index_flags import add_index_arguments, index_params
+
 HELP = (
     "Measure Recall@N (or mAP) of .keras / SavedModel models on a dataset; write metrics and plots."
 )
@@ -64,34 +66,7 @@ def add_arguments(parser) -> None:
         choices=("auto", "standard", "tokyo247", "tokyotm", "oxford", "holidays"),
         help="ranking protocol; 'auto' picks from the dataset (default: %(default)s)",
     )
-    parser.add_argument(
-        "--index",
-        default="flat",
-        choices=("flat", "ivfpq", "hnsw"),
-        help="faiss index: exact 'flat', compressed 'ivfpq', graph 'hnsw' (default: %(default)s)",
-    )
-    parser.add_argument("--nlist", type=int, default=None, help="IVF-PQ cells (default ~4 sqrt(N))")
-    parser.add_argument(
-        "--pq-m",
-        type=int,
-        default=None,
-        help="IVF-PQ sub-quantizers, divides D (default D/8, <=64)",
-    )
-    parser.add_argument("--nbits", type=int, default=8, help="IVF-PQ bits per code (default 8)")
-    parser.add_argument("--nprobe", type=int, default=32, help="IVF-PQ cells searched (default 32)")
-    parser.add_argument(
-        "--refine-factor",
-        type=int,
-        default=0,
-        help="IVF-PQ: re-rank k x this many candidates with exact vectors (default 0: off)",
-    )
-    parser.add_argument(
-        "--opq",
-        action="store_true",
-        help="IVF-PQ: learn an OPQ rotation first (same memory; ~1 point more Recall@1 in our "
-        "benchmark at m=32, 6-9x slower to build; needs >= D database images)",
-    )
-    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search beam (default 128)")
+    add_index_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument(
         "--precision",
@@ -161,21 +136,6 @@ def _format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(rendered)
 
 
-def _index_params(args) -> dict:
-    if args.index == "ivfpq":
-        return {
-            "nlist": args.nlist,
-            "m": args.pq_m,
-            "nbits": args.nbits,
-            "nprobe": args.nprobe,
-            "refine_factor": args.refine_factor,
-            "opq": args.opq,
-        }
-    if args.index == "hnsw":
-        return {"ef_search": args.ef_search}
-    return {}
-
-
 def run(args) -> int:
     from sare_tf.data.readers import split_set_suffix
     from sare_tf.evaluation import load_descriptor_model
@@ -209,7 +169,7 @@ def _run_recall(args, models, names, sizes) -> int:
         "num_db": dataset.num_db,
         "num_queries": dataset.num_queries,
         "index": args.index,
-        "index_params": _index_params(args),
+        "index_params": index_params(args),
         "image_size": list(args.image_size) if args.image_size else None,  # as asked
         "models": {},
     }
@@ -232,7 +192,7 @@ def _run_recall(args, models, names, sizes) -> int:
             descriptor_dir=os.path.join(args.out, "descriptors", name.replace("/", "_"))
             if args.keep_descriptors
             else None,
-            **{k: v for k, v in _index_params(args).items() if v is not None},
+            **{k: v for k, v in index_params(args).items() if v is not None},
         )
         result = evaluation.result
         curve = result.curve(min(CURVE_MAX_N, max(result.depth, 1)))
@@ -306,7 +266,7 @@ def _run_map(args, models, names, sizes) -> int:
             index=args.index,
             long_side=args.query_long_side,
             progress=not args.quiet,
-            **{k: v for k, v in _index_params(args).items() if v is not None},
+            **{k: v for k, v in index_params(args).items() if v is not None},
         )
         report["models"][name] = {
             "path": model.path,

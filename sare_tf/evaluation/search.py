@@ -149,11 +149,38 @@ def build_index(xb, index: str | IndexConfig = "flat", **params):
         `faiss.IndexIVFPQ`, wrapped in `faiss.IndexPreTransform` with `opq=True`, then in
         `faiss.IndexRefineFlat` with `refine_factor > 0`.
     """
+    config = as_index_config(index, **params)
+    xb = as_float32_matrix(xb, "xb")
+    faiss_index = trained_index(xb, len(xb), config)
+    faiss_index.add(xb)
+    return faiss_index
+
+
+def training_sample(num_db: int, config: IndexConfig) -> np.ndarray | None:
+    """Row ids of the seeded training sample `trained_index` uses (None: every row)."""
+    if config.kind != "ivfpq" or num_db <= config.max_train_points:
+        return None
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(num_db, config.max_train_points, replace=False))
+
+
+def trained_index(xb, num_db: int, index: str | IndexConfig = "flat", **params):
+    """An empty faiss index, trained where it needs training, for `num_db` descriptors.
+
+    Filling it is the caller's (`index.add(block)`, block by block for a database that does not
+    fit in memory): `build_index` is `trained_index` + `add`.
+
+    Args:
+        xb: `[Ndb, D]` database descriptors, or any array-like with rows (e.g. a `np.memmap`);
+            only the `training_sample` rows are read (IVF-PQ), or none.
+        num_db: how many descriptors the index will hold (sizes IVF-PQ's defaults).
+        index: "flat", "ivfpq", "hnsw" or an `IndexConfig`.
+        **params: `IndexConfig` fields.
+    """
     import faiss
 
     config = as_index_config(index, **params)
-    xb = as_float32_matrix(xb, "xb")
-    num_db, dim = xb.shape
+    dim = int(xb.shape[1])
     if config.kind == "flat":
         faiss_index = faiss.IndexFlatIP(dim)
     elif config.kind == "hnsw":
@@ -181,10 +208,8 @@ def build_index(xb, index: str | IndexConfig = "flat", **params):
         quantizer = faiss.IndexFlatL2(dim)
         ivfpq = faiss.IndexIVFPQ(quantizer, dim, nlist, m, config.nbits)
         ivfpq.nprobe = min(config.nprobe, nlist)
-        rng = np.random.default_rng(config.seed)
-        train = xb
-        if num_db > config.max_train_points:
-            train = xb[np.sort(rng.choice(num_db, config.max_train_points, replace=False))]
+        rows = training_sample(num_db, config)
+        train = as_float32_matrix(xb[rows] if rows is not None else xb[:num_db], "xb")
         if config.opq:
             faiss_index = _train_opq_ivfpq(ivfpq, train, m, config.nbits)
         else:
@@ -194,7 +219,6 @@ def build_index(xb, index: str | IndexConfig = "flat", **params):
             # Refines with the raw (unrotated) vectors: exact distances whatever the base index.
             faiss_index = faiss.IndexRefineFlat(faiss_index)
             faiss_index.k_factor = float(config.refine_factor)
-    faiss_index.add(xb)
     return faiss_index
 
 

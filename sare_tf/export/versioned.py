@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from sare_tf._version import __version__
+from sare_tf.descriptor_model import weights_fingerprint
 from sare_tf.export.signatures import (
     DESCRIPTOR_OUTPUT,
     build_export_archive,
@@ -105,6 +106,7 @@ def _export_info(model, name, version, image_size, source_model) -> dict:
         "descriptor_dim": int(model.outputs[0].shape[-1]),
         "pca_whitening_dim": pca_dim,
         "dtype_policy": model.dtype_policy.name,
+        "weights_fingerprint": weights_fingerprint(model),
         "signatures": signature_summary(model, image_size),
         "output": DESCRIPTOR_OUTPUT,
     }

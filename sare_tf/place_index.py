@@ -1,0 +1,690 @@
+"""A persistent place index: database descriptors, their positions and paths, searchable by faiss.
+
+"Where was this photo taken?" is answered by `PlaceIndex.localize`: the photo's descriptor is
+searched among the database descriptors and the positions of its matches give the answer.
+
+Folder layout (one index, any size):
+```
+DIR/manifest.json            format, model fingerprint, image size, descriptor size, index
+                             settings, counts, shard, creation info; the commit point
+DIR/g0001-descriptors.npy    float32 [N, D], the raw descriptors (kept for add, merge, re-ranking)
+DIR/g0001-positions.npy      float64 [N, 2], metres in the dataset's frame (UTM easting, northing)
+DIR/g0001-paths.txt          one database image path per line (UTF-8)
+DIR/g0001.faiss              the faiss index (`faiss.write_index`)
+DIR/.work-*/                 encoding in progress: one file per chunk of images; a killed build
+                             resumes from it
+```
+Every change writes a new generation of files and then replaces `manifest.json` (an atomic
+rename): an interrupted `add` or `merge` leaves the previous index as it was.
+
+City scale: `build(shard=(i, n))` encodes only the i-th of n contiguous parts of the image list,
+so n independent workers (a Kubernetes Indexed Job, a Slurm array) each write a shard, and
+`merge` combines complete shards, streaming their descriptors (memory-mapped, in blocks): the
+merged index equals one build over the whole list.
+
+Unreadable database images are skipped and counted (`manifest["skipped"]`), never indexed.
+"""
+
+# ruff: noqa: E741  (faiss naming: D, I = index.search(xq, k))
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+FORMAT = "sare_tf.place_index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CONSENSUS_RADIUS_M = 25.0
+_ADD_BLOCK = 65_536
+
+
+class IndexMismatchError(ValueError):
+    """The model or data given does not belong to this index (the message says why)."""
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def shard_range(num_images: int, shard: int, num_shards: int, align: int = 1) -> tuple[int, int]:
+    """`(start, stop)` of shard `shard` of `num_shards` contiguous, near-equal parts.
+
+    With `align`, every boundary is a multiple of it (the encoding chunk size), so each image is
+    encoded in the same chunk, hence the same batches, as in one build over the whole list: the
+    merged index then equals that build bit for bit.
+    """
+    if not (isinstance(num_shards, int) and num_shards >= 1 and 0 <= shard < num_shards):
+        raise ValueError(
+            f"A shard is I/N with 0 <= I < N. Received: shard={shard}, num_shards={num_shards}"
+        )
+    blocks = -(-num_images // align)
+    bounds = np.minimum(
+        np.linspace(0, blocks, num_shards + 1).round().astype(int) * align, num_images
+    )
+    return int(bounds[shard]), int(bounds[shard + 1])
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"2/8"` -> `(2, 8)`."""
+    try:
+        shard, num_shards = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"A shard is written I/N, e.g. 0/4. Received: {text!r}") from None
+    shard_range(0, shard, num_shards)  # validates
+    return shard, num_shards
+
+
+def consensus(positions: np.ndarray, similarities: np.ndarray, radius_m: float = 25.0) -> dict:
+    """The densest group of match positions within `radius_m`, and how sure the answer is.
+
+    Rule: every match j gathers the matches within `radius_m` of it; the match with the most
+    (ties: the better ranked) wins, and the estimate is the similarity-weighted mean position of
+    its group. Confidence is a ratio test between places: with `d_in` the descriptor distance of
+    the best match inside the group and `d_out` that of the best match outside it (the k-th
+    match's when all are inside), `confidence = 1 - d_in / d_out` (0: another place matches as
+    well; near 1: nothing else comes close).
+
+    Args:
+        positions: `[k, 2]` positions of the matches, best first.
+        similarities: `[k]` their inner products with the query (unit descriptors).
+        radius_m: group radius.
+
+    Returns:
+        `{"position": [x, y], "members": bool [k], "confidence": float}`.
+    """
+    positions = np.asarray(positions, np.float64).reshape(-1, 2)
+    similarities = np.asarray(similarities, np.float64).reshape(-1)
+    gaps = np.sqrt(np.sum((positions[:, None] - positions[None]) ** 2, axis=-1))
+    support = gaps <= radius_m
+    best = int(np.argmax(support.sum(axis=1)))  # first maximum: the best ranked of the ties
+    members = support[best]
+    weights = np.maximum(similarities[members], 0.0) + 1e-9
+    estimate = (positions[members] * weights[:, None]).sum(axis=0) / weights.sum()
+    distances = np.maximum(2.0 - 2.0 * similarities, 0.0)
+    inside = distances[members].min()
+    outside = distances[~members].min() if (~members).any() else distances.max()
+    confidence = float(np.clip(1.0 - inside / outside, 0.0, 1.0)) if outside > 0 else 0.0
+    return {"position": estimate.tolist(), "members": members, "confidence": confidence}
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _save_npy_atomic(path: str, array: np.ndarray) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(temporary, array)
+    os.replace(temporary, path)
+
+
+def _list_hash(paths, positions) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.encode("utf-8") + b"\0")
+    digest.update(np.ascontiguousarray(np.asarray(positions, np.float64)).tobytes())
+    return digest.hexdigest()
+
+
+# --- encoding, resumable ---------------------------------------------------------------------
+
+
+def encode_resumable(
+    loaded,
+    image_paths,
+    work_dir: str,
+    identity: dict,
+    chunk_size: int = 512,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encodes images chunk by chunk into `work_dir`, skipping the chunks already there.
+
+    Each chunk is written atomically, so a run killed at any point resumes at the first missing
+    chunk. `identity` (model fingerprint, image list hash, image size, chunk size) is written
+    once; a work folder of another identity is refused rather than mixed in.
+
+    Returns:
+        `(descriptors memmap [N, D] float32 in work_dir, valid [N] bool)`.
+    """
+    from sare_tf.encoding import encode
+
+    os.makedirs(work_dir, exist_ok=True)
+    identity_path = os.path.join(work_dir, "identity.json")
+    if os.path.exists(identity_path):
+        with open(identity_path, encoding="utf-8") as handle:
+            recorded = json.load(handle)
+        if recorded != identity:
+            raise IndexMismatchError(
+                f"{work_dir} holds a partial build of other images or another model "
+                f"(recorded {recorded}, now {identity}). Delete it to start over."
+            )
+    else:
+        _atomic_write_text(identity_path, json.dumps(identity, indent=2))
+    paths = list(image_paths)
+    starts = list(range(0, len(paths), chunk_size))
+    done = [s for s in starts if os.path.exists(os.path.join(work_dir, f"chunk-{s:010d}.npz"))]
+    if done and progress:
+        print(f"Resuming: {len(done)} of {len(starts)} chunks already encoded in {work_dir}")
+    for number, start in enumerate(starts):
+        chunk_path = os.path.join(work_dir, f"chunk-{start:010d}.npz")
+        if os.path.exists(chunk_path):
+            continue
+        if progress:
+            print(f"Encoding chunk {number + 1}/{len(starts)} ({start}-{start + chunk_size})")
+        descriptors, valid = encode(
+            loaded, paths[start : start + chunk_size], batch_size=batch_size, progress=progress
+        )
+        temporary = f"{chunk_path}.tmp-{os.getpid()}.npz"
+        np.savez(temporary, descriptors=np.asarray(descriptors, np.float32), valid=valid)
+        os.replace(temporary, chunk_path)
+    return _assemble_chunks(work_dir, starts)
+
+
+def _assemble_chunks(work_dir: str, starts) -> tuple[np.ndarray, np.ndarray]:
+    parts = []
+    for start in starts:
+        with np.load(os.path.join(work_dir, f"chunk-{start:010d}.npz")) as chunk:
+            parts.append((chunk["descriptors"], chunk["valid"]))
+    valid = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, bool)
+    dim = next((d.shape[1] for d, _ in parts if d.ndim == 2 and d.shape[1]), 0)
+    out = np.lib.format.open_memmap(
+        os.path.join(work_dir, "all-descriptors.npy"), mode="w+", dtype=np.float32,
+        shape=(len(valid), dim),
+    )  # fmt: skip
+    row = 0
+    for descriptors, chunk_valid in parts:
+        if len(chunk_valid) and descriptors.shape[1] == dim:
+            out[row : row + len(chunk_valid)] = descriptors
+        row += len(chunk_valid)
+    out.flush()
+    return out, valid
+
+
+# --- the index --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class PlaceIndex:
+    """A loaded place index (see the module docstring). Numpy in, numpy out; faiss names.
+
+    Attributes:
+        folder: where it lives.
+        manifest: its `manifest.json`.
+        faiss_index: the faiss index over the descriptors.
+        positions: `[N, 2]` float64 positions (metres).
+        paths: the N database image paths.
+
+    Example:
+        >>> loaded = load_descriptor_model("saved_models/city")
+        >>> index = PlaceIndex.build(loaded, dataset.db_image_paths(), dataset.db_utm, "idx")
+        >>> D, I = index.search(query_descriptors, k=10)
+        >>> index.localize(query_descriptors)[0]["position"]
+    """
+
+    folder: str
+    manifest: dict
+    faiss_index: object
+    positions: np.ndarray
+    paths: list
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, folder) -> PlaceIndex:
+        """Opens the index in `folder`.
+
+        Raises:
+            FileNotFoundError: no index there.
+            ValueError: a manifest of another format or version, or a missing / damaged file
+                (named).
+        """
+        import faiss
+
+        folder = os.path.abspath(os.fspath(folder))
+        manifest = _read_manifest(folder)
+        files = {key: os.path.join(folder, name) for key, name in manifest["files"].items()}
+        for key, path in files.items():
+            if not os.path.isfile(path):
+                raise ValueError(f"The place index in {folder} lacks its {key} file {path}.")
+        try:
+            faiss_index = faiss.read_index(files["faiss"])
+            positions = np.load(files["positions"])
+            with open(files["paths"], encoding="utf-8") as handle:
+                paths = handle.read().split("\n")[:-1]
+        except (RuntimeError, OSError, ValueError) as error:
+            raise ValueError(f"The place index in {folder} is damaged: {error}") from error
+        count = manifest["count"]
+        if not (faiss_index.ntotal == len(positions) == len(paths) == count):
+            raise ValueError(
+                f"The place index in {folder} is inconsistent: manifest {count} images, faiss "
+                f"{faiss_index.ntotal}, positions {len(positions)}, paths {len(paths)}."
+            )
+        return cls(folder, manifest, faiss_index, positions, paths)
+
+    def descriptors(self) -> np.ndarray:
+        """The raw `[N, D]` descriptors, memory-mapped (read-only)."""
+        path = os.path.join(self.folder, self.manifest["files"]["descriptors"])
+        return np.load(path, mmap_mode="r")
+
+    @property
+    def count(self) -> int:
+        return int(self.manifest["count"])
+
+    def info(self) -> dict:
+        """The manifest plus the folder (what `sare-tf index info` prints)."""
+        return {"folder": self.folder, **self.manifest}
+
+    def check_model(self, loaded) -> None:
+        """Refuses a model whose descriptors are not those of this index.
+
+        Raises:
+            IndexMismatchError: another fingerprint or descriptor size (both named).
+        """
+        from sare_tf.descriptor_model import model_fingerprint
+
+        expected = self.manifest["model"]["fingerprint"]
+        found = model_fingerprint(loaded)
+        if found != expected:
+            raise IndexMismatchError(
+                f"The model {loaded.path} (fingerprint {found[:19]}...) is not the model this "
+                f"index was built with ({self.manifest['model'].get('path')}, fingerprint "
+                f"{expected[:19]}...): its descriptors would not be comparable. Use that model, "
+                f"or build an index with this one."
+            )
+
+    # -- searching ----------------------------------------------------------------------------
+
+    def search(self, xq, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """`(D, I)`: `[Nq, k]` similarities (decreasing) and database ids (`-1` past N)."""
+        from sare_tf.evaluation.search import search_index
+
+        return search_index(self.faiss_index, xq, k)
+
+    def localize(self, xq, k: int = 10, radius_m: float = CONSENSUS_RADIUS_M) -> list[dict]:
+        """Where each query was taken: its top-k matches, a position estimate and a confidence.
+
+        Args:
+            xq: `[Nq, D]` query descriptors (from the index's model).
+            k: matches per query.
+            radius_m: consensus radius (see `consensus`).
+
+        Returns:
+            Per query: `{"matches": [{"rank", "db_id", "path", "similarity", "distance",
+            "position"}], "position_top1": [x, y], "position": [x, y] (consensus),
+            "consensus_size": int, "confidence": float}`.
+        """
+        D, I = self.search(xq, k)
+        answers = []
+        for similarities, ids in zip(D, I, strict=True):
+            found = ids >= 0
+            similarities, ids = similarities[found].astype(np.float64), ids[found]
+            if ids.size == 0:
+                answers.append({"matches": [], "position": None, "confidence": 0.0})
+                continue
+            positions = self.positions[ids]
+            agreed = consensus(positions, similarities, radius_m)
+            matches = [
+                {
+                    "rank": rank + 1,
+                    "db_id": int(db_id),
+                    "path": self.paths[db_id],
+                    "similarity": round(float(similarity), 6),
+                    "distance": round(float(np.sqrt(max(2.0 - 2.0 * similarity, 0.0))), 6),
+                    "position": [float(v) for v in position],
+                }
+                for rank, (db_id, similarity, position) in enumerate(
+                    zip(ids, similarities, positions, strict=True)
+                )
+            ]
+            answers.append(
+                {
+                    "matches": matches,
+                    "position_top1": matches[0]["position"],
+                    "position": [float(v) for v in agreed["position"]],
+                    "consensus_size": int(agreed["members"].sum()),
+                    "confidence": round(agreed["confidence"], 6),
+                }
+            )
+        return answers
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        loaded,
+        image_paths,
+        positions,
+        folder,
+        index="flat",
+        shard: tuple[int, int] | None = None,
+        batch_size: int = 16,
+        chunk_size: int = 512,
+        progress: bool = True,
+        **index_params,
+    ) -> PlaceIndex:
+        """Encodes database images and writes a new index (or one shard of it) to `folder`.
+
+        Args:
+            loaded: a `DescriptorModel` (`sare_tf.descriptor_model.load_descriptor_model`).
+            image_paths: database image files.
+            positions: `[N, 2]` their positions in metres.
+            folder: the index folder (must not hold an index yet).
+            index: "flat", "ivfpq", "hnsw" or an `IndexConfig`; `index_params` its fields.
+            shard: `(i, n)`: encode only the i-th of n contiguous parts (merge them later).
+            batch_size: images per model call.
+            chunk_size: images per resumable chunk.
+            progress: progress lines and bars.
+        """
+        from sare_tf.descriptor_model import model_fingerprint
+        from sare_tf.evaluation.search import as_index_config
+
+        folder = os.path.abspath(os.fspath(folder))
+        if os.path.exists(os.path.join(folder, MANIFEST)):
+            raise FileExistsError(
+                f"{folder} already holds a place index; `add` appends to it, or pick a new folder."
+            )
+        paths = [os.fspath(p) for p in image_paths]
+        positions = _check_positions(positions, len(paths))
+        total = len(paths)
+        start, stop = (0, total) if shard is None else shard_range(total, *shard, align=chunk_size)
+        config = as_index_config(index, **index_params)
+        fingerprint = model_fingerprint(loaded)
+        identity = {
+            "fingerprint": fingerprint,
+            "images": _list_hash(paths[start:stop], positions[start:stop]),
+            "image_size": None if loaded.image_size is None else list(loaded.image_size),
+            "chunk_size": int(chunk_size),
+        }
+        work = os.path.join(folder, f".work-{identity['images'][:16]}")
+        descriptors, valid = encode_resumable(
+            loaded, paths[start:stop], work, identity, chunk_size, batch_size, progress
+        )
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": _model_section(loaded, fingerprint, descriptors.shape[1]),
+            "index": dataclasses.asdict(config),
+            "shard": None
+            if shard is None
+            else {
+                "index": shard[0],
+                "count": shard[1],
+                "start": start,
+                "stop": stop,
+                "total": total,
+            },
+            "skipped": _skipped(paths[start:stop], valid),
+        }
+        kept = np.flatnonzero(valid)
+        readable = _concatenate_rows(os.path.join(work, "readable.npy"), [(descriptors, kept)])
+        index_object = _write_generation(
+            folder,
+            manifest,
+            readable.filename,
+            positions[start:stop][kept],
+            [paths[start + i] for i in kept],
+            # A shard is searchable exactly; the requested index is built when shards merge.
+            config if shard is None else as_index_config("flat"),
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        return index_object
+
+    def add(
+        self, loaded, image_paths, positions, batch_size: int = 16, chunk_size: int = 512,
+        progress: bool = True,
+    ) -> PlaceIndex:  # fmt: skip
+        """Appends database images (the same model only); returns the updated index.
+
+        The new generation is written beside the current one and committed by replacing the
+        manifest: an interrupted `add` leaves the index as it was.
+        """
+        self.check_model(loaded)
+        paths = [os.fspath(p) for p in image_paths]
+        positions = _check_positions(positions, len(paths))
+        identity = {
+            "fingerprint": self.manifest["model"]["fingerprint"],
+            "images": _list_hash(paths, positions),
+            "image_size": self.manifest["model"]["image_size"],
+            "chunk_size": int(chunk_size),
+        }
+        work = os.path.join(self.folder, f".work-add-{identity['images'][:16]}")
+        new, valid = encode_resumable(
+            loaded, paths, work, identity, chunk_size, batch_size, progress
+        )
+        kept = np.flatnonzero(valid)
+        old = self.descriptors()
+        combined = _concatenate_rows(os.path.join(work, "combined.npy"), [(old, None), (new, kept)])
+        manifest = dict(self.manifest)
+        manifest["skipped"] = _merge_skipped([self.manifest["skipped"], _skipped(paths, valid)])
+        faiss_index = self.faiss_index
+        for first in range(0, len(kept), _ADD_BLOCK):
+            faiss_index.add(np.ascontiguousarray(new[kept[first : first + _ADD_BLOCK]]))
+        updated = _write_generation(
+            self.folder,
+            manifest,
+            combined.filename,
+            np.concatenate([self.positions, positions[kept]]),
+            self.paths + [paths[i] for i in kept],
+            faiss_index=faiss_index,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        return updated
+
+    @classmethod
+    def merge(cls, shard_folders, folder, progress: bool = True) -> PlaceIndex:
+        """Combines the complete set of shards of one build into one index in `folder`.
+
+        Descriptors are streamed from the shards' memory-mapped files in blocks, never all in
+        memory; the result equals one `build` over the whole image list.
+
+        Raises:
+            IndexMismatchError: shards of different models, builds or index settings, or a
+                shard missing or given twice (named).
+        """
+        from sare_tf.evaluation.search import IndexConfig
+
+        shards = [cls.load(f) for f in shard_folders]
+        _check_shards(shards)
+        shards.sort(key=lambda s: s.manifest["shard"]["index"])
+        folder = os.path.abspath(os.fspath(folder))
+        if os.path.exists(os.path.join(folder, MANIFEST)):
+            raise FileExistsError(f"{folder} already holds a place index; merge into a new folder.")
+        os.makedirs(folder, exist_ok=True)
+        work = os.path.join(folder, ".work-merge")
+        os.makedirs(work, exist_ok=True)
+        if progress:
+            print(f"Merging {len(shards)} shards ({sum(s.count for s in shards)} images)")
+        combined = _concatenate_rows(
+            os.path.join(work, "combined.npy"), [(s.descriptors(), None) for s in shards]
+        )
+        first = shards[0].manifest
+        manifest = {
+            **{key: first[key] for key in ("format", "version", "model", "index")},
+            "shard": None,
+            "merged_from": [s.folder for s in shards],
+            "skipped": _merge_skipped([s.manifest["skipped"] for s in shards]),
+        }
+        merged = _write_generation(
+            folder,
+            manifest,
+            combined.filename,
+            np.concatenate([s.positions for s in shards]),
+            [p for s in shards for p in s.paths],
+            IndexConfig(**first["index"]),
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        return merged
+
+
+# --- writing helpers ---------------------------------------------------------------------------
+
+
+def _read_manifest(folder: str) -> dict:
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No place index in {folder} (no {MANIFEST}).")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable place-index manifest: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a sare_tf place index (format {FORMAT!r} expected).")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is a place index of format version {manifest.get('version')}; this sare_tf "
+            f"reads version {FORMAT_VERSION}."
+        )
+    return manifest
+
+
+def _check_positions(positions, count: int) -> np.ndarray:
+    positions = np.asarray(positions, np.float64)
+    if positions.shape != (count, 2):
+        raise ValueError(
+            f"`positions` must be [{count}, 2] (one per image). Received: {positions.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if bad.size:
+        raise ValueError(f"Non-finite position for image {bad[0]}: {positions[bad[0]].tolist()}")
+    return positions
+
+
+def _model_section(loaded, fingerprint: str, dim: int) -> dict:
+    return {
+        "fingerprint": fingerprint,
+        "path": loaded.path,
+        "name": loaded.name,
+        "kind": loaded.kind,
+        "image_size": None if loaded.image_size is None else list(loaded.image_size),
+        "descriptor_dim": int(dim),
+    }
+
+
+def _skipped(paths, valid) -> dict:
+    bad = [paths[i] for i in np.flatnonzero(~np.asarray(valid, bool))]
+    return {"count": len(bad), "examples": bad[:20]}
+
+
+def _merge_skipped(parts) -> dict:
+    return {
+        "count": sum(p["count"] for p in parts),
+        "examples": [e for p in parts for e in p["examples"]][:20],
+    }
+
+
+def _concatenate_rows(path: str, parts) -> np.ndarray:
+    """Writes the rows of `(array, row ids or None)` parts one after another into a memmap."""
+    count = sum(len(a) if rows is None else len(rows) for a, rows in parts)
+    dim = next(int(a.shape[1]) for a, _ in parts if a.ndim == 2 and a.shape[1])
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, dim))
+    row = 0
+    for array, rows in parts:
+        ids = np.arange(len(array)) if rows is None else rows
+        for first in range(0, len(ids), _ADD_BLOCK):
+            block = ids[first : first + _ADD_BLOCK]
+            out[row : row + len(block)] = array[block]
+            row += len(block)
+    out.flush()
+    return out
+
+
+def _write_generation(
+    folder, manifest, descriptor_file, positions, paths, config=None, faiss_index=None
+) -> PlaceIndex:
+    """Writes generation g+1 of the index files, then commits the manifest (atomic rename).
+
+    `descriptor_file` (a finished `.npy` on the same file system) is moved into place; the faiss
+    index is built from it block by block unless one is given.
+    """
+    import faiss
+
+    from sare_tf.evaluation.search import trained_index
+
+    os.makedirs(folder, exist_ok=True)
+    previous = _read_manifest(folder) if os.path.exists(os.path.join(folder, MANIFEST)) else {}
+    generation = int(previous.get("generation", 0)) + 1
+    prefix = f"g{generation:04d}"
+    files = {
+        "descriptors": f"{prefix}-descriptors.npy",
+        "positions": f"{prefix}-positions.npy",
+        "paths": f"{prefix}-paths.txt",
+        "faiss": f"{prefix}.faiss",
+    }
+    target = os.path.join(folder, files["descriptors"])
+    os.replace(descriptor_file, target)
+    descriptors = np.load(target, mmap_mode="r")
+    if faiss_index is None:
+        faiss_index = trained_index(descriptors, len(descriptors), config)
+        for first in range(0, len(descriptors), _ADD_BLOCK):
+            faiss_index.add(np.ascontiguousarray(descriptors[first : first + _ADD_BLOCK]))
+    _save_npy_atomic(os.path.join(folder, files["positions"]), np.asarray(positions, np.float64))
+    _atomic_write_text(os.path.join(folder, files["paths"]), "".join(f"{p}\n" for p in paths))
+    faiss_path = os.path.join(folder, files["faiss"])
+    faiss.write_index(faiss_index, f"{faiss_path}.tmp")
+    os.replace(f"{faiss_path}.tmp", faiss_path)
+    from sare_tf._version import __version__
+
+    manifest = {
+        **manifest,
+        "generation": generation,
+        "files": files,
+        "count": int(len(paths)),
+        "updated_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created_utc": previous.get("created_utc")
+        or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "sare_tf_version": __version__,
+    }
+    _atomic_write_text(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=2))
+    for name in previous.get("files", {}).values():  # the old generation, now unreferenced
+        if name not in files.values():
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+    return PlaceIndex.load(folder)
+
+
+def _check_shards(shards) -> None:
+    if not shards:
+        raise ValueError("No shard to merge.")
+    first = shards[0].manifest
+    for shard in shards:
+        manifest = shard.manifest
+        if manifest.get("shard") is None:
+            raise IndexMismatchError(f"{shard.folder} is a whole index, not a shard of one.")
+        for key in ("fingerprint", "descriptor_dim"):
+            if manifest["model"][key] != first["model"][key]:
+                raise IndexMismatchError(
+                    f"{shard.folder} was built with another model ({key} differs from "
+                    f"{shards[0].folder}'s)."
+                )
+        if manifest["index"] != first["index"]:
+            raise IndexMismatchError(
+                f"{shard.folder} has other index settings than {shards[0].folder}."
+            )
+        if (manifest["shard"]["count"], manifest["shard"]["total"]) != (
+            first["shard"]["count"],
+            first["shard"]["total"],
+        ):
+            raise IndexMismatchError(f"{shard.folder} is a shard of another build.")
+    numbers = sorted(s.manifest["shard"]["index"] for s in shards)
+    expected = list(range(first["shard"]["count"]))
+    if numbers != expected:
+        missing = sorted(set(expected) - set(numbers))
+        doubled = sorted({n for n in numbers if numbers.count(n) > 1})
+        raise IndexMismatchError(
+            f"Merging needs every shard 0..{expected[-1]} once. Missing: {missing}; given twice: "
+            f"{doubled}."
+        )
