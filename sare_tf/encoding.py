@@ -71,7 +71,8 @@ def predict_fn(model):
     raise ValueError(f"`model` must be a keras.Model or a callable. Received: {type(model)}")
 
 
-def _to_numpy(outputs) -> np.ndarray:
+def descriptors_of(outputs) -> np.ndarray:
+    """A model output (an array, or a dict with a "descriptor" entry) as float32 `[B, D]`."""
     if isinstance(outputs, dict):
         if "descriptor" not in outputs:
             raise ValueError(
@@ -279,7 +280,7 @@ def encode(
         bar = keras.utils.Progbar(len(paths), unit_name="image")
     done = 0
     for indices, images, ok in batches:
-        output = _to_numpy(predict(tf.constant(images, dtype=tf.float32)))
+        output = descriptors_of(predict(tf.constant(images, dtype=tf.float32)))
         if len(output) != len(indices):
             raise ValueError(
                 f"The model returned {len(output)} descriptors for {len(indices)} images."

@@ -360,6 +360,49 @@ class PlaceIndex:
     # -- writing ------------------------------------------------------------------------------
 
     @classmethod
+    def from_descriptors(
+        cls, descriptor_file, positions, paths, folder, model: dict, index="flat", **index_params
+    ) -> PlaceIndex:
+        """An index of descriptors computed elsewhere (a `.npy` file of float32 `[N, D]`).
+
+        The file is moved into the index folder (same file system) and read block by block.
+
+        Args:
+            descriptor_file: the `.npy` file (unit-norm rows).
+            positions: `[N, 2]` positions in metres.
+            paths: the N image paths.
+            folder: the index folder (new).
+            model: the manifest's model section: at least "fingerprint" (what `check_model`
+                compares) and "image_size"; "path", "name", "kind" where known.
+            index: "flat", "ivfpq", "hnsw" or an `IndexConfig`; `index_params` its fields.
+        """
+        from sare_tf.evaluation.search import as_index_config
+
+        folder = os.path.abspath(os.fspath(folder))
+        if os.path.exists(os.path.join(folder, MANIFEST)):
+            raise FileExistsError(f"{folder} already holds a place index; pick a new folder.")
+        descriptors = np.load(descriptor_file, mmap_mode="r")
+        positions = _check_positions(positions, len(descriptors))
+        if len(paths) != len(descriptors):
+            raise ValueError(f"{len(paths)} paths for {len(descriptors)} descriptors.")
+        config = as_index_config(index, **index_params)
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": {
+                "path": None, "name": None, "kind": None, **model,
+                "descriptor_dim": int(descriptors.shape[1]),
+            },
+            "index": dataclasses.asdict(config),
+            "shard": None,
+            "skipped": {"count": 0, "examples": []},
+        }  # fmt: skip
+        del descriptors
+        return _write_generation(
+            folder, manifest, os.fspath(descriptor_file), positions, list(paths), config
+        )
+
+    @classmethod
     def build(
         cls,
         loaded,

@@ -8,7 +8,9 @@ Each module measures one thing and writes a JSON report under `runs/bench/`:
 - `training`: training-step tuples/s of the SARE tuple model;
 - `mining`: time and peak memory of hard-negative mining at Pitts30k size;
 - `pipeline`: images/s of the tf.data tuple pipeline (decode, resize, augment);
-- `retrieval`: exact evaluation wall time and compressed-index recall / speed.
+- `retrieval`: exact evaluation wall time and compressed-index recall / speed;
+- `serve`: a loopback load test of `sare-tf serve` (latency, throughput, batching, RSS);
+- `index`: building and querying a place index of 1,000,000 descriptors.
 
 Every module provides `HELP`, `DESCRIPTION`, `add_arguments(parser)`, `run(args) -> int` and
 `main(argv=None) -> int`, and imports TensorFlow only inside functions (importing this package
@@ -17,4 +19,4 @@ is cheap). Nothing is imported here, so `python -m sare_tf.bench.NAME` runs clea
 
 from __future__ import annotations
 
-BENCHMARKS = ("peak", "extraction", "training", "mining", "pipeline", "retrieval")
+BENCHMARKS = ("peak", "extraction", "training", "mining", "pipeline", "retrieval", "serve", "index")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "Benchmarks: this CPU's conv peak, extraction, training, mining, pipeline, retrieval."
+HELP = "Benchmarks: conv peak, extraction, training, mining, pipeline, retrieval, serve, index."
 DESCRIPTION = (
     "Measures speed and memory on this machine and writes a JSON report under runs/bench/. "
     "Every report starts with the CPU (model, cores, native bf16 support) and its load; "
