@@ -190,24 +190,29 @@ def encode_resumable(
     return _assemble_chunks(work_dir, starts)
 
 
-def _assemble_chunks(work_dir: str, starts) -> tuple[np.ndarray, np.ndarray]:
-    parts = []
-    for start in starts:
-        with np.load(os.path.join(work_dir, f"chunk-{start:010d}.npz")) as chunk:
-            parts.append((chunk["descriptors"], chunk["valid"]))
-    valid = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, bool)
-    dim = next((d.shape[1] for d, _ in parts if d.ndim == 2 and d.shape[1]), 0)
-    out = np.lib.format.open_memmap(
-        os.path.join(work_dir, "all-descriptors.npy"), mode="w+", dtype=np.float32,
-        shape=(len(valid), dim),
-    )  # fmt: skip
-    row = 0
-    for descriptors, chunk_valid in parts:
-        if len(chunk_valid) and descriptors.shape[1] == dim:
-            out[row : row + len(chunk_valid)] = descriptors
-        row += len(chunk_valid)
-    out.flush()
-    return out, valid
+def _assemble_chunks(work_dir: str, starts) -> tuple[str, np.ndarray]:
+    """`(path of all descriptors [N, D] .npy, valid [N])` from the chunk files."""
+    chunk_paths = [os.path.join(work_dir, f"chunk-{start:010d}.npz") for start in starts]
+    valid, dim = [], 0
+    for path in chunk_paths:
+        with np.load(path) as chunk:
+            valid.append(chunk["valid"])
+            if chunk["descriptors"].ndim == 2 and chunk["descriptors"].shape[1]:
+                dim = int(chunk["descriptors"].shape[1])
+    valid = np.concatenate(valid) if valid else np.zeros(0, bool)
+
+    def blocks():
+        for path in chunk_paths:
+            with np.load(path) as chunk:
+                descriptors = chunk["descriptors"]
+                yield (
+                    descriptors
+                    if descriptors.shape[1:] == (dim,)
+                    else np.zeros((len(chunk["valid"]), dim), np.float32)
+                )
+
+    target = os.path.join(work_dir, "all-descriptors.npy")
+    return _write_rows(target, len(valid), dim, blocks()), valid
 
 
 # --- the index --------------------------------------------------------------------------------
@@ -381,23 +386,22 @@ class PlaceIndex:
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
             raise FileExistsError(f"{folder} already holds a place index; pick a new folder.")
-        descriptors = np.load(descriptor_file, mmap_mode="r")
-        positions = _check_positions(positions, len(descriptors))
-        if len(paths) != len(descriptors):
-            raise ValueError(f"{len(paths)} paths for {len(descriptors)} descriptors.")
+        shape = _npy_layout(os.fspath(descriptor_file))[0]
+        positions = _check_positions(positions, shape[0])
+        if len(paths) != shape[0]:
+            raise ValueError(f"{len(paths)} paths for {shape[0]} descriptors.")
         config = as_index_config(index, **index_params)
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "model": {
                 "path": None, "name": None, "kind": None, **model,
-                "descriptor_dim": int(descriptors.shape[1]),
+                "descriptor_dim": int(shape[1]),
             },
             "index": dataclasses.asdict(config),
             "shard": None,
             "skipped": {"count": 0, "examples": []},
         }  # fmt: skip
-        del descriptors
         return _write_generation(
             folder, manifest, os.fspath(descriptor_file), positions, list(paths), config
         )
@@ -450,13 +454,13 @@ class PlaceIndex:
             "chunk_size": int(chunk_size),
         }
         work = os.path.join(folder, f".work-{identity['images'][:16]}")
-        descriptors, valid = encode_resumable(
+        descriptor_file, valid = encode_resumable(
             loaded, paths[start:stop], work, identity, chunk_size, batch_size, progress
         )
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "model": _model_section(loaded, fingerprint, descriptors.shape[1]),
+            "model": _model_section(loaded, fingerprint, _npy_layout(descriptor_file)[0][1]),
             "index": dataclasses.asdict(config),
             "shard": None
             if shard is None
@@ -470,11 +474,11 @@ class PlaceIndex:
             "skipped": _skipped(paths[start:stop], valid),
         }
         kept = np.flatnonzero(valid)
-        readable = _concatenate_rows(os.path.join(work, "readable.npy"), [(descriptors, kept)])
+        readable = _concatenate_rows(os.path.join(work, "readable.npy"), [(descriptor_file, kept)])
         index_object = _write_generation(
             folder,
             manifest,
-            readable.filename,
+            readable,
             positions[start:stop][kept],
             [paths[start + i] for i in kept],
             # A shard is searchable exactly; the requested index is built when shards merge.
@@ -502,21 +506,24 @@ class PlaceIndex:
             "chunk_size": int(chunk_size),
         }
         work = os.path.join(self.folder, f".work-add-{identity['images'][:16]}")
-        new, valid = encode_resumable(
+        new_file, valid = encode_resumable(
             loaded, paths, work, identity, chunk_size, batch_size, progress
         )
         kept = np.flatnonzero(valid)
-        old = self.descriptors()
-        combined = _concatenate_rows(os.path.join(work, "combined.npy"), [(old, None), (new, kept)])
+        old_file = os.path.join(self.folder, self.manifest["files"]["descriptors"])
+        combined = _concatenate_rows(
+            os.path.join(work, "combined.npy"), [(old_file, None), (new_file, kept)]
+        )
         manifest = dict(self.manifest)
         manifest["skipped"] = _merge_skipped([self.manifest["skipped"], _skipped(paths, valid)])
         faiss_index = self.faiss_index
+        added = _concatenate_rows(os.path.join(work, "added.npy"), [(new_file, kept)])
         for first in range(0, len(kept), _ADD_BLOCK):
-            faiss_index.add(np.ascontiguousarray(new[kept[first : first + _ADD_BLOCK]]))
+            faiss_index.add(read_rows(added, first, first + _ADD_BLOCK))
         updated = _write_generation(
             self.folder,
             manifest,
-            combined.filename,
+            combined,
             np.concatenate([self.positions, positions[kept]]),
             self.paths + [paths[i] for i in kept],
             faiss_index=faiss_index,
@@ -549,7 +556,8 @@ class PlaceIndex:
         if progress:
             print(f"Merging {len(shards)} shards ({sum(s.count for s in shards)} images)")
         combined = _concatenate_rows(
-            os.path.join(work, "combined.npy"), [(s.descriptors(), None) for s in shards]
+            os.path.join(work, "combined.npy"),
+            [(os.path.join(s.folder, s.manifest["files"]["descriptors"]), None) for s in shards],
         )
         first = shards[0].manifest
         manifest = {
@@ -561,7 +569,7 @@ class PlaceIndex:
         merged = _write_generation(
             folder,
             manifest,
-            combined.filename,
+            combined,
             np.concatenate([s.positions for s in shards]),
             [p for s in shards for p in s.paths],
             IndexConfig(**first["index"]),
@@ -627,20 +635,92 @@ def _merge_skipped(parts) -> dict:
     }
 
 
-def _concatenate_rows(path: str, parts) -> np.ndarray:
-    """Writes the rows of `(array, row ids or None)` parts one after another into a memmap."""
-    count = sum(len(a) if rows is None else len(rows) for a, rows in parts)
-    dim = next(int(a.shape[1]) for a, _ in parts if a.ndim == 2 and a.shape[1])
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, dim))
-    row = 0
-    for array, rows in parts:
-        ids = np.arange(len(array)) if rows is None else rows
-        for first in range(0, len(ids), _ADD_BLOCK):
-            block = ids[first : first + _ADD_BLOCK]
-            out[row : row + len(block)] = array[block]
-            row += len(block)
-    out.flush()
-    return out
+def _npy_layout(path: str) -> tuple[tuple, np.dtype, int]:
+    """`(shape, dtype, data offset)` of a C-ordered `.npy` file."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
+        if fortran:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not supported.")
+        return shape, dtype, handle.tell()
+
+
+def read_rows(path: str, start: int, stop: int) -> np.ndarray:
+    """Rows `[start, stop)` of a 2-D `.npy` file, read with plain file reads.
+
+    Unlike a memory map, nothing stays mapped (and counted in the process's resident memory)
+    after the call: blocks of a file larger than memory pass through a bounded buffer.
+    """
+    shape, dtype, offset = _npy_layout(path)
+    start, stop = max(0, start), min(shape[0], stop)
+    width = int(np.prod(shape[1:], dtype=np.int64))
+    with open(path, "rb") as handle:
+        handle.seek(offset + start * width * dtype.itemsize)
+        values = np.fromfile(handle, dtype=dtype, count=max(stop - start, 0) * width)
+    return values.reshape((max(stop - start, 0), *shape[1:]))
+
+
+class _TrainingRows:
+    """What `trained_index` reads of a descriptor file: its shape, and the sampled rows."""
+
+    def __init__(self, path: str, count: int, sample):
+        self.path, self.sample = path, sample
+        self.shape = (count, int(_npy_layout(path)[0][1]))
+
+    def __getitem__(self, rows):
+        if isinstance(rows, slice):
+            return read_rows(self.path, rows.start or 0, rows.stop or self.shape[0])
+        rows = np.asarray(rows)
+        return (
+            np.concatenate([read_rows(self.path, int(r), int(r) + 1) for r in rows])
+            if len(rows) < 1024
+            else self._gather(rows)
+        )
+
+    def _gather(self, rows):
+        out = np.empty((len(rows), self.shape[1]), np.float32)
+        for first in range(0, self.shape[0], _ADD_BLOCK):
+            inside = (rows >= first) & (rows < first + _ADD_BLOCK)
+            if inside.any():
+                block = read_rows(self.path, first, first + _ADD_BLOCK)
+                out[inside] = block[rows[inside] - first]
+        return out
+
+
+def _write_rows(path: str, count: int, dim: int, blocks) -> str:
+    """Writes a float32 `[count, dim]` `.npy` file from an iterable of row blocks."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": (count, dim)}
+    written = 0
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_2_0(handle, header)
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype="<f4").reshape(-1, dim)
+            handle.write(block.tobytes())
+            written += len(block)
+    if written != count:
+        raise RuntimeError(f"{path}: wrote {written} rows, expected {count}.")
+    return path
+
+
+def _concatenate_rows(path: str, parts) -> str:
+    """Writes the rows of `(npy path, row ids or None)` parts one after another; returns `path`."""
+    layouts = [(_npy_layout(source)[0], rows) for source, rows in parts]
+    count = sum(shape[0] if rows is None else len(rows) for shape, rows in layouts)
+    dim = next((int(shape[1]) for shape, _ in layouts if shape[0]), 0)
+
+    def blocks():
+        for source, rows in parts:
+            total = _npy_layout(source)[0][0]
+            if rows is None:
+                for first in range(0, total, _ADD_BLOCK):
+                    yield read_rows(source, first, first + _ADD_BLOCK)
+                continue
+            for first in range(0, len(rows), _ADD_BLOCK):
+                ids = rows[first : first + _ADD_BLOCK]
+                window = read_rows(source, int(ids[0]), int(ids[-1]) + 1)
+                yield window[ids - ids[0]]
+
+    return _write_rows(path, count, dim, blocks())
 
 
 def _write_generation(
@@ -653,7 +733,7 @@ def _write_generation(
     """
     import faiss
 
-    from sare_tf.evaluation.search import trained_index
+    from sare_tf.evaluation.search import trained_index, training_sample
 
     os.makedirs(folder, exist_ok=True)
     previous = _read_manifest(folder) if os.path.exists(os.path.join(folder, MANIFEST)) else {}
@@ -667,11 +747,14 @@ def _write_generation(
     }
     target = os.path.join(folder, files["descriptors"])
     os.replace(descriptor_file, target)
-    descriptors = np.load(target, mmap_mode="r")
     if faiss_index is None:
-        faiss_index = trained_index(descriptors, len(descriptors), config)
-        for first in range(0, len(descriptors), _ADD_BLOCK):
-            faiss_index.add(np.ascontiguousarray(descriptors[first : first + _ADD_BLOCK]))
+        count = _npy_layout(target)[0][0]
+        sample = training_sample(count, config)
+        # Only the training rows are read (in one go; IVF-PQ trains on at most its sample size).
+        train = _TrainingRows(target, count, sample)
+        faiss_index = trained_index(train, count, config)
+        for first in range(0, count, _ADD_BLOCK):
+            faiss_index.add(read_rows(target, first, first + _ADD_BLOCK))
     _save_npy_atomic(os.path.join(folder, files["positions"]), np.asarray(positions, np.float64))
     _atomic_write_text(os.path.join(folder, files["paths"]), "".join(f"{p}\n" for p in paths))
     faiss_path = os.path.join(folder, files["faiss"])

@@ -1,0 +1,189 @@
+"""`sare-tf serve` started for real on a free loopback port: TF Serving clients, localize, faults."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("kserve")
+
+from sare_tf.bench.serve import free_port, start_server, stop_server
+from sare_tf.data import GeoDataset
+from sare_tf.descriptor_model import load_descriptor_model, store_image_size
+from sare_tf.place_index import PlaceIndex
+from sare_tf.serving_client import build_predict_request, predict, predict_url
+
+IMAGE_SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_city, tmp_path_factory):
+    """A tiny SavedModel and a place index of the test split, served with NAME-localize."""
+    import keras
+
+    from sare_tf.export import export_versioned
+    from sare_tf.models import build_embedding_model
+
+    root = tmp_path_factory.mktemp("serve")
+    keras.utils.set_random_seed(3)
+    model = build_embedding_model("tiny", num_clusters=4)
+    store_image_size(model, IMAGE_SIZE)
+    exported = export_versioned(model, root / "models", "tiny")
+    base_path = str(root / "models" / "tiny")
+    test = GeoDataset.from_dbstruct(tiny_city["test"])
+    index = PlaceIndex.build(
+        load_descriptor_model(base_path), test.db_image_paths(), test.db_utm, root / "index",
+        progress=False,
+    )  # fmt: skip
+    port = free_port()
+    extra = ["--index", str(root / "index"), "--max-pixels", "200000", "--max-request-mb", "1"]
+    process = start_server(base_path, "tiny", port, extra, root / "server.log")
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "saved_model": exported.saved_model_dir,
+        "index": index,
+        "test": test,
+        "base_path": base_path,
+        "process": process,
+    }
+    stop_server(process)
+
+
+def _jpeg(seed: int, size=(60, 80)) -> bytes:
+    pixels = (np.random.default_rng(seed).random((*size, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _post(url, body: bytes, content_type="application/json"):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _in_process(saved_model_dir, jpegs):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    out = loaded.signatures["serve_jpeg"](image_bytes=tf.constant(jpegs))["descriptor"]
+    return out.numpy()
+
+
+def test_rest_client_curl_and_columnar_requests_equal_the_savedmodel(served):
+    jpegs = [_jpeg(seed) for seed in range(3)]
+    expected = _in_process(served["saved_model"], jpegs)
+    url = predict_url(served["url"], "tiny")
+    np.testing.assert_allclose(predict(url, jpegs), expected, atol=1e-5)  # the project's client
+    body = json.dumps(build_predict_request(jpegs, "serve_jpeg"))
+    completed = subprocess.run(
+        ["curl", "-s", "-X", "POST", url, "-d", body], capture_output=True, text=True, timeout=60
+    )  # curl's default content type (form-urlencoded) is accepted too
+    np.testing.assert_allclose(json.loads(completed.stdout)["predictions"], expected, atol=1e-5)
+    # tensorflow-serving-api style: columnar "inputs", and bare b64 instances.
+    columnar = {"signature_name": "serve_jpeg",
+                "inputs": {"image_bytes": [{"b64": base64.b64encode(j).decode()} for j in jpegs]}}  # fmt: skip
+    status, answer = _post(url, json.dumps(columnar).encode())
+    assert status == 200
+    np.testing.assert_allclose(answer["outputs"], expected, atol=1e-5)
+    bare = {
+        "signature_name": "serve_jpeg",
+        "instances": [{"b64": base64.b64encode(jpegs[0]).decode()}],
+    }
+    status, answer = _post(url, json.dumps(bare).encode())
+    np.testing.assert_allclose(answer["predictions"], expected[:1], atol=1e-5)
+    # serving_default: pixels as sent.
+    import tensorflow as tf
+
+    pixels = np.asarray(Image.open(io.BytesIO(jpegs[0])).convert("RGB"), np.float32)
+    status, answer = _post(url, json.dumps({"instances": [{"image": pixels.tolist()}]}).encode())
+    reference = (
+        tf.saved_model.load(served["saved_model"])
+        .signatures["serving_default"](image=tf.constant(pixels[None]))["descriptor"]
+        .numpy()
+    )
+    assert status == 200
+    np.testing.assert_allclose(answer["predictions"], reference, atol=1e-5)
+    with urllib.request.urlopen(f"{served['url']}/v1/models/tiny", timeout=10) as status_answer:
+        model_status = json.loads(status_answer.read())
+    assert model_status["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_localize_endpoint_agrees_with_sare_tf_localize(served):
+    from sare_tf.localization import localize_photos
+
+    photos = served["test"].query_image_paths()[:4]
+    expected = localize_photos(served["index"].folder, photos, model=served["base_path"], k=5)
+    instances = [
+        {"image_bytes": {"b64": base64.b64encode(open(p, "rb").read()).decode()}} for p in photos
+    ]
+    status, answer = _post(
+        f"{served['url']}/v1/models/tiny-localize:predict",
+        json.dumps({"instances": instances, "top_k": 5}).encode(),
+    )
+    assert status == 200
+    for got, want in zip(answer["predictions"], expected, strict=True):
+        assert [m["db_id"] for m in got["matches"]] == [m["db_id"] for m in want["matches"]]
+        np.testing.assert_allclose(got["position"], want["position"], atol=1e-6)
+        assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("tiny:predict", b"{not json", 400, "Unrecognized request format"),  # KServe's decoder
+        ("tiny:predict", b'{"signature_name": "predict_images", "instances": [1]}', 400, "Unknown signature_name"),
+        ("tiny:predict", b'{"signature_name": "serve_jpeg", "instances": [{"b64": "aGVsbG8="}]}', 400, "not an image"),
+        ("tiny:predict", b'{"signature_name": "serve_jpeg", "instances": [{"b64": "%%%"}]}', 400, "invalid base64"),
+        ("tiny:predict", b'{"signature_name": "serve_jpeg", "instances": [{"pixels": 1}]}', 400, "must hold the input 'image_bytes'"),
+        ("tiny:predict", b'{"instances": [{"image": [[1, 2]]}]}', 400, "must be [H][W][3]"),
+        ("tiny:predict", b'{"instances": []}', 400, "no instance"),
+        ("nope:predict", b'{"instances": [1]}', 404, "nope"),
+        ("tiny-localize:predict", b'{"instances": [{"b64": "aGVsbG8="}], "top_k": 0}', 400, "top_k"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_4xx_naming_the_fault(served, path, body, status, message):
+    code, answer = _post(f"{served['url']}/v1/models/{path}", body)
+    assert code == status and message in answer["error"]
+
+
+def test_truncated_huge_and_oversized_inputs_are_refused_and_serving_goes_on(served):
+    url = f"{served['url']}/v1/models/tiny:predict"
+    truncated = _jpeg(5)[:300]
+    code, answer = _post(url, json.dumps(build_predict_request([truncated], "serve_jpeg")).encode())
+    assert code == 400 and "instance 0" in answer["error"]
+    huge = _jpeg(6, size=(500, 500))  # 250,000 pixels > --max-pixels 200000
+    code, answer = _post(url, json.dumps(build_predict_request([huge], "serve_jpeg")).encode())
+    assert code == 400 and "more than the limit of 200000" in answer["error"]
+    big_body = json.dumps(build_predict_request([b"x" * 900_000], "serve_jpeg")).encode()
+    code, answer = _post(url, big_body)
+    assert code == 413 and "larger than" in answer["error"]
+    assert served["process"].poll() is None  # still running
+    np.testing.assert_allclose(
+        predict(url, [_jpeg(7)]), _in_process(served["saved_model"], [_jpeg(7)]), atol=1e-5
+    )
+
+
+def test_load_test_is_bounded_error_free_and_batches(tmp_path):
+    from sare_tf import cli
+
+    out = tmp_path / "serve.json"
+    assert (
+        cli.main(["bench", "serve", "--clients", "4", "--requests", "10", "--json", str(out)]) == 0
+    )
+    results = json.loads(out.read_text())["results"]
+    assert results["errors"] == 0 and results["requests_sent"] == 40
+    stats = results["server_stats"]
+    assert stats["images"] >= 40 and stats["model_calls"] < stats["images"]  # batched
+    assert results["p50_ms"] > 0 and results["p99_ms"] >= results["p50_ms"]
