@@ -639,7 +639,12 @@ def _npy_layout(path: str) -> tuple[tuple, np.dtype, int]:
     """`(shape, dtype, data offset)` of a C-ordered `.npy` file."""
     with open(path, "rb") as handle:
         version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(handle)
         if fortran:
             raise ValueError(f"{path}: Fortran-ordered arrays are not supported.")
         return shape, dtype, handle.tell()
