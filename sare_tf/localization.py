@@ -152,3 +152,58 @@ def write_report(answers: list[dict], path, radius_m: float = 25.0) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(page)
     return path
+
+
+def confidence_report(
+    answers: list[dict],
+    true_positions,
+    radius_m: float = 25.0,
+    thresholds=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
+) -> dict:
+    """How well the confidence separates right from wrong answers.
+
+    An answer is right when its consensus position lies within `radius_m` of the truth. For each
+    threshold t, the answers with confidence >= t are "accepted": precision = right accepted /
+    accepted, recall = right accepted / all right answers.
+
+    Args:
+        answers: `localize_photos` / `PlaceIndex.localize` results (errors count as wrong).
+        true_positions: `[Q, 2]` true positions of the photos.
+        radius_m: the correctness radius.
+        thresholds: confidence thresholds to report.
+
+    Returns:
+        `{"accuracy": fraction right, "top1_accuracy": ..., "rows": [{"threshold", "accepted",
+        "precision", "recall"}]}`.
+    """
+    truth = np.asarray(true_positions, np.float64).reshape(-1, 2)
+    right, right_top1, confidence = [], [], []
+    for answer, position in zip(answers, truth, strict=True):
+        if answer.get("error") or not answer.get("matches"):
+            right.append(False)
+            right_top1.append(False)
+            confidence.append(-1.0)
+            continue
+        right.append(np.linalg.norm(np.asarray(answer["position"]) - position) <= radius_m)
+        right_top1.append(
+            np.linalg.norm(np.asarray(answer["position_top1"]) - position) <= radius_m
+        )
+        confidence.append(answer["confidence"])
+    right, confidence = np.asarray(right), np.asarray(confidence)
+    rows = []
+    for threshold in thresholds:
+        accepted = confidence >= threshold
+        rows.append(
+            {
+                "threshold": threshold,
+                "accepted": float(accepted.mean()) if len(accepted) else 0.0,
+                "precision": float(right[accepted].mean()) if accepted.any() else None,
+                "recall": float(right[accepted].sum() / max(right.sum(), 1)),
+            }
+        )
+    return {
+        "num_queries": int(len(right)),
+        "accuracy": float(right.mean()) if len(right) else 0.0,
+        "top1_accuracy": float(np.mean(right_top1)) if len(right_top1) else 0.0,
+        "rows": rows,
+    }

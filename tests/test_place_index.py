@@ -234,3 +234,31 @@ def test_a_killed_build_resumes(sized_model, test_split, tiny_city, tmp_path):
     np.testing.assert_allclose(resumed.descriptors(), clean.descriptors(), atol=1e-6)
     assert resumed.paths == clean.paths
     assert not [d for d in os.listdir(out) if d.startswith(".work-")]
+
+
+def test_confidence_report_by_hand():
+    from sare_tf.localization import confidence_report
+
+    def answer(position, confidence):
+        return {
+            "matches": [1],
+            "position": position,
+            "position_top1": position,
+            "confidence": confidence,
+        }
+
+    answers = [
+        answer([0, 0], 0.9),
+        answer([100, 0], 0.1),
+        answer([0, 5], 0.4),
+        {"error": "bad", "photo": "x"},
+    ]
+    report = confidence_report(answers, [[0, 0], [0, 0], [0, 0], [0, 0]], thresholds=(0.0, 0.3))
+    assert report["accuracy"] == 0.5 and report["num_queries"] == 4
+    assert report["rows"][0] == {
+        "threshold": 0.0,
+        "accepted": 0.75,
+        "precision": 2 / 3,
+        "recall": 1.0,
+    }
+    assert report["rows"][1] == {"threshold": 0.3, "accepted": 0.5, "precision": 1.0, "recall": 1.0}
