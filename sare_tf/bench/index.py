@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", default="ivfpq", choices=("flat", "ivfpq", "hnsw"))
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(N))")
     parser.add_argument("--pq-m", type=int, default=32, help="PQ sub-quantizers (default 32)")
-    parser.add_argument("--nprobe", type=int, default=32, help="IVF cells searched (default 32)")
+    parser.add_argument("--nprobe", type=int, default=64, help="IVF cells searched (default 64)")
     parser.add_argument(
-        "--refine-factor", type=int, default=10, help="exact re-ranking of k x this (default 10)"
+        "--refine-factor", type=int, default=100, help="exact re-ranking of k x this (default 100)"
     )
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
