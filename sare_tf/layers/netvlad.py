@@ -19,19 +19,22 @@ def l2_normalize(x, axis=-1):
     return x * ops.rsqrt(ops.maximum(squared, _EPSILON))
 
 
-def soft_assign(normalized_features, assignment_kernel):
-    """`softmax_k(x . w_k)`: the bias-free 1x1 convolution and softmax over the K clusters."""
+def soft_assign(normalized_features, assignment_kernel, assignment_bias=None):
+    """`softmax_k(x . w_k [+ b_k])`: the 1x1 convolution and softmax over the K clusters."""
     logits = ops.conv(normalized_features, assignment_kernel, strides=1, padding="valid")
+    if assignment_bias is not None:
+        logits = logits + assignment_bias
     return ops.softmax(logits, axis=-1)
 
 
-def netvlad_aggregate(features, assignment_kernel, centroids):
+def netvlad_aggregate(features, assignment_kernel, centroids, assignment_bias=None):
     """The NetVLAD maths as a pure function of tensors.
 
     Args:
         features: `[B, H, W, D]` local descriptors (any float dtype; computed in that dtype).
         assignment_kernel: `[1, 1, D, K]` kernel of the bias-free 1x1 assignment convolution.
         centroids: `[K, D]` cluster centres.
+        assignment_bias: optional `[K]` bias of the assignment convolution (NetVLAD "v2").
 
     Returns:
         `[B, K * D]` descriptors, cluster-major (`index = k * D + d`), intra-normalised per
@@ -39,7 +42,7 @@ def netvlad_aggregate(features, assignment_kernel, centroids):
     """
     num_clusters, depth = centroids.shape[0], centroids.shape[1]
     features = l2_normalize(features, axis=-1)
-    assignment = soft_assign(features, assignment_kernel)  # [B, H, W, K]
+    assignment = soft_assign(features, assignment_kernel, assignment_bias)  # [B, H, W, K]
     batch = ops.shape(features)[0]
     features = ops.reshape(features, (batch, -1, depth))  # [B, HW, D]
     assignment = ops.reshape(assignment, (batch, -1, num_clusters))  # [B, HW, K]
@@ -65,6 +68,9 @@ class NetVLAD(keras.layers.Layer):
 
     Args:
         num_clusters: K, the number of visual words.
+        assignment_bias: give the assignment convolution a bias `b_k` (NetVLAD "v2", as the
+            `vladv2=True` checkpoints of pytorch-NetVlad and Patch-NetVLAD have); the original
+            NetVLAD (default) has none.
         **kwargs: base layer arguments (`name`, `trainable`, `dtype`).
 
     Call arguments:
@@ -82,7 +88,7 @@ class NetVLAD(keras.layers.Layer):
         Arandjelovic et al., "NetVLAD", CVPR 2016, eqs. (1)-(4); Liu et al., SARE, ICCV 2019, sec. 3.
     """
 
-    def __init__(self, num_clusters: int = 64, **kwargs):
+    def __init__(self, num_clusters: int = 64, assignment_bias: bool = False, **kwargs):
         if not isinstance(num_clusters, int) or num_clusters < 1:
             raise ValueError(
                 f"`num_clusters` must be a positive integer. Received: num_clusters={num_clusters!r}"
@@ -90,6 +96,7 @@ class NetVLAD(keras.layers.Layer):
         kwargs["dtype"] = float32_compute_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.num_clusters = num_clusters
+        self.assignment_bias = bool(assignment_bias)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -109,6 +116,11 @@ class NetVLAD(keras.layers.Layer):
             shape=(self.num_clusters, self.depth),
             initializer=keras.initializers.RandomUniform(0.0, 1.0),
         )
+        self.bias = (
+            self.add_weight(name="assignment_bias", shape=(self.num_clusters,), initializer="zeros")
+            if self.assignment_bias
+            else None
+        )
         # 0 until set_centroids / initialize_from_descriptors ran: lets training know whether
         # cluster initialisation is still to be done, and survives save/load with the weights.
         self.alpha = self.add_weight(name="alpha", shape=(), initializer="zeros", trainable=False)
@@ -116,7 +128,7 @@ class NetVLAD(keras.layers.Layer):
 
     def call(self, inputs):
         features = ops.cast(inputs, self.compute_dtype)
-        return netvlad_aggregate(features, self.assignment_kernel, self.centroids)
+        return netvlad_aggregate(features, self.assignment_kernel, self.centroids, self.bias)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_clusters * input_shape[-1])
@@ -124,7 +136,7 @@ class NetVLAD(keras.layers.Layer):
     def soft_assignment(self, inputs):
         """`[B, H, W, K]` soft assignment of each location to the clusters (rows sum to 1)."""
         features = l2_normalize(ops.cast(inputs, self.compute_dtype), axis=-1)
-        return soft_assign(features, self.assignment_kernel)
+        return soft_assign(features, self.assignment_kernel, self.bias)
 
     @property
     def is_initialized(self) -> bool:
@@ -183,7 +195,7 @@ class NetVLAD(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_clusters": self.num_clusters})
+        config.update({"num_clusters": self.num_clusters, "assignment_bias": self.assignment_bias})
         return config
 
 

@@ -78,6 +78,7 @@ class PCAWhitening(keras.layers.Layer):
     Args:
         output_dim: size of the whitened descriptor (e.g. 4096 down to 128).
         l2_normalize: L2-normalise the output (True for retrieval).
+        use_bias: add a bias after the projection (imported learnt projections have one).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -96,7 +97,9 @@ class PCAWhitening(keras.layers.Layer):
         Arandjelovic et al., NetVLAD, CVPR 2016, sec. 5; Jegou & Chum, ECCV 2012.
     """
 
-    def __init__(self, output_dim: int, l2_normalize: bool = True, **kwargs):
+    def __init__(
+        self, output_dim: int, l2_normalize: bool = True, use_bias: bool = False, **kwargs
+    ):
         if not isinstance(output_dim, int) or output_dim < 1:
             raise ValueError(
                 f"`output_dim` must be a positive integer. Received: output_dim={output_dim!r}"
@@ -106,6 +109,7 @@ class PCAWhitening(keras.layers.Layer):
         super().__init__(**kwargs)
         self.output_dim = output_dim
         self.l2_normalize = l2_normalize
+        self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
         depth = input_shape[-1]
@@ -117,10 +121,18 @@ class PCAWhitening(keras.layers.Layer):
         self.projection = self.add_weight(
             name="projection", shape=(int(depth), self.output_dim), initializer="glorot_uniform"
         )
+        # A learnt projection (Patch-NetVLAD's WPCA, a 1x1 convolution with bias) has one.
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.output_dim,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
         y = ops.matmul(x - self.mean, self.projection)
+        if self.bias is not None:
+            y = y + self.bias
         return l2_normalize(y, axis=-1) if self.l2_normalize else y
 
     def compute_output_shape(self, input_shape):
@@ -151,5 +163,11 @@ class PCAWhitening(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"output_dim": self.output_dim, "l2_normalize": self.l2_normalize})
+        config.update(
+            {
+                "output_dim": self.output_dim,
+                "l2_normalize": self.l2_normalize,
+                "use_bias": self.use_bias,
+            }
+        )
         return config
