@@ -158,12 +158,103 @@ def _decode_png_like_pillow(contents: tf.Tensor) -> tf.Tensor:
     return tf.case([(composite, with_alpha), (gray16, deep_gray)], default=plain, exclusive=False)
 
 
+_EXIF_HEADER = b"Exif\x00\x00"
+_MAX_JPEG_SEGMENTS = 32
+_MAX_IFD_ENTRIES = 64
+
+
+def _bytes_at(contents: tf.Tensor, position, count: int) -> tf.Tensor:
+    """`count` bytes at `position` as int32 (zeros past the end)."""
+    padded = tf.strings.join([contents, tf.constant(b"\x00" * 16)])
+    position = tf.clip_by_value(position, 0, tf.strings.length(contents))
+    return tf.cast(tf.io.decode_raw(tf.strings.substr(padded, position, count), tf.uint8), tf.int32)
+
+
+def _unsigned(contents, position, count: int, little_endian) -> tf.Tensor:
+    values = _bytes_at(contents, position, count)
+    weights = tf.constant([256**i for i in range(count)], tf.int32)
+    return tf.where(
+        little_endian, tf.reduce_sum(values * weights), tf.reduce_sum(values * weights[::-1])
+    )
+
+
+def jpeg_exif_orientation(contents: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation (1-8) of JPEG bytes, in-graph; 1 when there is none.
+
+    Walks the JPEG segments to the APP1 "Exif" one (at most 32 segments, stopping at the start
+    of scan), reads its TIFF header's byte order and first IFD, and looks for tag 0x0112 among
+    at most 64 entries.
+    """
+    length = tf.strings.length(contents)
+
+    def scanning(position, tiff, steps):
+        marker = _bytes_at(contents, position, 2)
+        return (
+            (tiff < 0)
+            & (steps < _MAX_JPEG_SEGMENTS)
+            & (position + 4 <= length)
+            & tf.equal(marker[0], 0xFF)
+            & tf.not_equal(marker[1], 0xDA)
+        )
+
+    def next_segment(position, tiff, steps):
+        marker = _bytes_at(contents, position, 2)
+        is_exif = tf.equal(marker[1], 0xE1) & tf.equal(
+            tf.strings.substr(tf.strings.join([contents, tf.constant(b"\x00" * 16)]),
+                              tf.minimum(position + 4, length), 6),
+            _EXIF_HEADER,
+        )  # fmt: skip
+        tiff = tf.where(is_exif, position + 10, tiff)
+        size = _unsigned(contents, position + 2, 2, tf.constant(False))
+        return position + 2 + size, tiff, steps + 1
+
+    _, tiff, _ = tf.while_loop(
+        scanning, next_segment, (tf.constant(2), tf.constant(-1), tf.constant(0))
+    )
+
+    def from_tiff():
+        little = tf.equal(tf.strings.substr(contents, tf.minimum(tiff, length), 2), b"II")
+        ifd = tiff + _unsigned(contents, tiff + 4, 4, little)
+        count = tf.minimum(_unsigned(contents, ifd, 2, little), _MAX_IFD_ENTRIES)
+
+        def body(i, found):
+            entry = ifd + 2 + 12 * i
+            tag = _unsigned(contents, entry, 2, little)
+            value = _unsigned(contents, entry + 8, 2, little)
+            return i + 1, tf.where(tf.equal(tag, 0x0112) & tf.equal(found, 0), value, found)
+
+        _, found = tf.while_loop(
+            lambda i, found: (i < count) & (ifd + 2 + 12 * i + 12 <= length),
+            body,
+            (tf.constant(0), tf.constant(0)),
+        )
+        return tf.where((found >= 1) & (found <= 8), found, 1)
+
+    return tf.cond(tiff >= 0, from_tiff, lambda: tf.constant(1))
+
+
+def apply_exif_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Turns `[H, W, C]` pixels upright as EXIF `orientation` says (Pillow's `exif_transpose`)."""
+    branches = [
+        lambda: image,  # 1
+        lambda: tf.image.flip_left_right(image),  # 2
+        lambda: tf.image.rot90(image, 2),  # 3
+        lambda: tf.image.flip_up_down(image),  # 4
+        lambda: tf.transpose(image, [1, 0, 2]),  # 5: transpose
+        lambda: tf.image.rot90(image, 3),  # 6: 90 degrees clockwise
+        lambda: tf.image.rot90(tf.transpose(image, [1, 0, 2]), 2),  # 7: transverse
+        lambda: tf.image.rot90(image, 1),  # 8: 90 degrees counter-clockwise
+    ]
+    return tf.switch_case(tf.clip_by_value(orientation, 1, 8) - 1, branches)
+
+
 def decode_like_pipeline(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
     """Decodes image bytes to uint8 `[H, W, 3]` RGB with the pixels the training and
     evaluation pipeline gets from the same file (`sare_tf.data.images.read_rgb`, Pillow).
 
     JPEGs use the accurate integer DCT (Pillow's; TensorFlow's default fast DCT differs by up
-    to ~6 levels) and the same reduced-scale decoding of large photos; PNGs are composited
+    to ~6 levels) and the same reduced-scale decoding of large photos, and are turned upright by
+    their EXIF orientation as `read_rgb` turns them (PNG eXIf chunks are not read here); PNGs are composited
     over white where Pillow does so. GIF and BMP use `tf.io.decode_image` (transparent GIF
     pixels are not composited over white as Pillow does).
 
@@ -183,7 +274,16 @@ def decode_like_pipeline(contents: tf.Tensor, image_size: tuple[int, int]) -> tf
             )
             for ratio in (1, 2, 4, 8)
         ]
-        return tf.switch_case(_draft_ratio_index(contents, height, width), branches)
+        # Phone photos: stored sideways with an EXIF orientation, read upright as read_rgb does
+        # (whose reduced-scale rule then compares the stored, unturned sizes).
+        orientation = jpeg_exif_orientation(contents)
+        turned = orientation >= 5
+        ratio = tf.cond(
+            turned,
+            lambda: _draft_ratio_index(contents, width, height),
+            lambda: _draft_ratio_index(contents, height, width),
+        )
+        return apply_exif_orientation(tf.switch_case(ratio, branches), orientation)
 
     def png():
         return _decode_png_like_pillow(contents)
