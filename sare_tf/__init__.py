@@ -36,6 +36,7 @@ _SUBMODULES = (
     "models",
     "precision",
     "saliency",
+    "synthetic",
     "training",
 )
 

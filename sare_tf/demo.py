@@ -16,71 +16,70 @@ import time
 DEMO_QUERIES_FOR_SALIENCY = 6
 
 
+def _training_presets():
+    from sare_tf.training.config import TrainConfig
+
+    demo = TrainConfig(
+        loss="sare-joint", backbone="tiny", num_clusters=16, image_size=(96, 128), epochs=8,
+        batch_size=4, num_negatives=10, optimizer="adam", lr=1e-4, lr_halve_every=2,
+        num_candidates=300, trainable_from=None, augment=False, precision="auto", seed=0,
+        eval_batch_size=32, tensorboard=False, verbose=1,
+    )  # fmt: skip
+    quick = dataclasses.replace(
+        demo, lr_halve_every=0, image_size=(60, 80), epochs=1, num_clusters=8, num_negatives=5
+    )
+    return demo, quick
+
+
+# The training flags `sare-tf demo` exposes (the other TrainConfig fields keep the preset's).
+DEMO_TRAINING_FLAGS = (
+    "loss", "epochs", "image_size", "num_clusters", "num_negatives", "lr", "optimizer",
+    "precision", "seed",
+)  # fmt: skip
+
+
+def demo_training(quick: bool = False):
+    """The demo's training preset (`TrainConfig`): the full demo, or the 1-2 minute `quick` one.
+
+    The full preset finishes in about 5 min on a 2-core CPU with native bf16 (about 20 min in
+    float32 on one without); it trains the small `tiny` backbone from scratch with AdamW, since
+    no pretrained weights exist offline.
+    """
+    demo, quick_preset = _training_presets()
+    return quick_preset if quick else demo
+
+
 @dataclasses.dataclass
 class DemoConfig:
-    """Settings of `run_demo`; the defaults finish in under 10 minutes on a 2-core CPU.
+    """Settings of `run_demo`: where things go, and the training preset.
 
     Attributes:
         data_dir: where the synthetic city is written (reused when it matches).
-        preset: synthetic city preset ("demo"; `quick` uses "tiny").
+        preset: synthetic city preset ("demo"; the quick demo uses "tiny").
         out: run folder (metrics.json, plots, saliency panels, checkpoints).
         export_root: TF Serving model base folder; the model goes to `<root>/<export_name>/<v>/`.
         export_name: exported model name.
-        loss: loss name (`sare_tf.losses.LOSS_NAMES`).
-        backbone: backbone registry name ("tiny" trains from scratch on a CPU).
-        num_clusters: NetVLAD K.
-        image_size: `(height, width)` of every image.
-        epochs: training epochs.
-        batch_size: tuples per batch.
-        num_negatives: negatives per tuple.
-        optimizer: "adam" (the from-scratch demo) or "sgd" (the paper's recipe for pretrained
-            backbones).
-        lr: learning rate.
-        lr_halve_every: halve the learning rate every this many epochs.
-        num_candidates: random negatives considered per query when mining.
-        trainable_from: first trainable backbone layer (None: all).
-        augment: photometric / crop augmentation of training tuples.
-        precision: dtype policy ("auto": bf16 on a CPU with native bf16, else float32).
-        seed: seed of the city, the model and the training.
-        quick: a 1-2 minute run on the tiny city.
+        quick: a 1-2 minute run on the tiny city (`demo_training(quick=True)`).
         saliency_method: tf-keras-vis method for the panels.
+        training: the `TrainConfig` (default: `demo_training(quick)`; its `out` is replaced by
+            `<out>/train`).
     """
 
     data_dir: str = "data/synthetic_city"
-    preset: str = "demo"
+    preset: str | None = None
     out: str = "runs/demo"
     export_root: str = "saved_models"
     export_name: str = "sare_demo"
-    loss: str = "sare-joint"
-    backbone: str = "tiny"
-    num_clusters: int = 16
-    image_size: tuple[int, int] = (96, 128)
-    epochs: int = 8
-    batch_size: int = 4
-    num_negatives: int = 10
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    lr_halve_every: int = 2
-    num_candidates: int = 300
-    trainable_from: str | None = None
-    augment: bool = False
-    precision: str = "auto"
-    seed: int = 0
     quick: bool = False
     saliency_method: str = "gradcam++"
+    training: object = None
 
     def resolved(self) -> DemoConfig:
-        """The settings actually used (`quick` shrinks the city, the images and the epochs)."""
-        if not self.quick:
-            return self
+        """The settings actually used (the preset's city and training where none is given)."""
         return dataclasses.replace(
             self,
-            lr_halve_every=0,
-            preset="tiny",
-            image_size=(60, 80),
-            epochs=1,
-            num_clusters=8,
-            num_negatives=5,
+            preset=self.preset or ("tiny" if self.quick else "demo"),
+            training=self.training or demo_training(self.quick),
         )
 
 
@@ -140,24 +139,25 @@ def run_demo(config: DemoConfig | None = None) -> dict:
 
     from sare_tf.cluster_init import initialize_netvlad
     from sare_tf.data import GeoDataset
-    from sare_tf.data.synthetic import make_synthetic_city
     from sare_tf.evaluation.evaluate import run_dataset_evaluation
     from sare_tf.evaluation.plots import plot_recall_curves
     from sare_tf.export import export_versioned
     from sare_tf.models import build_embedding_model
     from sare_tf.precision import set_precision
     from sare_tf.saliency.panels import write_panels
-    from sare_tf.training import TrainConfig, train
+    from sare_tf.synthetic.city import make_synthetic_city
+    from sare_tf.training import train
     from sare_tf.training.atomic import save_model_atomic, write_json_atomic
 
     config = (config or DemoConfig()).resolved()
+    training = config.training
     steps = _Steps(total=8)
     os.makedirs(config.out, exist_ok=True)
     city_dir = os.path.join(config.data_dir, config.preset)
-    image_size = tuple(config.image_size)
+    image_size = tuple(training.image_size)
 
     steps.start("city", f"Synthetic city ({config.preset} preset) in {city_dir}")
-    mats = make_synthetic_city(city_dir, preset=config.preset, seed=config.seed, progress=True)
+    mats = make_synthetic_city(city_dir, preset=config.preset, seed=training.seed, progress=True)
     train_data = GeoDataset.from_dbstruct(mats["train"])
     val_data = GeoDataset.from_dbstruct(mats["val"])
     test_data = GeoDataset.from_dbstruct(mats["test"])
@@ -166,15 +166,16 @@ def run_demo(config: DemoConfig | None = None) -> dict:
 
     steps.start(
         "model",
-        f"Building {config.backbone} + NetVLAD({config.num_clusters}) and initialising the clusters",
+        f"Building {training.backbone} + NetVLAD({training.num_clusters}) and initialising the "
+        "clusters",
     )
-    policy = set_precision(config.precision)
+    policy = set_precision(training.precision)
     print(f"  precision: {policy}")
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(training.seed)
     model = build_embedding_model(
-        config.backbone,
-        num_clusters=config.num_clusters,
-        trainable_from=config.trainable_from,
+        training.backbone,
+        num_clusters=training.num_clusters,
+        trainable_from=training.trainable_from,
         input_shape=(*image_size, 3),
         name="sare_demo",
     )
@@ -184,7 +185,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
         image_size,
         descriptors_per_image=50,
         max_images=300,
-        seed=config.seed,
+        seed=training.seed,
     )
     before_path = os.path.join(config.out, "before.keras")
     save_model_atomic(model, before_path)
@@ -198,29 +199,13 @@ def run_demo(config: DemoConfig | None = None) -> dict:
 
     steps.start(
         "train",
-        f"Training with {config.loss} and hard-negative mining for {config.epochs} epoch(s)",
+        f"Training with {training.loss} and hard-negative mining for {training.epochs} epoch(s)",
     )
-    train_config = TrainConfig(
+    train_config = dataclasses.replace(
+        training,
         out=os.path.join(config.out, "train"),
-        loss=config.loss,
-        backbone=config.backbone,
-        num_clusters=config.num_clusters,
-        trainable_from=config.trainable_from,
-        augment=config.augment,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        num_negatives=config.num_negatives,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        lr_halve_every=config.lr_halve_every,
-        image_size=image_size,
-        precision=config.precision,
-        num_candidates=config.num_candidates,
+        # One mining refresh per epoch: the demo city is small.
         refresh_every=train_data.num_queries,
-        eval_batch_size=32,
-        tensorboard=False,
-        seed=config.seed,
-        verbose=1,
     )
     summary = train(train_config, train_data=train_data, val_data=val_data, embedding_model=model)
     best_path = os.path.join(train_config.out, summary["paths"]["best_model"])
@@ -247,7 +232,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     curve_path = plot_recall_curves(
         {
             "initialised (before training)": before.result.curve(25),
-            f"{config.loss} (after training)": after.result.curve(25),
+            f"{training.loss} (after training)": after.result.curve(25),
         },
         os.path.join(config.out, "recall_curve.png"),
         title=f"{test_data.name}: Recall@N",
@@ -267,7 +252,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
         method=config.saliency_method,
         db_descriptors=after.db_desc,
         query_descriptors=after.query_desc,
-        model_name=f"after ({config.loss})",
+        model_name=f"after ({training.loss})",
         compare_model=keras.models.load_model(before_path),
         compare_db_descriptors=before.db_desc,
         compare_query_descriptors=before.query_desc,
@@ -283,7 +268,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
         "seconds": seconds,
         "timings": steps.timings,
         "precision": policy,
-        "config": dataclasses.asdict(config),
+        "config": {**dataclasses.asdict(config), "training": training.to_dict()},
         "training": {"epochs": summary.get("epochs"), "best": summary.get("best")},
         "paths": {
             "run": config.out,

@@ -29,7 +29,7 @@ def tiny_city(tmp_path_factory):
         `{"train": mat, "val": mat, "test": mat, "root": image_root}`; load a split with
         `GeoDataset.from_dbstruct(tiny_city["train"])`. Treat the files as read-only.
     """
-    from sare_tf.data.synthetic import make_synthetic_city
+    from sare_tf.synthetic.city import make_synthetic_city
 
     root = tmp_path_factory.mktemp("tiny_city")
     mats = make_synthetic_city(root, preset="tiny", seed=0)

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf  # noqa: F401  (initialised before the timings)
 
     from sare_tf.data import GeoDataset
-    from sare_tf.data.synthetic import make_synthetic_city
     from sare_tf.data.tuples import MiningState, make_tuple_dataset, random_tuples
+    from sare_tf.synthetic.city import make_synthetic_city
 
     report = report_header("pipeline")
     results = []

@@ -13,7 +13,9 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sare_tf.demo import DemoConfig
+    from sare_tf.config_options import add_config_arguments
+    from sare_tf.demo import DEMO_TRAINING_FLAGS, DemoConfig, demo_training
+    from sare_tf.training.config import TrainConfig
 
     defaults = DemoConfig()
     parser.add_argument(
@@ -22,49 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a 1-2 minute run on the tiny city (1 epoch, 60x80 images)",
     )
     parser.add_argument(
-        "--loss", default=defaults.loss, help=f"loss name (default {defaults.loss})"
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=None, help=f"training epochs (default {defaults.epochs})"
-    )
-    parser.add_argument(
-        "--preset",
-        default=None,
-        help=f"synthetic city size: tiny or demo (default {defaults.preset})",
-    )
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        default=None,
-        help="image size (default 96 128)",
-    )
-    parser.add_argument(
-        "--num-clusters",
-        type=int,
-        default=None,
-        help=f"NetVLAD K (default {defaults.num_clusters})",
-    )
-    parser.add_argument(
-        "--num-negatives",
-        type=int,
-        default=None,
-        help=f"negatives per tuple (default {defaults.num_negatives})",
-    )
-    parser.add_argument(
-        "--lr", type=float, default=None, help=f"learning rate (default {defaults.lr})"
-    )
-    parser.add_argument(
-        "--optimizer", choices=("adam", "sgd"), default=None, help="optimizer (default adam)"
-    )
-    parser.add_argument(
-        "--precision",
-        default=defaults.precision,
-        help="auto (bf16 on a CPU with native bf16, else float32), float32, mixed_bfloat16",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=defaults.seed, help="seed of the city, model and training"
+        "--preset", default=None, help="synthetic city size: tiny or demo (default demo)"
     )
     parser.add_argument(
         "--data-dir", default=defaults.data_dir, help=f"city folder (default {defaults.data_dir})"
@@ -78,34 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.export_name,
         help=f"exported model name (default {defaults.export_name})",
     )
+    # The training settings: flags of TrainConfig, defaults from the demo preset; only the
+    # flags given replace the preset's values (the quick preset's with --quick).
+    add_config_arguments(
+        parser, TrainConfig, names=DEMO_TRAINING_FLAGS, defaults=demo_training(), unset=True
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
+    from sare_tf.config_options import config_from_args
+    from sare_tf.demo import DEMO_TRAINING_FLAGS, DemoConfig, demo_training, run_demo
+    from sare_tf.training.config import TrainConfig
 
-    from sare_tf.demo import DemoConfig, run_demo
-
+    training = config_from_args(
+        TrainConfig, args, base=demo_training(args.quick), names=DEMO_TRAINING_FLAGS,
+        skip_unset=True,
+    )  # fmt: skip
     config = DemoConfig(
-        quick=args.quick,
-        loss=args.loss,
-        precision=args.precision,
-        seed=args.seed,
         data_dir=args.data_dir,
+        preset=args.preset,
         out=args.out,
         export_root=args.export_root,
         export_name=args.name,
-    ).resolved()
-    overrides = {
-        "epochs": args.epochs,
-        "preset": args.preset,
-        "image_size": tuple(args.image_size) if args.image_size else None,
-        "num_clusters": args.num_clusters,
-        "num_negatives": args.num_negatives,
-        "lr": args.lr,
-        "optimizer": args.optimizer,
-    }
-    config = dataclasses.replace(
-        config, quick=False, **{k: v for k, v in overrides.items() if v is not None}
+        quick=args.quick,
+        training=training,
     )
     run_demo(config)
     return 0

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sare_tf.data.synthetic import make_synthetic_city
+    from sare_tf.synthetic.city import make_synthetic_city
 
     overrides = {}
     if args.image_size is not None:

@@ -1,4 +1,6 @@
-"""Geo-tagged datasets, image decoding, the synthetic city and the tf.data tuple pipeline.
+"""Geo-tagged datasets, their readers, image decoding and the tf.data tuple pipeline.
+
+(The synthetic city lives in `sare_tf.synthetic`.)
 
 Importing this package does not import TensorFlow: the names that need it (`MiningState`,
 `make_tuple_dataset`, `safe_load_image`, ...) are loaded on first use.
@@ -27,9 +29,6 @@ _LAZY = {
     "ImageCheckReport": "sare_tf.data.checks",
     "check_images": "sare_tf.data.checks",
     "check_dataset": "sare_tf.data.checks",
-    "make_synthetic_city": "sare_tf.data.synthetic",
-    "city_config": "sare_tf.data.synthetic",
-    "CityConfig": "sare_tf.data.synthetic",
 }
 
 __all__ = [

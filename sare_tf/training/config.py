@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from sare_tf.config_options import option
+
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 
@@ -73,44 +75,134 @@ class TrainConfig:
         verbose: 0 silent, 1 progress bars and messages.
     """
 
-    dataset: str | None = None
-    val_dataset: str | None = None
-    image_root: str | None = None
-    out: str = "runs/train"
-    loss: str = "sare-joint"
-    backbone: str | None = None
-    weights: str | None = None
-    initial_model: str | None = None
-    num_clusters: int | None = None
-    trainable_from: str | None = "default"
-    epochs: int = 30
-    batch_size: int = 4
-    num_negatives: int = 10
-    lr: float = 1e-3
-    lr_halve_every: int = 5
-    optimizer: str = "sgd"
-    weight_decay: float = 1e-3
-    momentum: float = 0.9
-    image_size: tuple[int, int] | None = None
-    precision: str = "auto"
-    force_precision: bool = False
-    strategy: str = "none"
-    num_candidates: int = 1000
-    refresh_every: int = 1000
-    mining_mode: str = "full"
-    partial_db_size: int | None = None
-    mining_grow_with_lr: bool = False
-    cluster_images: int = 500
-    descriptors_per_image: int = 100
-    eval_batch_size: int = 16
-    val_every: int = 1
-    validate_before_training: bool = False
-    augment: bool = False
-    steps_per_epoch: int | None = None
-    backup_every: int | None = 200
-    tensorboard: bool = True
-    seed: int = 0
-    verbose: int = 1
+    dataset: str | None = option(
+        None,
+        "training split: .mat dbStruct, .csv (FILE.csv:SET) or folder",
+        group="data",
+        required=True,
+    )
+    val_dataset: str | None = option(
+        None, "validation split for Recall@N after each epoch", group="data"
+    )
+    image_root: str | None = option(None, "folder the image paths are relative to", group="data")
+    out: str = option("runs/train", "run folder", group="run")
+    loss: str = option(
+        "sare-joint",
+        "sare-joint, sare-ind, sare-joint-cauchy, sare-ind-cauchy, sare-joint-exp, sare-ind-exp, "
+        "triplet or contrastive",
+        group="optimisation",
+    )
+    backbone: str | None = option(
+        None,
+        "vgg16 (default), resnet50 or tiny (tests, demo); not with --initial-model",
+        group="model",
+    )
+    weights: str | None = option(
+        None, "backbone weights: 'imagenet' (downloaded by Keras) or a local weights file "
+        "(default: random)", group="model",
+    )  # fmt: skip
+    initial_model: str | None = option(
+        None,
+        "start from this .keras embedding model (its backbone, clusters and image size)",
+        group="model",
+    )
+    num_clusters: int | None = option(
+        None, "NetVLAD K (default: 64); not with --initial-model", group="model"
+    )
+    trainable_from: str | None = option(
+        "default",
+        "first trainable backbone layer (default: conv5 for VGG16; 'all' trains everything)",
+        group="model",
+        from_cli=lambda value: None if value == "all" else value,
+    )
+    epochs: int = option(
+        30, "epochs; 0 writes OUT/initial.keras, the cluster-initialised untrained model (and its "
+        "validation recall with --val-dataset)", group="optimisation",
+    )  # fmt: skip
+    batch_size: int = option(4, "tuples per batch", group="optimisation")
+    num_negatives: int = option(10, "negatives per tuple", group="optimisation")
+    lr: float = option(1e-3, "learning rate", group="optimisation")
+    lr_halve_every: int = option(
+        5, "halve the learning rate every N epochs (0: never)", group="optimisation"
+    )
+    optimizer: str = option(
+        "sgd", "sgd (the paper's recipe) or adam (AdamW: steadier from scratch)",
+        group="optimisation", choices=OPTIMIZERS,
+    )  # fmt: skip
+    weight_decay: float = option(1e-3, "weight decay", group="optimisation")
+    momentum: float = option(0.9, "SGD momentum", group="optimisation")
+    image_size: tuple[int, int] | None = option(
+        None, "training / validation image size, recorded in the trained model (default: the "
+        "--initial-model's recorded size, else 480 640)", group="data", nargs=2, type=int,
+        metavar=("H", "W"),
+    )  # fmt: skip
+    precision: str = option(
+        "auto", "auto: mixed_float16 on a GPU; on a CPU mixed_bfloat16 with native bf16 (AMX, "
+        "AVX512-BF16, Arm BF16), else float32", group="run",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    )  # fmt: skip
+    force_precision: bool = option(
+        False, "allow mixed_float16 without a GPU", group="run", switch="on"
+    )
+    strategy: str = option(
+        "none", "tf.distribute: mirrored (local GPUs) or multiworker (hosts from TF_CONFIG)",
+        group="run", choices=STRATEGIES,
+    )  # fmt: skip
+    num_candidates: int = option(
+        1000, "random negatives sampled per query", group="hard-negative mining"
+    )
+    refresh_every: int = option(
+        1000, "training queries between re-minings", group="hard-negative mining"
+    )
+    mining_mode: str = option(
+        "full", "full: re-encode all queries and the database; partial: only the next chunk of "
+        "queries, their positives and a shared random database subset",
+        group="hard-negative mining", choices=("full", "partial"),
+    )  # fmt: skip
+    partial_db_size: int | None = option(
+        None,
+        "database images per partial refresh (default: --num-candidates)",
+        group="hard-negative mining",
+    )
+    mining_grow_with_lr: bool = option(
+        False, "lengthen the refresh interval as the learning rate drops",
+        group="hard-negative mining", switch="on",
+    )  # fmt: skip
+    cluster_images: int = option(
+        500, "images sampled for NetVLAD cluster initialisation", group="hard-negative mining"
+    )
+    descriptors_per_image: int = option(
+        100, "local descriptors kept per image for clustering", group="hard-negative mining"
+    )
+    eval_batch_size: int = option(
+        16,
+        "images per batch when encoding for mining and validation",
+        group="hard-negative mining",
+    )
+    val_every: int = option(1, "validate every N epochs", group="run")
+    validate_before_training: bool = option(
+        False, "also measure validation recall before the first epoch", group="run", switch="on"
+    )
+    augment: bool = option(
+        False, "colour jitter and small crops on training tuples", group="data", switch="on"
+    )
+    steps_per_epoch: int | None = option(
+        None,
+        "cap the batches per epoch (default: one pass over the training queries)",
+        group="optimisation",
+    )
+    backup_every: int | None = option(
+        200, "batches between resume backups (0: at epoch ends only)", group="run",
+        from_cli=lambda value: value or None,
+    )  # fmt: skip
+    tensorboard: bool = option(
+        True, "do not write OUT/tensorboard", group="run", flag="--no-tensorboard", switch="off"
+    )
+    seed: int = option(0, "seed of every random choice", group="run")
+    verbose: int = option(
+        1, "no progress bars", group="run", flag="--quiet", switch="on",
+        from_cli=lambda quiet: 0 if quiet else 1, cli_default=False,
+    )  # fmt: skip
 
     def __post_init__(self):
         if self.image_size is not None:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sare_tf.data import GeoDataset
-from sare_tf.data.synthetic import city_config, make_synthetic_city
+from sare_tf.synthetic.city import city_config, make_synthetic_city
 
 SMALL = dict(streets=(1, 1, 1), street_length_m=30.0, queries_per_street=4, image_size=(48, 64))
 

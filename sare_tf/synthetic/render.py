@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from sare_tf.data.synthetic_facades import Facade
+from sare_tf.synthetic.facades import Facade
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,8 +34,8 @@ from PIL import Image
 
 from sare_tf.data.dbstruct import write_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset
-from sare_tf.data.synthetic_facades import make_facade, make_glyph_alphabet
-from sare_tf.data.synthetic_render import (
+from sare_tf.synthetic.facades import make_facade, make_glyph_alphabet
+from sare_tf.synthetic.render import (
     TIMES_OF_DAY,
     CameraPose,
     Conditions,
