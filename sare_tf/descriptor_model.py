@@ -131,7 +131,7 @@ def resolve_image_size(model, image_size=None, required: bool = False, purpose: 
     if requested is not None:
         if any(k is not None and k != r for k, r in zip(fixed, requested, strict=True)):
             raise ValueError(
-                f"The model takes {fixed[0]}x{fixed[1]} images only (its fixed input size); "
+                f"The model takes {fixed[0]}x{fixed[1]} images only (fixed input size {fixed}); "
                 f"`image_size` disagrees. Received: image_size={requested}"
             )
         return requested
