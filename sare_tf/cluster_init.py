@@ -154,4 +154,4 @@ def initialize_netvlad(
         print(
             f"Clustering {descriptors.shape[0]} descriptors into {layer.num_clusters} NetVLAD clusters"
         )
-    return layer.initialize_from_descriptors(descriptors, seed=seed)
+    return layer.adapt(descriptors, seed=seed)

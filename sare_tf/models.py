@@ -249,7 +249,7 @@ def fit_pca_whitening_layer(
     model: keras.Model, descriptors, max_samples: int = 10_000, seed: int = 0
 ) -> None:
     """Fits the model's `pca_whitening` layer on NetVLAD descriptors `[M, K*D]`."""
-    embedding_of(model).get_layer("pca_whitening").fit(
+    embedding_of(model).get_layer("pca_whitening").adapt(
         descriptors, max_samples=max_samples, seed=seed
     )
 
@@ -279,7 +279,7 @@ def with_pca_whitening(
             f"Model {embedding.name!r} already has a PCA whitening layer. Received: pca_dim={pca_dim}"
         )
     pca = PCAWhitening(pca_dim, name="pca_whitening")
-    pca.fit(descriptors, max_samples=max_samples, seed=seed)
+    pca.adapt(descriptors, max_samples=max_samples, seed=seed)
     whitened = pca(embedding.get_layer("netvlad").output)
     descriptor = keras.layers.Activation("linear", dtype="float32", name="descriptor")(whitened)
     return keras.Model(embedding.input, descriptor, name=f"{embedding.name}_pca{pca_dim}")

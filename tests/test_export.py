@@ -498,8 +498,8 @@ def test_serving_decoder_gives_the_training_readers_pixels(tmp_path):
         "gif": ("k.gif", palette, {}),
         "bmp": ("l.bmp", Image.fromarray(noisy), {}),
     }
+    from sare_tf.data.graph_decoding import decode_like_pipeline
     from sare_tf.data.images import read_rgb
-    from sare_tf.export.signatures import decode_like_pipeline
 
     for label, (name, image, options) in files.items():
         image.save(tmp_path / name, **options)

@@ -34,22 +34,12 @@ class BadImageError(ValueError):
         self.reason = reason
 
 
-def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
-    """Decodes JPEG / PNG / GIF / BMP bytes to `[H, W, 3]` uint8 RGB (grayscale and RGBA converted).
+def decode_rgb(contents: tf.Tensor, image_size=None) -> tf.Tensor:
+    """Decodes JPEG / PNG / GIF / BMP bytes to `[H, W, 3]` uint8 RGB, in-graph, with the pixels
+    `read_rgb` gives (`sare_tf.data.graph_decoding.decode_like_pipeline`)."""
+    from sare_tf.data.graph_decoding import decode_like_pipeline
 
-    JPEGs use the accurate integer IDCT (TensorFlow's default is the fast one), which gives the
-    same pixels as Pillow: training (`safe_load_image`) and evaluation see identical images.
-    """
-
-    def jpeg():
-        return tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
-
-    def other():
-        return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
-
-    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
-    image.set_shape([None, None, 3])
-    return image
+    return decode_like_pipeline(contents, image_size)
 
 
 def resize_image(image: tf.Tensor, image_size) -> tf.Tensor:
@@ -62,7 +52,7 @@ def resize_image(image: tf.Tensor, image_size) -> tf.Tensor:
 
 def load_image(path, image_size=None) -> tf.Tensor:
     """Reads an image file as float32 RGB in [0, 255], resized to `image_size` when given."""
-    image = decode_rgb(tf.io.read_file(path))
+    image = decode_rgb(tf.io.read_file(path), image_size)
     if image_size is None:
         return tf.cast(image, tf.float32)
     return resize_image(image, image_size)

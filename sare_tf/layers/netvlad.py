@@ -171,6 +171,13 @@ class NetVLAD(keras.layers.Layer):
         self.centroids.assign(centroids.astype(self.centroids.dtype))
         self.alpha.assign(float(alpha))
 
+    def adapt(self, descriptors, seed: int = 0, niter: int = 100) -> float:
+        """Fits the layer to data, as Keras's data-fitted layers do: `initialize_from_descriptors`.
+
+        The same verb fits `PCAWhitening` (`sare_tf.layers.PCAWhitening.adapt`).
+        """
+        return self.initialize_from_descriptors(descriptors, seed=seed, niter=niter)
+
     def initialize_from_descriptors(self, descriptors, seed: int = 0, niter: int = 100) -> float:
         """Clusters local descriptors with faiss k-means and sets the weights from them.
 

@@ -138,6 +138,10 @@ class PCAWhitening(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_dim)
 
+    def adapt(self, descriptors, max_samples: int = 10_000, seed: int = 0) -> PCAWhitening:
+        """Fits the layer to data, as Keras's data-fitted layers do (the verb `NetVLAD` shares)."""
+        return self.fit(descriptors, max_samples=max_samples, seed=seed)
+
     def fit(self, descriptors, max_samples: int = 10_000, seed: int = 0) -> PCAWhitening:
         """Fits mean and projection on `[M, D]` descriptors (see `fit_pca_whitening`)."""
         descriptors = np.asarray(descriptors)

@@ -195,3 +195,19 @@ def test_gradients_reach_both_weights():
     assert [v.name for v in layer.trainable_weights] == ["assignment_kernel", "centroids"]
     for grad in grads:
         assert grad is not None and np.abs(grad.numpy()).max() > 0
+
+
+def test_adapt_is_the_fitting_verb_of_both_data_fitted_layers():
+    from sare_tf.layers import PCAWhitening
+
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(200, 8)).astype("float32")
+    layer, reference = NetVLAD(3), NetVLAD(3)
+    assert layer.adapt(descriptors, seed=1) == reference.initialize_from_descriptors(
+        descriptors, seed=1
+    )
+    np.testing.assert_array_equal(layer.centroids.numpy(), reference.centroids.numpy())
+    pca, pca_reference = PCAWhitening(4), PCAWhitening(4)
+    pca.adapt(descriptors)
+    pca_reference.fit(descriptors)
+    np.testing.assert_array_equal(pca.projection.numpy(), pca_reference.projection.numpy())

@@ -1,4 +1,4 @@
-"""serve_jpeg turns phone photos upright by their EXIF orientation, as the training reader does."""
+"""The in-graph decoder (serve_jpeg, load_image) turns phone photos upright by their EXIF orientation, as the training reader does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from sare_tf.data.images import read_rgb
-from sare_tf.export.signatures import decode_like_pipeline, jpeg_exif_orientation
+from sare_tf.data.graph_decoding import decode_like_pipeline, jpeg_exif_orientation
 
 
 def _jpeg_with_orientation(orientation, size=(40, 56), seed=0, with_jfif=True) -> bytes:
