@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels", type=int, default=40_000_000, help="larger images are refused (HTTP 400)"
     )
+    parser.add_argument(
+        "--predictor-url",
+        default=None,
+        help="compute descriptors on this TF Serving predictor (e.g. http://predictor/v1/models/"
+        "city:predict) instead of in this process: KServe's transformer / predictor split",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
     serve(
         loaded, name, index, host=args.host, port=args.port, max_batch=args.max_batch,
         max_wait_ms=args.batch_wait_ms, max_request_bytes=int(args.max_request_mb * 2**20),
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, predictor_url=args.predictor_url,
     )  # fmt: skip
     return 0

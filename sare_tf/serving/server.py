@@ -174,6 +174,30 @@ def _add_routes(app, models, batcher, max_request_bytes: int) -> None:
     app.add_api_route("/v1/sare-tf/stats", lambda: dict(batcher.stats), methods=["GET"])
 
 
+def remote_describe_function(predictor_url: str, timeout: float = 60.0):
+    """`images -> descriptors` computed by a TF Serving predictor (REST `serving_default`).
+
+    This is the transformer / predictor split of KServe: the predictor (TF Serving, or another
+    `sare-tf serve`) runs the SavedModel; this process decodes, batches, searches and answers.
+    """
+    from sare_tf.serving_client import parse_predictions, post_json
+
+    def run(images):
+        payload = {
+            "signature_name": "serving_default",
+            "instances": [{"image": image.tolist()} for image in images],
+        }
+        descriptors = parse_predictions(post_json(predictor_url, payload, timeout=timeout))
+        if descriptors.shape[0] != len(images):
+            raise RuntimeError(
+                f"The predictor at {predictor_url} returned {descriptors.shape[0]} descriptors "
+                f"for {len(images)} images."
+            )
+        return descriptors
+
+    return run
+
+
 def describe_function(loaded):
     """`images [B, H, W, 3] -> descriptors [B, D]` float32 numpy, for the batcher's thread."""
     import tensorflow as tf
@@ -199,6 +223,7 @@ def make_server(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_instances: int = 64,
+    predictor_url: str | None = None,
 ):
     """A ready-to-run `uvicorn.Server` serving `loaded` (and `index`) on `host:port`.
 
@@ -212,6 +237,8 @@ def make_server(
         max_request_bytes: larger request bodies get HTTP 413.
         max_pixels: larger images are refused (HTTP 400).
         max_instances: more instances per request are refused.
+        predictor_url: compute descriptors with this TF Serving predict URL instead of in this
+            process (`loaded` still gives the image size and the fingerprint the index checks).
     """
     import uvicorn
 
@@ -220,7 +247,10 @@ def make_server(
     if index is not None:
         index.check_model(loaded)
     _, model_server, _, RESTServer = _kserve()
-    batcher = MicroBatcher(describe_function(loaded), max_batch, max_wait_ms)
+    describe = (
+        remote_describe_function(predictor_url) if predictor_url else describe_function(loaded)
+    )
+    batcher = MicroBatcher(describe, max_batch, max_wait_ms)
     decoder = ImageDecoder(loaded.image_size, max_pixels)
     models = _make_models(name, loaded, index, batcher, decoder, max_instances)
     with _own_argv():

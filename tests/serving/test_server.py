@@ -187,3 +187,22 @@ def test_load_test_is_bounded_error_free_and_batches(tmp_path):
     stats = results["server_stats"]
     assert stats["images"] >= 40 and stats["model_calls"] < stats["images"]  # batched
     assert results["p50_ms"] > 0 and results["p99_ms"] >= results["p50_ms"]
+
+
+def test_transformer_with_a_remote_predictor_answers_like_one_process(served, tmp_path):
+    """KServe's split: this server decodes, batches and searches; the predictor runs the model."""
+    port = free_port()
+    predictor = f"{served['url']}/v1/models/tiny:predict"
+    extra = ["--index", served["index"].folder, "--predictor-url", predictor]
+    transformer = start_server(served["base_path"], "tiny", port, extra, tmp_path / "t.log")
+    try:
+        photos = served["test"].query_image_paths()[:3]
+        instances = [{"b64": base64.b64encode(open(p, "rb").read()).decode()} for p in photos]
+        body = json.dumps({"instances": instances, "top_k": 5}).encode()
+        _, split = _post(f"http://127.0.0.1:{port}/v1/models/tiny-localize:predict", body)
+        _, single = _post(f"{served['url']}/v1/models/tiny-localize:predict", body)
+    finally:
+        stop_server(transformer)
+    for got, want in zip(split["predictions"], single["predictions"], strict=True):
+        assert [m["db_id"] for m in got["matches"]] == [m["db_id"] for m in want["matches"]]
+        np.testing.assert_allclose(got["position"], want["position"], atol=1e-6)
