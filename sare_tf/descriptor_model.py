@@ -94,7 +94,7 @@ def stored_image_size(model) -> tuple[int, int] | None:
 
 def store_image_size(model, image_size) -> None:
     """Records the training image size in the model (saved with it in `.keras` files)."""
-    from sare_tf.layers.image_preprocessing import check_image_size
+    from sare_tf.image_size import check_image_size
     from sare_tf.models import embedding_of
 
     layer = _preprocessing_layer(embedding_of(model))
@@ -121,7 +121,7 @@ def resolve_image_size(model, image_size=None, required: bool = False, purpose: 
         ValueError: the size asked for disagrees with the model's fixed input, or none is known
             and `required`.
     """
-    from sare_tf.layers.image_preprocessing import check_image_size
+    from sare_tf.image_size import check_image_size
 
     requested = check_image_size(image_size)
     if isinstance(model, DescriptorModel):

@@ -246,7 +246,7 @@ def encode(
     import tensorflow as tf
 
     from sare_tf.descriptor_model import DescriptorModel
-    from sare_tf.layers.image_preprocessing import check_image_size
+    from sare_tf.image_size import check_image_size
 
     if isinstance(model, DescriptorModel):
         image_size = image_size if image_size is not None else model.image_size

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from sare_tf.image_size import check_image_size
+
 # ImageNet statistics used by the Keras applications' preprocess_input functions.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -63,20 +65,3 @@ class ImagePreprocessing(keras.layers.Layer):
             }
         )
         return config
-
-
-def check_image_size(image_size) -> tuple[int, int] | None:
-    """`(height, width)` as two positive ints, or None; anything else is a ValueError."""
-    if image_size is None:
-        return None
-    try:
-        height, width = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`image_size` must be (height, width). Received: image_size={image_size!r}"
-        ) from None
-    if height < 1 or width < 1:
-        raise ValueError(
-            f"`image_size` must be two positive integers. Received: image_size={image_size!r}"
-        )
-    return height, width

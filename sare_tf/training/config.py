@@ -206,7 +206,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.image_size is not None:
-            from sare_tf.layers.image_preprocessing import check_image_size
+            from sare_tf.image_size import check_image_size
 
             self.image_size = check_image_size(self.image_size)
         if self.strategy not in STRATEGIES:
