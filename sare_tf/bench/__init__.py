@@ -10,7 +10,8 @@ Each module measures one thing and writes a JSON report under `runs/bench/`:
 - `pipeline`: images/s of the tf.data tuple pipeline (decode, resize, augment);
 - `retrieval`: exact evaluation wall time and compressed-index recall / speed;
 - `serve`: a loopback load test of `sare-tf serve` (latency, throughput, batching, RSS);
-- `index`: building and querying a place index of 1,000,000 descriptors.
+- `index`: building and querying a place index of 1,000,000 descriptors;
+- `import_checkpoint`: importing a full-size NetVLAD + WPCA checkpoint (time, memory, agreement).
 
 Every module provides `HELP`, `DESCRIPTION`, `add_arguments(parser)`, `run(args) -> int` and
 `main(argv=None) -> int`, and imports TensorFlow only inside functions (importing this package
@@ -19,4 +20,7 @@ is cheap). Nothing is imported here, so `python -m sare_tf.bench.NAME` runs clea
 
 from __future__ import annotations
 
-BENCHMARKS = ("peak", "extraction", "training", "mining", "pipeline", "retrieval", "serve", "index")
+BENCHMARKS = (
+    "peak", "extraction", "training", "mining", "pipeline", "retrieval", "serve", "index",
+    "import_checkpoint",
+)  # fmt: skip

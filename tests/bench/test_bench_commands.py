@@ -89,7 +89,8 @@ def test_bench_help_lists_every_benchmark_with_one_line(capsys):
         cli.main(["bench", "--help"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    for name in ("peak", "extraction", "training", "mining", "pipeline", "retrieval"):
+    for name in ("peak", "extraction", "training", "mining", "pipeline", "retrieval", "serve",
+                 "index", "import_checkpoint"):  # fmt: skip
         assert f"    {name}" in printed
     with pytest.raises(SystemExit):
         cli.main(["bench", "extraction", "--help"])
@@ -266,3 +267,22 @@ def test_scripts_are_thin_wrappers_of_the_package(tmp_path):
     for name in ("extraction", "training", "pipeline", "retrieval"):
         script = (REPO / "scripts" / f"bench_{name}.py").read_text()
         assert f"sare-tf bench {name}" in script and len(script.splitlines()) < 20
+
+
+def test_index_and_import_benchmarks_at_tiny_size(tmp_path):
+    out = tmp_path / "index.json"
+    assert cli.main(["bench", "index", "--num-db", "3000", "--num-queries", "20", "--dim", "32",
+                     "--pq-m", "8", "--nlist", "16", "--json", str(out)]) == 0  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert results["build"]["count"] == 3000 and results["build"]["peak_gib"] > 0
+    assert 0 <= results["query"]["recall@1"] <= 1 and results["query"]["query_ms_median"] > 0
+    assert results["recall_points_lost"] == pytest.approx(
+        100 * (results["exact"]["recall@1"] - results["query"]["recall@1"]), abs=0.01
+    )
+    pytest.importorskip("torch")
+    out = tmp_path / "import.json"
+    assert cli.main(["bench", "import_checkpoint", "--channels-divisor", "16", "--num-clusters", "4",
+                     "--pca-dim", "32", "--image-size", "48", "64", "--json", str(out)]) == 0  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert results["model"]["descriptor_dim"] == 32 and results["cosine_min"] >= 0.9999
+    assert results["import_seconds"] > 0 and results["import_peak_gib"] > 0
