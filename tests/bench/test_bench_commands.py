@@ -130,7 +130,9 @@ def test_peak_reports_bf16_unsupported_when_onednn_has_no_bf16_convolution():
     assert "failed" not in result
     if result["supported"]:
         assert "avx512" not in cpu_flags()  # only where oneDNN is not the bf16 path
-        assert result["gflops"] > 0 and describe_peak(result).startswith("bfloat16 conv peak:")
+        # A measured row (this tiny convolution in emulated bf16 may round to 0.0 GFLOP/s).
+        assert result["flops_per_call"] > 0 and len(result["rounds"]) == 1
+        assert result["gflops"] >= 0 and describe_peak(result).startswith("bfloat16 conv peak:")
         return
     assert "primitive descriptor" in result["error"]
     assert describe_peak(result).startswith("bfloat16 conv peak: not supported on this CPU")
