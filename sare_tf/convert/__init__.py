@@ -1,11 +1,20 @@
 """Community checkpoints as sare_tf models: `import_checkpoint(src, out)` / `sare-tf import`.
 
-Formats:
-- "pytorch-netvlad": pytorch-NetVlad and Patch-NetVLAD `.pth(.tar)` checkpoints (VGG16 + NetVLAD,
-  v1 or v2, with or without WPCA), read without PyTorch by an allow-list unpickler
-  (`torch_checkpoint`); the schema is in `pytorch_netvlad`.
+Formats (each importer's module docstring holds the source's schema, as facts):
+- "pytorch-netvlad": pytorch-NetVlad and Patch-NetVLAD `.pth(.tar)` checkpoints (VGG16 +
+  NetVLAD, v1 or v2, with or without WPCA); "vg-benchmark": the Deep Visual Geo-localization
+  Benchmark's VGG16 + NetVLAD (+ FC) models; "openibl": OpenIBL's VGG16 + NetVLAD (+ PCA, baked
+  in or from its `pca_params_*.h5`). All three are read without PyTorch by an allow-list
+  unpickler (`torch_checkpoint`); the layouts are in `pytorch_netvlad`.
+- "netvlad-tf": netvlad_tf_open's TensorFlow checkpoint of the NetVLAD authors' MatConvNet model
+  (`netvlad_tf`, with the d*K+k -> k*D+d whitening permutation).
 - "keras-vgg16": a Keras VGG16 ImageNet weights file (`.h5`): the same code path as
   `sare-tf train --weights PATH` (NetVLAD is then still to be clustered).
+
+MatConvNet `.mat` networks are refused with the route to take: their NetVLAD layers are MATLAB
+classdef objects, which MATLAB saves as opaque MCOS data that scipy (or any reader outside MATLAB)
+returns as undocumented bytes; netvlad_tf_open needed MATLAB (`net_class2struct.m`) to turn them
+into structs first, and publishes the converted best model as the TF checkpoint read here.
 
 The result is a standard `.keras` embedding model (written atomically: a failed import leaves no
 file) and a JSON sidecar `<out>.json` saying where it came from: source path and sha256, format,
@@ -19,85 +28,167 @@ import hashlib
 import json
 import os
 
-FORMATS = ("auto", "pytorch-netvlad", "keras-vgg16")
+FORMATS = ("auto", "pytorch-netvlad", "vg-benchmark", "openibl", "netvlad-tf", "keras-vgg16")
+TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl")
+MATCONVNET_REFUSAL = (
+    "{path}: MatConvNet .mat networks cannot be read outside MATLAB (their NetVLAD layers are "
+    "classdef objects stored as opaque MCOS data). Use netvlad_tf_open's TensorFlow checkpoint of "
+    "the same model (vd16_pitts30k_conv5_3_vlad_preL2_intra_white) with --format netvlad-tf, or "
+    "convert your own .mat with netvlad_tf_open's matlab/net_class2struct.m and "
+    "mat_to_checkpoint.py first."
+)
 
 
-def sha256_of(path: str) -> str:
+def sha256_of(*paths: str) -> str:
+    """One sha256 over the files in order (a TF checkpoint: its index, then its data shards)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
 def detect_format(path: str) -> str:
-    name = os.path.basename(path).lower()
+    """The format family from the file name: "torch" (one of `TORCH`, told apart later by the
+    state dict's keys), "netvlad-tf" or "keras-vgg16"."""
+    name = os.path.basename(path.rstrip("/")).lower()
+    if name.endswith(".mat"):
+        raise ValueError(MATCONVNET_REFUSAL.format(path=path))
     if name.endswith((".pth", ".pth.tar", ".pt", ".tar")):
-        return "pytorch-netvlad"
+        return "torch"
     if name.endswith(".h5"):
         return "keras-vgg16"
+    if os.path.isdir(path) or name.endswith((".index", ".meta")) or ".data-" in name:
+        return "netvlad-tf"
+    if os.path.isfile(f"{path}.index"):
+        return "netvlad-tf"
     raise ValueError(
         f"Cannot tell the format of {path} from its name; pass --format ({', '.join(FORMATS[1:])})."
     )
 
 
 def import_checkpoint(
-    src, out, format: str = "auto", image_size=(480, 640), trained_on: str | None = None
+    src,
+    out,
+    format: str = "auto",
+    image_size=(480, 640),
+    trained_on: str | None = None,
+    pca_file=None,
+    pca_dim: int | None = None,
 ) -> dict:
     """Converts `src` into the sare_tf embedding model `out` (`.keras`); returns the sidecar.
+
+    Args:
+        src: the checkpoint: a `.pth(.tar)` file, a TF checkpoint (prefix, one of its files or
+            its folder) or a Keras VGG16 `.h5`.
+        out: the `.keras` file to write (and `<out>.json`).
+        format: one of `FORMATS`; "auto" tells it from the name and, for PyTorch files, the keys.
+        image_size: `(height, width)` the model was trained at, recorded in it.
+        trained_on: what the checkpoint was trained on, recorded in the sidecar.
+        pca_file: OpenIBL's `pca_params_*.h5`, for its checkpoints that keep the PCA apart.
+        pca_dim: keep the first `pca_dim` components of `pca_file` (default all).
 
     Raises:
         UnsafeCheckpointError: the checkpoint names code outside the allow-list (nothing ran).
         ValueError: an unknown format, or a missing / unexpected / wrongly shaped tensor (named).
         FileNotFoundError: no file at `src`.
     """
-    from sare_tf.models import freeze_before
-    from sare_tf.training.atomic import save_model_atomic
+    from sare_tf.training.atomic import save_model_atomic, write_json_atomic
 
     src, out = os.fspath(src), os.fspath(out)
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"Checkpoint not found: {src}")
     if not out.endswith(".keras"):
         raise ValueError(f"The output must be a .keras file. Received: out={out!r}")
-    fmt = detect_format(src) if format == "auto" else format
-    extra = {}
-    if fmt == "pytorch-netvlad":
-        from sare_tf.convert.pytorch_netvlad import build_model, check_schema, state_dict_of
-        from sare_tf.convert.torch_checkpoint import read_torch_checkpoint
+    if format not in FORMATS:
+        raise ValueError(f"Unknown format. Expected one of {FORMATS}. Received: format={format!r}")
+    if src.lower().endswith(".mat"):
+        raise ValueError(MATCONVNET_REFUSAL.format(path=src))
+    fmt = format
+    if fmt == "auto":
+        fmt = detect_format(src)
+    if pca_file is not None and fmt not in ("torch", "openibl"):
+        raise ValueError(f"--pca (an OpenIBL PCA file) applies to openibl checkpoints, not {fmt}.")
+    if fmt == "netvlad-tf":
+        from sare_tf.convert import netvlad_tf
 
-        checkpoint = read_torch_checkpoint(src)
-        converted = check_schema(state_dict_of(checkpoint, src), src)
-        model = build_model(converted, image_size)
-        freeze_before(model, "block5_conv1")  # the NetVLAD / SARE fine-tuning default
-        if isinstance(checkpoint, dict):
-            extra = {
-                k: checkpoint[k]
-                for k in ("epoch", "best_score")
-                if isinstance(checkpoint.get(k), int | float)
-            }
-        extra["vladv2"] = converted["assignment_bias"] is not None
+        prefix = netvlad_tf.checkpoint_prefix(src)
+        files = netvlad_tf.checkpoint_files(prefix)
+        converted = netvlad_tf.check_schema(netvlad_tf.read_tf_checkpoint(prefix), prefix)
+        model = _build(converted, image_size)
+        extra, source = {"files": [os.path.basename(f) for f in files]}, prefix
+    elif fmt in ("torch", *TORCH):
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"Checkpoint not found: {src}")
+        model, fmt, extra = _import_torch(src, fmt, image_size, pca_file, pca_dim)
+        source, files = src, [src]
     elif fmt == "keras-vgg16":
         from sare_tf.descriptor_model import store_image_size
         from sare_tf.models import build_embedding_model
 
-        model = build_embedding_model("vgg16", weights=src)
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"Weights file not found: {src}")
+        model, extra = build_embedding_model("vgg16", weights=src), {}
         store_image_size(model, image_size)
-    else:
-        raise ValueError(f"Unknown format. Expected one of {FORMATS}. Received: format={format!r}")
+        source, files = src, [src]
     from sare_tf.descriptor_model import describe_model
 
     described = describe_model(model)
     save_model_atomic(model, out)
     sidecar = {
-        "source": os.path.abspath(src),
-        "sha256": sha256_of(src),
+        "source": os.path.abspath(source),
+        "sha256": sha256_of(*files),
         "format": fmt,
         "trained_on": trained_on,
         "model": described,
         "checkpoint": extra,
         "imported_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    from sare_tf.training.atomic import write_json_atomic
-
     write_json_atomic(f"{out}.json", sidecar)
     return json.loads(json.dumps(sidecar))
+
+
+def _build(converted: dict, image_size):
+    from sare_tf.convert.vgg16_netvlad import build_model
+    from sare_tf.models import freeze_before
+
+    model = build_model(converted, image_size)
+    freeze_before(model, "block5_conv1")  # the NetVLAD / SARE fine-tuning default
+    return model
+
+
+def _import_torch(src: str, fmt: str, image_size, pca_file, pca_dim):
+    from sare_tf.convert import pytorch_netvlad
+    from sare_tf.convert.torch_checkpoint import read_torch_checkpoint
+
+    checkpoint = read_torch_checkpoint(src)
+    state = pytorch_netvlad.state_dict_of(checkpoint, src)
+    layout = pytorch_netvlad.detect_layout(state, src, "auto" if fmt == "torch" else fmt)
+    converted = pytorch_netvlad.check_schema(state, src, layout)
+    if pca_file is not None:
+        if layout.format != "openibl":
+            raise ValueError(
+                f"{src}: --pca applies to openibl checkpoints; this is {layout.format}."
+            )
+        if converted["pca"] is not None:
+            raise ValueError(f"{src}: the checkpoint already has its PCA layer; drop --pca.")
+        converted["pca"] = pytorch_netvlad.read_openibl_pca(pca_file, pca_dim)
+        vlad_dim = converted["centroids"].size
+        if converted["pca"][0].shape[0] != vlad_dim:
+            raise ValueError(
+                f"{pca_file}: the PCA is for {converted['pca'][0].shape[0]}-d vectors; the "
+                f"checkpoint's NetVLAD gives {vlad_dim}."
+            )
+    elif pca_dim is not None:
+        raise ValueError("--pca-dim needs --pca (an OpenIBL PCA file).")
+    extra = {}
+    if isinstance(checkpoint, dict):
+        extra = {
+            k: checkpoint[k]
+            for k in ("epoch", "epoch_num", "best_score", "best_r5", "best_recall5")
+            if isinstance(checkpoint.get(k), int | float)
+        }
+    extra["vladv2"] = converted["assignment_bias"] is not None
+    if pca_file is not None:
+        extra["pca_file"] = os.path.abspath(os.fspath(pca_file))
+        extra["pca_file_sha256"] = sha256_of(os.fspath(pca_file))
+    return _build(converted, image_size), layout.format, extra

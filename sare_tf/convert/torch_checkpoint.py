@@ -110,6 +110,29 @@ def _numpy_dtype(name, *unused):
     return np.dtype(name)
 
 
+class _NumpyArray:
+    """Stands in for a pickled numpy array (`ndarray.__reduce__`): rebuilt from its dtype and raw
+    bytes only; object arrays (whose elements are pickles themselves) are refused."""
+
+    def __init__(self, *unused):
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise UnsafeCheckpointError(f"unexpected numpy array state {state!r:.80}")
+        _, shape, dtype, fortran_order, data = state
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise UnsafeCheckpointError(f"refusing a numpy array of dtype {dtype!r:.40}")
+        if not isinstance(data, bytes | bytearray):
+            raise UnsafeCheckpointError("refusing a numpy array whose data is not raw bytes")
+        order = "F" if fortran_order else "C"
+        self.array = np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
+
+
+def _numpy_reconstruct(cls, shape, typecode):
+    return _NumpyArray()
+
+
 def _encode(text, encoding="latin1"):
     return text.encode(encoding)
 
@@ -129,6 +152,9 @@ ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy", "dtype"): _numpy_dtype,
+    ("numpy", "ndarray"): object(),  # only an argument of _numpy_reconstruct; not callable
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("_codecs", "encode"): _encode,
     ("argparse", "Namespace"): _Namespace,
     **{("torch", name): _StorageClass(name) for name in STORAGE_DTYPES},
@@ -136,9 +162,9 @@ ALLOWED_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, handle, path: str, storages: dict, legacy: bool):
+    def __init__(self, handle, path: str, storages: dict):
         super().__init__(handle, encoding="utf-8")
-        self.path, self.storages, self.legacy = path, storages, legacy
+        self.path, self.storages = path, storages
 
     def find_class(self, module, name):
         allowed = ALLOWED_GLOBALS.get((module, name))
@@ -185,6 +211,8 @@ def _attach(storage: _Storage, raw: bytes, path: str) -> None:
 def _materialize(value):
     if isinstance(value, _Tensor):
         return value.materialize()
+    if isinstance(value, _NumpyArray):
+        return value.array
     if isinstance(value, dict):
         materialized = {key: _materialize(item) for key, item in value.items()}
         return (
@@ -208,7 +236,7 @@ def _read_zip(path: str, archive: zipfile.ZipFile):
         raise ValueError(f"{path}: big-endian checkpoints are not supported.")
     storages: dict = {}
     with archive.open(pickles[0]) as handle:
-        obj = _RestrictedUnpickler(handle, path, storages, legacy=False).load()
+        obj = _RestrictedUnpickler(handle, path, storages).load()
     for key, storage in storages.items():
         member = f"{prefix}data/{key}"
         if member not in names:
@@ -221,7 +249,7 @@ def _read_legacy(path: str, handle):
     storages: dict = {}
 
     def load():
-        return _RestrictedUnpickler(handle, path, storages, legacy=True).load()
+        return _RestrictedUnpickler(handle, path, storages).load()
 
     magic = load()
     if magic != LEGACY_MAGIC:
@@ -274,8 +302,12 @@ def read_torch_checkpoint(path) -> object:
                 return _read_zip(path, archive)
         with open(path, "rb") as handle:
             return _read_legacy(path, io.BufferedReader(handle))
-    except UnsafeCheckpointError:
-        raise
+    except UnsafeCheckpointError as error:
+        if str(error).startswith(path):
+            raise
+        raise UnsafeCheckpointError(
+            f"{path}: {error}. Nothing from the file was executed."
+        ) from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, KeyError, TypeError,
             AttributeError, IndexError) as error:  # fmt: skip
         raise ValueError(

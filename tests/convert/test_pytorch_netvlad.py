@@ -16,44 +16,30 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from torch_reference import (  # noqa: E402
+    CHANNELS,
+    NUM_CLUSTERS,
+    PCA_DIM,
+    as_float64,
+    assert_matches,
+    images,
+    reference_descriptors,
+    tiny_encoder_and_pool,
+)
+
 from sare_tf.convert import import_checkpoint  # noqa: E402
 from sare_tf.convert.torch_checkpoint import UnsafeCheckpointError, read_torch_checkpoint  # noqa: E402
 
-# vgg16.features[:-2] with tiny channel counts: (out channels, then "M" for a max-pool).
-TINY_VGG = [4, 4, "M", 6, 6, "M", 8, 8, 8, "M", 8, 8, 8, "M", 8, 8, 8]
-NUM_CLUSTERS, PCA_DIM = 5, 12
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-
 
 def _torch_model(vladv2: bool, wpca: bool, seed: int):
-    nn = torch.nn
-    torch.manual_seed(seed)
-    layers, channels = [], 3
-    for item in TINY_VGG:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
-            channels = item
-    encoder = nn.Sequential(*layers[:-1])  # [:-2] of the full features: no last ReLU / pool
-    assert len(encoder) == 29 and isinstance(encoder[28], nn.Conv2d)
-    pool = nn.Module()
-    pool.conv = nn.Conv2d(channels, NUM_CLUSTERS, kernel_size=(1, 1), bias=vladv2)
-    pool.centroids = nn.Parameter(torch.rand(NUM_CLUSTERS, channels))
-    model = nn.Module()
+    encoder, pool = tiny_encoder_and_pool(torch, seed, vladv2)
+    model = torch.nn.Module()
     model.add_module("encoder", encoder)
     model.add_module("pool", pool)
     if wpca:
-        model.add_module("WPCA", nn.Sequential(nn.Conv2d(NUM_CLUSTERS * channels, PCA_DIM, 1)))
-    with torch.no_grad():  # as after training: centres among the unit local descriptors,
-        # sharp assignments, and conv layers that keep the images apart
-        pool.centroids.copy_(
-            torch.nn.functional.normalize(torch.randn(NUM_CLUSTERS, channels), dim=1) * 0.5
+        model.add_module(
+            "WPCA", torch.nn.Sequential(torch.nn.Conv2d(NUM_CLUSTERS * CHANNELS, PCA_DIM, 1))
         )
-        pool.conv.weight.copy_(20.0 * pool.centroids[:, :, None, None])
-        for layer in encoder:
-            if isinstance(layer, nn.Conv2d):
-                layer.weight.mul_(3.0)
     return model
 
 
@@ -62,73 +48,7 @@ def _save(model, path, legacy: bool):
                   "best_score": 0.75, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
                   "parallel": False}  # fmt: skip
     torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
-    return {
-        key: value.detach().numpy().astype(np.float64) for key, value in model.state_dict().items()
-    }
-
-
-# --- the numpy reference, from the sources' definitions (NCHW) ----------------------------------
-
-
-def _conv3x3(x, weight, bias):
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))
-    return np.einsum("nchwij,ocij->nohw", windows, weight) + bias[None, :, None, None]
-
-
-def _maxpool(x):
-    n, c, h, w = x.shape
-    x = x[:, :, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
-
-
-def _normalize(x, axis):
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
-
-
-def reference_descriptors(state, images_rgb_0_255):
-    x = (images_rgb_0_255 / 255.0 - MEAN) / STD
-    x = x.transpose(0, 3, 1, 2)  # NCHW
-    for position, kind in enumerate(_layout()):  # vgg16.features[:-2]: ends with conv5_3, no ReLU
-        if kind == "pool":
-            x = _maxpool(x)
-        elif kind == "relu":
-            x = np.maximum(x, 0.0)
-        else:
-            x = _conv3x3(x, state[f"encoder.{position}.weight"], state[f"encoder.{position}.bias"])
-    n, c = x.shape[:2]
-    x = _normalize(x, axis=1)  # per location, across descriptor dims
-    logits = np.einsum("kc,nchw->nkhw", state["pool.conv.weight"][:, :, 0, 0], x)
-    if "pool.conv.bias" in state:
-        logits += state["pool.conv.bias"][None, :, None, None]
-    logits = logits.reshape(n, NUM_CLUSTERS, -1)
-    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
-    soft /= soft.sum(axis=1, keepdims=True)
-    flat = x.reshape(n, c, -1)
-    vlad = np.zeros((n, NUM_CLUSTERS, c))
-    for k in range(NUM_CLUSTERS):  # the sources' loop over clusters
-        residual = flat - state["pool.centroids"][k][None, :, None]
-        vlad[:, k, :] = (residual * soft[:, k : k + 1, :]).sum(axis=-1)
-    vlad = _normalize(_normalize(vlad, axis=2).reshape(n, -1), axis=1)
-    if "WPCA.0.weight" in state:
-        vlad = vlad @ state["WPCA.0.weight"][:, :, 0, 0].T + state["WPCA.0.bias"]
-        vlad = _normalize(vlad, axis=-1)
-    return vlad
-
-
-def _layout():
-    kinds = []
-    for item in TINY_VGG:
-        kinds += ["pool"] if item == "M" else ["conv", "relu"]
-    return kinds[:-1]
-
-
-def _images(count, seed, size=(48, 64)):
-    rng = np.random.default_rng(seed)
-    smooth = rng.random((count, size[0] // 8, size[1] // 8, 3))
-    return np.clip(
-        np.kron(smooth, np.ones((1, 8, 8, 1))) * 255 + rng.normal(0, 12, (count, *size, 3)), 0, 255
-    )
+    return as_float64(model.state_dict())
 
 
 @pytest.mark.parametrize(
@@ -144,30 +64,17 @@ def test_imported_model_matches_the_reference_forward_pass(tmp_path, legacy, vla
     sidecar = import_checkpoint(path, tmp_path / "imported.keras", trained_on="tests")
     assert sidecar["format"] == "pytorch-netvlad" and sidecar["checkpoint"]["epoch"] == 7
     assert sidecar["checkpoint"]["vladv2"] is vladv2
-    expected_dim = PCA_DIM if wpca else NUM_CLUSTERS * 8
+    expected_dim = PCA_DIM if wpca else NUM_CLUSTERS * CHANNELS
     assert sidecar["model"]["descriptor_dim"] == expected_dim
     assert sidecar["model"]["pca_dim"] == (PCA_DIM if wpca else None)
     import hashlib
 
     assert sidecar["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     model = keras.saving.load_model(tmp_path / "imported.keras", compile=False)
-    images = _images(6, seed=2)
-    got = keras.ops.convert_to_numpy(model(images.astype(np.float32)))
-    want = reference_descriptors(state, images)
-    cosine = np.sum(got * want, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert cosine.min() >= 0.9999, cosine
-    # ... and the images are told apart (the check is not met by near-identical descriptors).
-    between = want @ want.T / np.outer(np.linalg.norm(want, axis=1), np.linalg.norm(want, axis=1))
-    assert between[np.triu_indices(6, 1)].max() < 0.99
-    np.testing.assert_allclose(got, want, atol=2e-4)
-    # The same top-10 retrieval on a small set.
-    database, queries = _images(12, seed=3), _images(3, seed=4)
-    db_got = keras.ops.convert_to_numpy(model(database.astype(np.float32)))
-    q_got = keras.ops.convert_to_numpy(model(queries.astype(np.float32)))
-    db_want, q_want = reference_descriptors(state, database), reference_descriptors(state, queries)
-    top_got = np.argsort(-(q_got @ db_got.T), axis=1)[:, :10]
-    top_want = np.argsort(-(q_want @ db_want.T), axis=1)[:, :10]
-    np.testing.assert_array_equal(top_got, top_want)
+    projection = None
+    if wpca:
+        projection = (state["WPCA.0.weight"][:, :, 0, 0], state["WPCA.0.bias"])
+    assert_matches(model, lambda x: reference_descriptors(state, x, projection=projection))
 
 
 def test_the_reader_gives_what_torch_saved(tmp_path):
@@ -180,6 +87,18 @@ def test_the_reader_gives_what_torch_saved(tmp_path):
         np.testing.assert_array_equal(loaded["a"], nested["a"].numpy())  # a strided view
         assert loaded["b"].dtype == np.int64 and loaded["c"].dtype == np.float16
         assert loaded["n"][1:] == [3, "text"] and float(loaded["h"]) == 2.5
+    # numpy arrays (the VG benchmark saves its recalls as one) are rebuilt from raw bytes only.
+    arrays = {
+        "recalls": np.array([[83.2, 91.0], [1.5, 2.5]]),
+        "f": np.asfortranarray(np.eye(3)[:, :2]),
+    }
+    torch.save(arrays, tmp_path / "arrays.pth")
+    loaded = read_torch_checkpoint(tmp_path / "arrays.pth")
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(loaded[key], value)
+    torch.save({"o": np.array([{"a": 1}], dtype=object)}, tmp_path / "objects.pth")
+    with pytest.raises(UnsafeCheckpointError, match="objects.pth: .*dtype"):
+        read_torch_checkpoint(tmp_path / "objects.pth")
 
 
 class _RunsAShellCommand:
@@ -259,10 +178,10 @@ def test_an_imported_model_evaluates_exports_explains_and_fine_tunes(tiny_city, 
     )
     import keras
 
-    images = _images(2, seed=7).astype(np.float32)
-    np.save(tmp_path / "x.npy", images)
+    batch = images(2, seed=7).astype(np.float32)
+    np.save(tmp_path / "x.npy", batch)
     np.save(
-        tmp_path / "y.npy", keras.ops.convert_to_numpy(keras.saving.load_model(imported)(images))
+        tmp_path / "y.npy", keras.ops.convert_to_numpy(keras.saving.load_model(imported)(batch))
     )
     completed = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "exports" / "imported" / "1"),
