@@ -7,9 +7,11 @@ import argparse
 HELP = "Check a dataset (.mat / .csv / folder): schema, counts, ground truth, every image file."
 DESCRIPTION = (
     "Loads DATASET with the reader its extension picks (a dbStruct .mat file, a CSV file of "
-    "path,utm_east,utm_north[,split], or a folder with database/ and queries/ subfolders of "
-    "@utm_east@utm_north@...@.jpg files), prints its counts and the queries without any "
-    "database image within the training radius, then decodes every image as training will and "
+    "path,utm_east,utm_north[,split] or with named columns (metres or lat/lon degrees), or a folder with database/ and queries/ subfolders of "
+    "@utm_east@utm_north@...@.jpg files), prints its counts, the queries without any "
+    "database image within the training radius and the ground-truth statistics that reveal "
+    "wrong units (queries with / without positives, positives per query, database spacing "
+    "and extent, the UTM zone chosen for latitude/longitude input), then decodes every image as training will and "
     "lists the unusable files (missing, empty, truncated, not an image, too large) with the "
     "reason. Exit status 0 when every file is usable, 1 otherwise. Training skips and counts "
     "bad files by default; check first so they are found now rather than mid-run."
@@ -43,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from sare_tf.data.checks import check_dataset
     from sare_tf.data.geo_dataset import GeoDataset
     from sare_tf.data.images import DEFAULT_MAX_PIXELS
+    from sare_tf.data.statistics import describe_ground_truth, ground_truth_statistics
 
     dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
     print(dataset.summary())
+    for line in describe_ground_truth(ground_truth_statistics(dataset)):
+        print(line)
     if args.skip_images:
         return 0
     report = check_dataset(

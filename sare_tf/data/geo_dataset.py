@@ -101,6 +101,8 @@ class GeoDataset:
         name: a label for messages and reports (e.g. "pitts30k_train").
         db_time_stamps: optional `[Ndb]` capture times (TokyoTM `dbTimeStamp`), kept as read.
         query_time_stamps: optional `[Nq]` capture times (TokyoTM `qTimeStamp`).
+        frame: how the metres were obtained when a reader projected them (e.g. "UTM zone 17N
+            (WGS84), from latitude/longitude"); None when the source gave metres.
 
     Example:
         >>> ds = GeoDataset(["a.jpg", "b.jpg"], [[0, 0], [100, 0]], ["q.jpg"], [[3, 4]])
@@ -118,6 +120,7 @@ class GeoDataset:
     name: str = "dataset"
     db_time_stamps: np.ndarray | None = None
     query_time_stamps: np.ndarray | None = None
+    frame: str | None = None
     _positives_cache: dict = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -208,6 +211,8 @@ class GeoDataset:
             f"positives within {self.nontriv_pos_dist_thr:g} m (training) / "
             f"{self.pos_dist_thr:g} m (evaluation), image root {self.image_root}"
         )
+        if self.frame:
+            text += f"; positions in {self.frame}"
         if excluded.size:
             shown = ", ".join(str(i) for i in excluded[:10])
             more = ", ..." if excluded.size > 10 else ""
@@ -232,6 +237,7 @@ class GeoDataset:
             name=name or self.name,
             db_time_stamps=None if self.db_time_stamps is None else self.db_time_stamps[d],
             query_time_stamps=None if self.query_time_stamps is None else self.query_time_stamps[q],
+            frame=self.frame,
         )
 
     @classmethod

@@ -191,6 +191,7 @@ def decode_like_pipeline(contents: tf.Tensor, image_size=None) -> tf.Tensor:
     Returns:
         uint8 `[H, W, 3]`.
     """
+
     def jpeg():
         branches = [
             lambda ratio=ratio: tf.io.decode_jpeg(
@@ -223,5 +224,3 @@ def decode_like_pipeline(contents: tf.Tensor, image_size=None) -> tf.Tensor:
     image = tf.cond(is_jpeg, jpeg, lambda: tf.cond(is_png, png, other))
     image.set_shape([None, None, 3])
     return image
-
-

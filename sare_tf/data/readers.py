@@ -5,8 +5,13 @@ of queries, each file named `@<utm_east>@<utm_north>@<anything>@.jpg`, e.g.
 `@0543256.96@4178906.70@10@S@037.75643@-122.50771@@@@@@pano@.jpg` (the fields after the second
 are ignored). Subfolders are searched too.
 
-CSV layout: rows `path,utm_east,utm_north[,split]` (an optional header row is recognised by its
-non-numeric easting). `split` says whether a row is a database image or a query: `db` /
+CSV layout: rows `path,utm_east,utm_north[,split]`, or with a header row naming the columns in
+any order: `path` (or image, file, filename), `utm_east` / `utm_north` (or easting / northing) in
+metres, or `lat` / `lon` (or latitude / longitude, lng) in WGS84 degrees, projected into one UTM
+zone per dataset (`sare_tf.data.geodesy`, the zone recorded in `GeoDataset.frame`), and optional
+`split` (or set, role). An unknown column name is refused, and so is a header-less file whose
+"metres" look like degrees (every value within +-180 and the whole database inside the 25 m
+radius). `split` says whether a row is a database image or a query: `db` /
 `database` or `query` / `queries`, optionally prefixed by a set name (`train_db`,
 `test/query`, `val:queries`) so that one file can hold several sets. A file holding several
 sets must be read one set at a time (`which_set=`, or `file.csv:NAME` wherever a dataset path is
@@ -152,34 +157,100 @@ def _parse_split(value: str, where: str) -> tuple[str | None, str]:
     return match.group(1), role
 
 
-def _read_rows(csv_path: str) -> list[tuple[int, list[str]]]:
+COLUMN_ALIASES = {
+    "path": ("path", "image", "image_path", "file", "filename", "file_name"),
+    "utm_east": ("utm_east", "easting", "east", "utm_easting"),
+    "utm_north": ("utm_north", "northing", "north", "utm_northing"),
+    "lat": ("lat", "latitude"),
+    "lon": ("lon", "lng", "long", "longitude"),
+    "split": ("split", "set", "role"),
+}
+_CANONICAL = {alias: name for name, aliases in COLUMN_ALIASES.items() for alias in aliases}
+HEADERLESS_COLUMNS = ("path", "utm_east", "utm_north", "split")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns_of(csv_path: str, header: list[str]) -> dict[str, int]:
+    """`{canonical column: index}` from a header row; unknown or duplicate names refused."""
+    columns: dict[str, int] = {}
+    for index, cell in enumerate(header):
+        name = _CANONICAL.get(cell.strip().lower())
+        if name is None:
+            accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in COLUMN_ALIASES.items())
+            raise ValueError(
+                f"{csv_path}:1: unknown column {cell!r} in the header {header}. Columns sare_tf "
+                f"reads (any order): {accepted}."
+            )
+        if name in columns:
+            raise ValueError(f"{csv_path}:1: two columns mean {name!r}: {header}.")
+        columns[name] = index
+    has_utm = {"utm_east", "utm_north"} <= columns.keys()
+    has_latlon = {"lat", "lon"} <= columns.keys()
+    if "path" not in columns or has_utm == has_latlon:
+        raise ValueError(
+            f"{csv_path}:1: the header {header} needs a path column and either utm_east and "
+            "utm_north (metres) or lat and lon (degrees), not both."
+        )
+    return columns
+
+
+def _read_rows(csv_path: str) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """The column map (from the header row, or the header-less layout) and the data rows."""
     with open(csv_path, newline="", encoding="utf-8") as handle:
         rows = [
             (number, [cell.strip() for cell in row])
             for number, row in enumerate(csv.reader(handle), start=1)
             if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")
         ]
-    if rows:
-        try:
-            float(rows[0][1][1])
-        except (ValueError, IndexError):
-            rows = rows[1:]  # a header row
-    return rows
+    if rows and not all(_is_number(cell) for cell in rows[0][1][1:3]):
+        return _columns_of(csv_path, rows[0][1]), rows[1:]
+    return {name: i for i, name in enumerate(HEADERLESS_COLUMNS)}, rows
 
 
-def _row_values(csv_path: str, number: int, row: list[str]) -> tuple[str, float, float]:
+def _row_values(
+    csv_path: str, number: int, row: list[str], columns: dict[str, int]
+) -> tuple[str, float, float]:
+    """`(path, a, b)`: easting / northing, or latitude / longitude, as the columns say."""
     where = f"{csv_path}:{number}"
-    if len(row) < 3:
-        raise ValueError(f"{where}: expected path,utm_east,utm_north[,split]. Received: {row}")
-    try:
-        east, north = float(row[1]), float(row[2])
-    except ValueError:
+    fields = ("utm_east", "utm_north") if "utm_east" in columns else ("lat", "lon")
+    needed = max(columns[name] for name in ("path", *fields)) + 1
+    if len(row) < needed:
+        layout = ",".join(sorted(columns, key=columns.get))
+        raise ValueError(f"{where}: expected {layout}. Received: {row}")
+    values = []
+    for field in fields:
+        text = row[columns[field]]
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{where}: {field} must be a number. Received: {text!r}") from None
+        if not np.isfinite(value):
+            raise ValueError(f"{where}: {field} is not finite. Received: {text!r}")
+        values.append(value)
+    return row[columns["path"]], values[0], values[1]
+
+
+def _refuse_degrees_as_metres(csv_path: str, db_positions, pos_dist_thr: float) -> None:
+    positions = np.asarray(db_positions, np.float64)
+    looks_like_degrees = np.all(np.abs(positions[:, 0]) <= 180) and np.all(
+        np.abs(positions[:, 1]) <= 180
+    )
+    extent = float(np.max(np.ptp(positions, axis=0))) if len(positions) else 0.0
+    if len(positions) > 1 and looks_like_degrees and extent < pos_dist_thr:
         raise ValueError(
-            f"{where}: UTM easting/northing must be numbers. Received: {row[1:3]}"
-        ) from None
-    if not (np.isfinite(east) and np.isfinite(north)):
-        raise ValueError(f"{where}: non-finite UTM position. Received: {row[1:3]}")
-    return row[0], east, north
+            f"{csv_path}: the positions look like latitude/longitude degrees read as UTM metres "
+            f"(every value within +-180, the whole database within {extent:.3g} 'm', so every "
+            f"database image would be a positive of every query). Add a header row naming the "
+            "columns, e.g. path,lat,lon,split (degrees are then projected to UTM), or give "
+            "metres."
+        )
 
 
 def _check_set_choice(csv_path: str, set_names: set[str], which_set: str | None) -> None:
@@ -225,7 +296,7 @@ def read_csv(
     pos_dist_thr: float = 25.0,
     nontriv_pos_dist_thr: float = 10.0,
 ) -> GeoDataset:
-    """Reads `path,utm_east,utm_north[,split]` rows.
+    """Reads `path,utm_east,utm_north[,split]` rows, or named columns (metres or degrees).
 
     Args:
         csv_path: the CSV file (database and queries told apart by the split column), or the
@@ -243,45 +314,67 @@ def read_csv(
     for path in (csv_path, query_csv):
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"CSV file not found: {path}")
-    parts = {"db": ([], []), "query": ([], [])}
+    parts = {"db": ([], [], []), "query": ([], [], [])}  # paths, positions, row names
     set_names: set[str] = set()
+    kinds = set()
     sources = [(csv_path, None)] if query_csv is None else [(csv_path, "db"), (query_csv, "query")]
     for source, fixed_role in sources:
-        for number, row in _read_rows(source):
-            path, east, north = _row_values(source, number, row)
+        columns, rows = _read_rows(source)
+        kinds.add("latlon" if "lat" in columns else "utm")
+        for number, row in rows:
+            path, first, second = _row_values(source, number, row, columns)
+            split = row[columns["split"]] if columns.get("split", len(row)) < len(row) else ""
             if fixed_role is not None:
                 role = fixed_role
-            elif len(row) < 4 or not row[3]:
+            elif not split:
                 raise ValueError(
-                    f"{source}:{number}: no split column; say 'db' or 'query' in a 4th column, or "
-                    "pass the queries as a separate CSV (query_csv=)."
+                    f"{source}:{number}: no split column; say 'db' or 'query' in a split column, "
+                    "or pass the queries as a separate CSV (query_csv=)."
                 )
             else:
-                set_name, role = _parse_split(row[3], f"{source}:{number}")
+                set_name, role = _parse_split(split, f"{source}:{number}")
                 if set_name is not None:
                     set_names.add(set_name)
                 if which_set is not None and set_name is not None and set_name != which_set.lower():
                     continue
             parts[role][0].append(path)
-            parts[role][1].append((east, north))
+            parts[role][1].append((first, second))
+            parts[role][2].append(f"{source}:{number}")
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{csv_path} and {query_csv}: one gives metres, the other degrees; give both the same."
+        )
     _check_set_choice(csv_path, set_names, which_set)
     for role, label in (("db", "database"), ("query", "query")):
         if not parts[role][0]:
             scope = f" for set {which_set!r}" if which_set else ""
             raise ValueError(f"{csv_path}: no {label} rows{scope}.")
+    frame = None
+    if kinds == {"latlon"}:
+        from sare_tf.data.geodesy import utm_from_latlon
+
+        degrees = np.asarray(parts["db"][1] + parts["query"][1], np.float64)
+        row_names = parts["db"][2] + parts["query"][2]
+        metres, frame = utm_from_latlon(degrees[:, 0], degrees[:, 1], row_names.__getitem__)
+        count = len(parts["db"][0])
+        positions = {"db": metres[:count], "query": metres[count:]}
+    else:
+        _refuse_degrees_as_metres(csv_path, parts["db"][1], pos_dist_thr)
+        positions = {role: np.asarray(parts[role][1], np.float64) for role in parts}
     stem = os.path.splitext(os.path.basename(csv_path))[0]
     try:
         return GeoDataset(
             db_paths=parts["db"][0],
-            db_utm=np.asarray(parts["db"][1], np.float64),
+            db_utm=positions["db"],
             query_paths=parts["query"][0],
-            query_utm=np.asarray(parts["query"][1], np.float64),
+            query_utm=positions["query"],
             image_root=os.fspath(image_root)
             if image_root
             else os.path.dirname(os.path.abspath(csv_path)),
             pos_dist_thr=pos_dist_thr,
             nontriv_pos_dist_thr=nontriv_pos_dist_thr,
             name=name or (f"{stem}_{which_set}" if which_set else stem),
+            frame=frame,
         )
     except ValueError as error:
         raise ValueError(f"{csv_path}: {error}") from error

@@ -98,12 +98,20 @@ def test_csv_reader_two_files_without_header(tmp_path):
     "text, message",
     [
         ("a.jpg,1,2\n", r"bad.csv:1: no split column"),
-        ("path,e,n,split\na.jpg,1,x,db\n", r"bad.csv:2: UTM easting/northing must be numbers"),
+        ("path,utm_east,utm_north,split\na.jpg,1,x,db\n", r"bad.csv:2: utm_north must be a number"),
+        ("path,e,n,split\na.jpg,1,2,db\n", r"bad.csv:1: unknown column 'e'"),
+        ("path,lat,lon,utm_east,utm_north\na.jpg,1,2,3,4\n", r"bad.csv:1: .*not both"),
+        ("path,lat,lat,split\na.jpg,1,2,db\n", r"bad.csv:1: two columns mean 'lat'"),
+        ("path,lat,lon,split\na.jpg,40.4,-80,db\nq.jpg,95,-80,query\n", r"bad.csv:3: latitude 95"),
+        (
+            "path,lat,lon,split\na.jpg,40.4,-80,db\nq.jpg,40.4,-181,query\n",
+            r"bad.csv:3: longitude -181",
+        ),
         ("a.jpg,1,2,db\nb.jpg,1,2,sideways\n", r"bad.csv:2: split 'sideways'"),
         ("a.jpg,1,2,db\n", r"bad.csv: no query rows"),
         ("../../etc/a.jpg,1,2,db\nq.jpg,1,2,query\n", r"bad.csv: .*escapes the image root"),
         ("/abs/a.jpg,1,2,db\nq.jpg,1,2,query\n", r"bad.csv: Absolute"),
-        ("a.jpg,1,2,db\nq.jpg,nan,2,query\n", r"bad.csv:2: non-finite"),
+        ("a.jpg,1,2,db\nq.jpg,nan,2,query\n", r"bad.csv:2: utm_east is not finite"),
     ],
 )
 def test_csv_errors_name_file_and_line(tmp_path, text, message):
@@ -151,3 +159,98 @@ def test_check_data_refuses_a_multi_set_csv_and_reads_one_set(tmp_path, capsys):
     cli.main(["check-data", f"{tmp_path / 'all.csv'}:train"])
     out = capsys.readouterr().out
     assert "all_train" in out
+
+
+# --- GPS in, metres inside ----------------------------------------------------------------------
+
+# Pittsburgh, around 40.4406 N, 79.9959 W: 8 database images on a line 10 m apart, queries at
+# the two ends. In degrees, 10 m of northing is 10 / 111 000 degrees of latitude.
+_STEP_DEG = 10.0 / 111_000.0
+
+
+def _latlon_csv(tmp_path, header="path,lat,lon,split"):
+    lines = [header]
+    for i in range(8):
+        lines.append(f"db/{i}.jpg,{40.4406 + i * _STEP_DEG:.8f},-79.9959,db")
+    lines.append(f"q/0.jpg,{40.4406 - 0.4 * _STEP_DEG:.8f},-79.9959,query")
+    lines.append(f"q/1.jpg,{40.4406 + 7.4 * _STEP_DEG:.8f},-79.9959,query")
+    (tmp_path / "gps.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "gps.csv"
+
+
+def test_a_latlon_header_is_honoured_and_projected_to_one_utm_zone(tmp_path):
+    ds = GeoDataset.from_csv(_latlon_csv(tmp_path))
+    assert ds.frame == "UTM zone 17N (WGS84), from latitude/longitude"
+    assert "UTM zone 17N" in ds.summary()
+    spacing = np.linalg.norm(np.diff(ds.db_utm, axis=0), axis=1)
+    np.testing.assert_allclose(spacing, 10.0, rtol=0.01)  # metres, not degrees
+    # The geometry: each end query has its end's db images within 25 m (0.4 + 10 + 20 m).
+    assert [len(p) for p in ds.positives(25.0)] == [3, 3]
+    assert ds.positives(25.0)[0].tolist() == [0, 1, 2]
+    # Columns in another order, with aliases.
+    rows = [line.split(",") for line in (tmp_path / "gps.csv").read_text().splitlines()[1:]]
+    reordered = ["split,longitude,latitude,image"] + [
+        f"{s},{lon},{lat},{p}" for p, lat, lon, s in rows
+    ]
+    (tmp_path / "reordered.csv").write_text("\n".join(reordered) + "\n")
+    again = GeoDataset.from_csv(tmp_path / "reordered.csv")
+    np.testing.assert_allclose(again.db_utm, ds.db_utm)
+    assert again.db_paths == ds.db_paths
+
+
+def test_degrees_without_a_header_are_refused_not_read_as_metres(tmp_path):
+    path = _latlon_csv(tmp_path)
+    lines = path.read_text().splitlines()[1:]  # drop the header: positional utm_east,utm_north
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="look like latitude/longitude degrees"):
+        GeoDataset.from_csv(path)
+
+
+@pytest.mark.parametrize(
+    "lat, lon, east, north, zone",
+    [  # published values of independent UTM implementations (WGS84)
+        (48.8582, 2.2945, 448251.795, 5411932.678, "31N"),  # Eiffel Tower (pygeodesy's test)
+        (50.0, 7.0, 356670.9, 5540547.4, "32N"),  # XCSoar's UTM test (rounded to 0.5 m there)
+        (35.720122, 139.752899, 387203.09, 3953623.37, "54N"),  # Tokyo (dart utm package test)
+        (-41.28646, 174.77624, 313784.0, 5427057.0, "60S"),  # Wellington (utm's known values)
+    ],
+)
+def test_latlon_conversion_against_published_utm_values(lat, lon, east, north, zone):
+    from sare_tf.data.geodesy import utm_from_latlon
+
+    metres, frame = utm_from_latlon([lat], [lon])
+    assert f"zone {zone}" in frame
+    np.testing.assert_allclose(metres[0], [east, north], atol=0.6)
+
+
+def test_datasets_spanning_zones_are_handled_or_refused():
+    from sare_tf.data.geodesy import utm_from_latlon
+
+    # Across one zone boundary (6 E between zones 31 and 32): one frame, distances kept.
+    lats, lons = np.array([45.0, 45.0, 45.0]), np.array([5.999, 6.0, 6.001])
+    metres, frame = utm_from_latlon(lats, lons)
+    assert "zone 32N" in frame or "zone 31N" in frame
+    np.testing.assert_allclose(np.diff(metres[:, 0]), 78.8, rtol=0.01)  # 0.001 deg at 45 N
+    with pytest.raises(ValueError, match="span UTM zones 31..34: row 2 is 2 zones"):
+        utm_from_latlon([45.0, 45.0, 45.0], [3.0, 10.0, 20.0])
+
+
+def test_check_data_prints_the_ground_truth_statistics(tmp_path, capsys):
+    from sare_tf import cli
+
+    path = _latlon_csv(tmp_path)
+    assert cli.main(["check-data", str(path), "--skip-images"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 queries have a database image within 25 m (0 have none)" in out
+    assert "positives per query within 25 m: min 3, median 3, max 3" in out
+    assert "median spacing 10 m" in out and "UTM zone 17N" in out
+    assert "WARNING" not in out
+    # Positions that put the whole map inside the radius (degrees taken for metres): warned.
+    from sare_tf.data.statistics import describe_ground_truth, ground_truth_statistics
+
+    degrees = GeoDataset([f"{i}.jpg" for i in range(8)], [[-79.9959, 40.4406 + i * _STEP_DEG] for i in range(8)],
+                         ["q.jpg"], [[-79.9959, 40.4406]])  # fmt: skip
+    stats = ground_truth_statistics(degrees)
+    assert stats["positives_per_query"] == {"min": 8, "median": 8.0, "max": 8}
+    assert any("in metres" in w for w in stats["warnings"])
+    assert describe_ground_truth(stats)[-1].startswith("WARNING")
