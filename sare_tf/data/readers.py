@@ -3,7 +3,8 @@
 Folder layout (as the community benchmark datasets use): one folder of database images and one
 of queries, each file named `@<utm_east>@<utm_north>@<anything>@.jpg`, e.g.
 `@0543256.96@4178906.70@10@S@037.75643@-122.50771@@@@@@pano@.jpg` (the fields after the second
-are ignored). Subfolders are searched too.
+are ignored). Subfolders are searched too. A folder of phone photos without such names takes its
+positions from the photos' EXIF GPS tags (latitude / longitude, projected into one UTM zone).
 
 CSV layout: rows `path,utm_east,utm_north[,split]`, or with a header row naming the columns in
 any order: `path` (or image, file, filename), `utm_east` / `utm_north` (or easting / northing) in
@@ -85,7 +86,8 @@ def read_folder(
     pos_dist_thr: float = 25.0,
     nontriv_pos_dist_thr: float = 10.0,
 ) -> GeoDataset:
-    """Reads a database folder and a query folder of `@east@north@...@` image files.
+    """Reads a database folder and a query folder of `@east@north@...@` image files, or of
+    photos with EXIF GPS positions (phone photos; projected into one UTM zone, `frame` says which).
 
     Args:
         db_dir: folder of database images (searched recursively, sorted by path).
@@ -104,25 +106,60 @@ def read_folder(
     if image_root is None:
         image_root = os.path.commonpath([os.path.abspath(db_dir), os.path.abspath(query_dir)])
     image_root = os.fspath(image_root)
-    parts = {}
+    files = {}
     for role, folder in (("database", db_dir), ("query", query_dir)):
-        files = _image_files(folder)
-        if not files:
+        files[role] = _image_files(folder)
+        if not files[role]:
             raise ValueError(
                 f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the {role} folder {folder}"
             )
-        utm = np.array([utm_from_file_name(f) for f in files], dtype=np.float64)
-        parts[role] = ([_relative_to_root(f, image_root) for f in files], utm)
+    positions, frame = _positions_of(files["database"] + files["query"])
+    count = len(files["database"])
     return GeoDataset(
-        db_paths=parts["database"][0],
-        db_utm=parts["database"][1],
-        query_paths=parts["query"][0],
-        query_utm=parts["query"][1],
+        db_paths=[_relative_to_root(f, image_root) for f in files["database"]],
+        db_utm=positions[:count],
+        query_paths=[_relative_to_root(f, image_root) for f in files["query"]],
+        query_utm=positions[count:],
         image_root=image_root,
         pos_dist_thr=pos_dist_thr,
         nontriv_pos_dist_thr=nontriv_pos_dist_thr,
         name=name or os.path.basename(os.path.dirname(os.path.abspath(query_dir))) or "folder",
+        frame=frame,
     )
+
+
+def _utm_or_none(path: str):
+    try:
+        return utm_from_file_name(path)
+    except ValueError:
+        return None
+
+
+def _positions_of(files: list[str]) -> tuple[np.ndarray, str | None]:
+    """UTM from `@east@north@` names, or else from the photos' EXIF GPS (one zone for all)."""
+    from_names = [_utm_or_none(f) for f in files]
+    named = sum(position is not None for position in from_names)
+    if named == len(files):
+        return np.array(from_names, np.float64), None
+    if named:
+        unnamed = [f for f, position in zip(files, from_names, strict=True) if position is None]
+        raise ValueError(
+            f"{named} images carry '@<utm_east>@<utm_north>@' names and {len(unnamed)} do not "
+            f"(first: {unnamed[0]}); one dataset takes its positions from one source."
+        )
+    from sare_tf.data.geodesy import utm_from_latlon
+    from sare_tf.data.images import exif_latlon
+
+    degrees = [exif_latlon(f) for f in files]
+    missing = [f for f, position in zip(files, degrees, strict=True) if position is None]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(files)} images have neither an '@<utm_east>@<utm_north>@' "
+            f"name nor an EXIF GPS position (first: {', '.join(missing[:3])}). Give their "
+            "positions in a CSV (path,lat,lon,split) or leave them out."
+        )
+    degrees = np.array(degrees, np.float64)
+    return utm_from_latlon(degrees[:, 0], degrees[:, 1], files.__getitem__)
 
 
 def read_dataset_folder(path, image_root=None, **kwargs) -> GeoDataset:

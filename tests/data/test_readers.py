@@ -254,3 +254,41 @@ def test_check_data_prints_the_ground_truth_statistics(tmp_path, capsys):
     assert stats["positives_per_query"] == {"min": 8, "median": 8.0, "max": 8}
     assert any("in metres" in w for w in stats["warnings"])
     assert describe_ground_truth(stats)[-1].startswith("WARNING")
+
+
+def _phone_photo(path, lat, lon):
+    from PIL import Image, TiffImagePlugin
+
+    def dms(value):
+        value = abs(value)
+        degrees, minutes = int(value), int((abs(value) - int(value)) * 60)
+        seconds = (value - degrees - minutes / 60) * 3600
+        rational = TiffImagePlugin.IFDRational
+        return (rational(degrees), rational(minutes), rational(round(seconds * 10000), 10000))
+
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = ("N" if lat >= 0 else "S"), dms(lat)
+    gps[3], gps[4] = ("E" if lon >= 0 else "W"), dms(lon)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 24), (120, 90, 60)).save(path, exif=exif)
+
+
+def test_a_folder_of_phone_photos_takes_its_positions_from_exif_gps(tmp_path):
+    from sare_tf.data.geodesy import utm_from_latlon
+
+    places = [(40.4406 + i * _STEP_DEG, -79.9959) for i in range(4)]
+    for i, (lat, lon) in enumerate(places):
+        _phone_photo(tmp_path / "city" / "database" / f"IMG_{i:04d}.jpg", lat, lon)
+    _phone_photo(tmp_path / "city" / "queries" / "IMG_9000.jpg", places[1][0], places[1][1])
+    ds = GeoDataset.load(tmp_path / "city")
+    assert ds.frame.startswith("UTM zone 17N")
+    expected, _ = utm_from_latlon(*np.array(places).T)
+    np.testing.assert_allclose(ds.db_utm, expected, atol=0.01)  # seconds kept to 1e-4"
+    assert ds.positives(5.0)[0].tolist() == [1]
+    # A photo without GPS: named, not silently dropped.
+    from PIL import Image
+
+    Image.new("RGB", (32, 24)).save(tmp_path / "city" / "database" / "IMG_0100.jpg")
+    with pytest.raises(ValueError, match=r"1 of 6 images have neither .*IMG_0100.jpg\)"):
+        GeoDataset.load(tmp_path / "city")
