@@ -1,4 +1,5 @@
-"""Tuple losses for place recognition: the SARE family, triplet ranking and contrastive.
+"""Tuple losses for place recognition: the SARE family, triplet ranking, contrastive, and the
+metric-learning objectives of the SARE paper's comparison (Sec. 7.6): N-pair, angular, lifted.
 
 Every loss takes `y_pred` of shape `[B, 2+N, D]` (query, positive, N >= 1 negatives),
 ignores `y_true`, computes in float32 (float64 when asked) and averages over tuples.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from sare_tf.losses._base import TupleLoss
 from sare_tf.losses.contrastive import ContrastiveLoss, contrastive_loss
+from sare_tf.losses.lifted import LiftedStructuredLoss, lifted_structured_loss
+from sare_tf.losses.npair import AngularLoss, NPairLoss, angular_loss, npair_loss
 from sare_tf.losses.sare import (
     NEGATIVE_MODES,
     SARE_KERNELS,
@@ -35,6 +38,9 @@ _LOSSES = {
     "sare-ind-exp": (ExponentialSARE, {"negatives": "independent"}),
     "triplet": (TripletRankingLoss, {}),
     "contrastive": (ContrastiveLoss, {}),
+    "npair": (NPairLoss, {}),
+    "angular": (AngularLoss, {}),
+    "lifted": (LiftedStructuredLoss, {}),
 }
 
 LOSS_NAMES = tuple(_LOSSES)
@@ -46,7 +52,8 @@ def get_loss(name: str, /, **kwargs) -> TupleLoss:
     Args:
         name: one of `LOSS_NAMES`: "sare-joint", "sare-ind" (Gaussian kernel),
             "sare-joint-cauchy", "sare-ind-cauchy", "sare-joint-exp", "sare-ind-exp",
-            "triplet", "contrastive". Case and `_` for `-` do not matter.
+            "triplet", "contrastive", "npair", "angular", "lifted". Case and `_` for `-` do not
+            matter.
         **kwargs: constructor arguments, e.g. `margin=0.2` for "triplet", `name=...`.
 
     Returns:
@@ -72,6 +79,9 @@ def get_loss(name: str, /, **kwargs) -> TupleLoss:
 
 __all__ = [
     "LOSS_NAMES",
+    "AngularLoss",
+    "LiftedStructuredLoss",
+    "NPairLoss",
     "NEGATIVE_MODES",
     "SARE_KERNELS",
     "CauchySARE",
@@ -90,4 +100,7 @@ __all__ = [
     "sare_loss",
     "sare_probabilities",
     "triplet_ranking_loss",
+    "angular_loss",
+    "lifted_structured_loss",
+    "npair_loss",
 ]

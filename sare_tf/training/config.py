@@ -89,7 +89,7 @@ class TrainConfig:
     loss: str = option(
         "sare-joint",
         "sare-joint, sare-ind, sare-joint-cauchy, sare-ind-cauchy, sare-joint-exp, sare-ind-exp, "
-        "triplet or contrastive",
+        "triplet, contrastive, or the paper's Sec. 7.6 comparison: npair, angular, lifted",
         group="optimisation",
     )
     backbone: str | None = option(

@@ -6,7 +6,16 @@ import functools
 
 from loss_reference import SARE_SETTINGS
 
-from sare_tf.losses import contrastive_loss, sare_loss, triplet_ranking_loss
+from sare_tf.losses import (
+    angular_loss,
+    contrastive_loss,
+    lifted_structured_loss,
+    npair_loss,
+    sare_loss,
+    triplet_ranking_loss,
+)
+
+_PAPER_LOSSES = {"npair": npair_loss, "angular": angular_loss, "lifted": lifted_structured_loss}
 
 
 def pure_loss_fn(name):
@@ -15,5 +24,7 @@ def pure_loss_fn(name):
         return triplet_ranking_loss
     if name == "contrastive":
         return contrastive_loss
+    if name in _PAPER_LOSSES:
+        return _PAPER_LOSSES[name]
     kernel, negatives = SARE_SETTINGS[name]
     return functools.partial(sare_loss, kernel=kernel, negatives=negatives)

@@ -18,7 +18,8 @@ SARE_NAMES = (
     "sare-joint-exp",
     "sare-ind-exp",
 )
-ALL_NAMES = (*SARE_NAMES, "triplet", "contrastive")
+METRIC_LEARNING_NAMES = ("npair", "angular", "lifted")  # the SARE paper's Sec. 7.6 comparison
+ALL_NAMES = (*SARE_NAMES, "triplet", "contrastive", *METRIC_LEARNING_NAMES)
 
 # CLI name -> (kernel, negatives)
 SARE_SETTINGS = {
@@ -44,9 +45,32 @@ def _squared(a, b):
     return total
 
 
+def _dot(a, b):
+    return sum(float(a_k) * float(b_k) for a_k, b_k in zip(a, b, strict=True))
+
+
 def tuple_loss(one_tuple, name, margin=None):
-    """The DESIGN.md formula for one tuple `[2+N, D]`."""
+    """The DESIGN.md / cited papers' formula for one tuple `[2+N, D]`."""
     query, positive, negatives = one_tuple[0], one_tuple[1], one_tuple[2:]
+    if name == "npair":  # Sohn 2016, eq. 3
+        qp = _dot(query, positive)
+        return math.log(1.0 + sum(math.exp(_dot(query, n) - qp) for n in negatives))
+    if name == "angular":  # Wang et al. 2017, eq. 8, alpha = 45 degrees
+        t2 = math.tan(math.radians(45.0)) ** 2
+        qp = _dot(query, positive)
+        return math.log(
+            1.0
+            + sum(
+                math.exp(4 * t2 * (_dot(query, n) + _dot(positive, n)) - 2 * (1 + t2) * qp)
+                for n in negatives
+            )
+        )
+    if name == "lifted":  # Oh Song et al. 2016, eq. 4, alpha = 1
+        m = 1.0 if margin is None else margin
+        d_qp = math.sqrt(_squared(query, positive))
+        terms = [math.exp(m - math.sqrt(_squared(query, n))) for n in negatives]
+        terms += [math.exp(m - math.sqrt(_squared(positive, n))) for n in negatives]
+        return 0.5 * max(0.0, math.log(sum(terms)) + d_qp) ** 2
     dp = _squared(query, positive)
     dns = [_squared(query, negative) for negative in negatives]
     sp = math.sqrt(dp)

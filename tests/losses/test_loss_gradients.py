@@ -42,7 +42,17 @@ def test_joint_gradients_equal_appendix_closed_forms(kernel, num_negatives):
 
 
 @pytest.mark.parametrize(
-    "name", ["sare-ind", "sare-ind-cauchy", "sare-ind-exp", "triplet", "contrastive"]
+    "name",
+    [
+        "sare-ind",
+        "sare-ind-cauchy",
+        "sare-ind-exp",
+        "triplet",
+        "contrastive",
+        "npair",
+        "angular",
+        "lifted",
+    ],
 )
 def test_gradients_match_finite_differences_of_the_numpy_reference(name):
     y_pred = random_unit_tuples(np.random.default_rng(11), 2, 3, 4)

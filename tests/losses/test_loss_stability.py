@@ -38,12 +38,29 @@ def test_identical_embeddings_give_hand_values_and_zero_gradients(name, dtype):
     expected = {
         "triplet": 0.1,  # max(0, margin + 0 - 0)
         "contrastive": 0.5 * 0.7**2,  # the negative sits at distance 0 < tau
+        "npair": math.log(1 + num_negatives),  # every logit q.n - q.p is 0
+        "angular": math.log(1 + num_negatives * math.exp(4.0)),  # 4 * 1 * 2 - 2 * 2 * 1 = 4
+        "lifted": 0.5 * (1.0 + math.log(2 * num_negatives)) ** 2,  # J = log(2N e^1) + 0
     }.get(name)
     if expected is None:  # SARE: every kernel value is 1, so c_p|q = 1 / (1 + N) or 1/2
         expected = math.log(1 + num_negatives) if "joint" in name else math.log(2)
     np.testing.assert_allclose(value, [expected, expected], rtol=1e-6)
     assert np.all(np.isfinite(gradient))
-    np.testing.assert_array_equal(gradient, 0.0)  # symmetric: no direction to move in
+    unit = y_pred[:, :1]
+    if name == "npair":  # s_i = q.n_i - q.p, weights w_i = 1 / (1 + N) at s_i = 0
+        # dL/dq = sum w (n_i - p) = 0; dL/dp = -N w q; dL/dn_i = w q (norm changes, which the
+        # descriptor's final L2 normalisation removes)
+        w = 1.0 / (1 + num_negatives)
+        expected_gradient = np.concatenate(
+            [0 * unit, -num_negatives * w * unit] + [w * unit] * num_negatives, 1
+        )
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-5, atol=1e-7)
+    elif name == "angular":  # s_i = 4 (q + p).n_i - 4 q.p: dL/dq = dL/dp = 0, dL/dn_i = 8 w_i u
+        w = math.exp(4.0) / (1 + num_negatives * math.exp(4.0))
+        expected_gradient = np.concatenate([0 * unit, 0 * unit] + [8 * w * unit] * num_negatives, 1)
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(gradient, 0.0)  # symmetric: no direction to move in
 
 
 def _antipodal_cases(dim=4, num_negatives=3):

@@ -100,6 +100,18 @@ HAND_WORKED = {
     ),
     "triplet": (0.0, (0.0 + (math.sqrt(3) - 0.9)) / 2),
     "contrastive": (1.0, 0.5 + 0.25 * (0.7 - 2 * SIN15) ** 2),
+    # q.p = 0, q.n = -1 | q.p = 1/2, q.n1 = 0, q.n2 = sqrt3/2
+    "npair": (
+        math.log(1 + math.exp(-1)),
+        math.log(1 + math.exp(-0.5) + math.exp((math.sqrt(3) - 1) / 2)),
+    ),
+    # s_i = 4 (q + p).n_i - 4 q.p: -4 | both 4 (sqrt3/2) - 2
+    "angular": (math.log(1 + math.exp(-4)), math.log(1 + 2 * math.exp(2 * math.sqrt(3) - 2))),
+    # J = log(sum exp(1 - D_qn) + sum exp(1 - D_pn)) + D_qp; chords 2 sin(angle / 2)
+    "lifted": (
+        0.5 * (math.log(math.exp(1 - 2) + math.exp(1 - math.sqrt(2))) + math.sqrt(2)) ** 2,
+        0.5 * (math.log(2 * math.exp(1 - math.sqrt(2)) + 2 * math.exp(1 - 2 * SIN15)) + 1) ** 2,
+    ),
 }
 
 
