@@ -80,6 +80,22 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--tsne", action="store_true", help="also write a t-SNE map of query descriptors per model"
     )
+    parser.add_argument(
+        "--ground-truth", default="distance", choices=("distance", "labels"),
+        help="distance: a database image within the positive radius is correct (default); "
+        "labels: one sharing the query's place label (Sf-0's building IDs, a CSV 'label' column)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pca-dims", default=None, metavar="D1,D2,...",
+        help="also report Recall@N with descriptors PCA-whitened to each size (first D "
+        "components, then L2; one extraction), e.g. 4096,2048,1024,512,256,128 (the paper's "
+        "Table 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pca-from", default=None, metavar="DATASET",
+        help="learn that PCA on this dataset's database images (e.g. the training split; "
+        "default: the evaluated database)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--keep-descriptors",
@@ -123,10 +139,15 @@ def _size_text(size) -> str:
     return "native" if size is None else f"{size[0]}x{size[1]}"
 
 
-def _format_table(rows: list[dict], columns: list[str]) -> str:
-    header = ["model", "image size", *columns]
+def _format_table(rows: list[dict], columns: list[str], second: str = "image size") -> str:
+    """Rows of `{"model", second column value under "image_size" or "dims", columns...}`."""
+    header = ["model", second, *columns]
     lines = [
-        [row["model"], _size_text(row["image_size"]), *(f"{100 * row[c]:.2f}" for c in columns)]
+        [
+            row["model"],
+            str(row["dims"]) if "dims" in row else _size_text(row["image_size"]),
+            *(f"{100 * row[c]:.2f}" for c in columns),
+        ]
         for row in rows
     ]
     widths = [max(len(str(cell)) for cell in col) for col in zip(header, *lines, strict=True)]
@@ -173,11 +194,20 @@ def _run_recall(args, models, names, sizes) -> int:
         "image_size": list(args.image_size) if args.image_size else None,  # as asked
         "models": {},
     }
-    rows, curves = [], {}
+    report["ground_truth"] = args.ground_truth
+    pca_dims = None
+    if args.pca_dims:
+        from sare_tf.evaluation.pca_sweep import parse_pca_dims
+
+        pca_dims = parse_pca_dims(args.pca_dims)
+    rows, curves, pca_rows = [], {}, []
     for model, name in zip(models, names, strict=True):
         image_size = sizes[name]
         print(f"\n== {name} ({model.path}) at {_size_text(image_size)} image size")
         start = time.perf_counter()
+        pca_fit = None
+        if pca_dims and args.pca_from:
+            pca_fit = _database_descriptors(args, model, image_size)
         evaluation = run_dataset_evaluation(
             model,
             dataset,
@@ -189,6 +219,9 @@ def _run_recall(args, models, names, sizes) -> int:
             query_long_side=args.query_long_side,
             protocol=args.protocol,
             max_n=CURVE_MAX_N,
+            ground_truth=args.ground_truth,
+            pca_dims=pca_dims,
+            pca_fit_descriptors=pca_fit,
             descriptor_dir=os.path.join(args.out, "descriptors", name.replace("/", "_"))
             if args.keep_descriptors
             else None,
@@ -211,6 +244,15 @@ def _run_recall(args, models, names, sizes) -> int:
             "seconds": {**evaluation.seconds, "total": time.perf_counter() - start},
         }
         rows.append({"model": name, "image_size": image_size, **evaluation.metrics})
+        if evaluation.pca_results:
+            report["models"][name]["pca_sweep"] = {
+                "fitted_on": args.pca_from or "the evaluated database",
+                **{str(dim): r.metrics() for dim, r in evaluation.pca_results.items()},
+            }
+            pca_rows += [
+                {"model": name, "dims": dim, **r.metrics()}
+                for dim, r in evaluation.pca_results.items()
+            ]
         if args.tsne:
             tsne_path = os.path.join(args.out, f"tsne_{name.replace('/', '_')}.png")
             plot_query_map(
@@ -232,6 +274,10 @@ def _run_recall(args, models, names, sizes) -> int:
         f"{args.index} index), in %:"
     )
     print(_format_table(rows, [f"recall@{n}" for n in RECALL_NS]))
+    if pca_rows:
+        fitted = args.pca_from or "the evaluated database"
+        print(f"\nRecall@N per PCA-whitened descriptor size (PCA fitted on {fitted}), in %:")
+        print(_format_table(pca_rows, [f"recall@{n}" for n in RECALL_NS], second="dims"))
     without = {name: m["num_queries_without_positive"] for name, m in report["models"].items()}
     if any(without.values()):
         print(
@@ -240,6 +286,20 @@ def _run_recall(args, models, names, sizes) -> int:
         )
     print(f"Wrote {metrics_path} and {curve_path}")
     return 0
+
+
+def _database_descriptors(args, model, image_size):
+    """The database descriptors of `--pca-from` (what the PCA of the sweep is learnt on)."""
+    from sare_tf.data import GeoDataset
+    from sare_tf.encoding import extract_descriptors
+
+    source = GeoDataset.load(args.pca_from, image_root=args.image_root)
+    print(f"Extracting {source.num_db} database descriptors of {source.name} for the PCA")
+    descriptors, valid = extract_descriptors(
+        model, source.db_image_paths(), image_size=image_size, batch_size=args.batch_size,
+        progress=not args.quiet, return_valid=True,
+    )  # fmt: skip
+    return descriptors[valid]
 
 
 def _run_map(args, models, names, sizes) -> int:

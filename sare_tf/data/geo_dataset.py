@@ -83,6 +83,21 @@ def _as_time_stamps(values, name: str, count: int) -> np.ndarray | None:
     return array
 
 
+def _as_labels(values, name: str, count: int) -> np.ndarray | None:
+    """Place / building labels as a read-only `[N]` str array ("" = unlabelled), or None."""
+    if values is None:
+        return None
+    array = np.asarray(values).reshape(-1)
+    if array.shape[0] != count:
+        raise ValueError(
+            f"`{name}` has {array.shape[0]} entries but there are {count} images. "
+            f"Received: {name}.shape={np.shape(values)}"
+        )
+    array = np.ascontiguousarray(array.astype(str))
+    array.setflags(write=False)
+    return array
+
+
 @dataclasses.dataclass(eq=False)
 class GeoDataset:
     """Database and query images with UTM positions, and their ground-truth neighbours.
@@ -103,6 +118,9 @@ class GeoDataset:
         query_time_stamps: optional `[Nq]` capture times (TokyoTM `qTimeStamp`).
         frame: how the metres were obtained when a reader projected them (e.g. "UTM zone 17N
             (WGS84), from latitude/longitude"); None when the source gave metres.
+        db_labels, query_labels: optional `[N]` place labels (Sf-0 building IDs, GSV-Cities place
+            ids; "" = unlabelled) for label ground truth: a retrieval is correct when it shares
+            the query's label (`label_positives`), instead of lying within `pos_dist_thr`.
 
     Example:
         >>> ds = GeoDataset(["a.jpg", "b.jpg"], [[0, 0], [100, 0]], ["q.jpg"], [[3, 4]])
@@ -121,6 +139,8 @@ class GeoDataset:
     db_time_stamps: np.ndarray | None = None
     query_time_stamps: np.ndarray | None = None
     frame: str | None = None
+    db_labels: np.ndarray | None = None
+    query_labels: np.ndarray | None = None
     _positives_cache: dict = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -134,6 +154,14 @@ class GeoDataset:
         self.query_time_stamps = _as_time_stamps(
             self.query_time_stamps, "query_time_stamps", self.num_queries
         )
+        self.db_labels = _as_labels(self.db_labels, "db_labels", self.num_db)
+        self.query_labels = _as_labels(self.query_labels, "query_labels", self.num_queries)
+        if (self.db_labels is None) != (self.query_labels is None):
+            raise ValueError(
+                "Label ground truth needs labels on both the database and the queries. Received: "
+                f"db_labels={'given' if self.db_labels is not None else None}, "
+                f"query_labels={'given' if self.query_labels is not None else None}"
+            )
         self.image_root = os.fspath(self.image_root)
         self.pos_dist_thr = float(self.pos_dist_thr)
         self.nontriv_pos_dist_thr = float(self.nontriv_pos_dist_thr)
@@ -182,6 +210,29 @@ class GeoDataset:
         if radius not in self._positives_cache:
             self._positives_cache[radius] = radius_neighbours(self.query_utm, self.db_utm, radius)
         return [ids.copy() for ids in self._positives_cache[radius]]
+
+    @property
+    def has_labels(self) -> bool:
+        return self.db_labels is not None
+
+    def label_positives(self) -> list[np.ndarray]:
+        """Per query, the db ids sharing its (non-empty) label, ascending.
+
+        Raises:
+            ValueError: the dataset carries no labels.
+        """
+        if not self.has_labels:
+            raise ValueError(f"{self.name} has no place labels (db_labels / query_labels).")
+        if "labels" not in self._positives_cache:
+            order = np.argsort(self.db_labels, kind="stable")
+            sorted_labels = self.db_labels[order]
+            starts = np.searchsorted(sorted_labels, self.query_labels, side="left")
+            ends = np.searchsorted(sorted_labels, self.query_labels, side="right")
+            self._positives_cache["labels"] = [
+                np.sort(order[start:end]) if label else np.zeros(0, np.int64)
+                for label, start, end in zip(self.query_labels, starts, ends, strict=True)
+            ]
+        return [ids.copy() for ids in self._positives_cache["labels"]]
 
     def train_positives(self) -> list[np.ndarray]:
         """Per query, db ids within `nontriv_pos_dist_thr` (10 m), nearest first."""
@@ -238,6 +289,8 @@ class GeoDataset:
             db_time_stamps=None if self.db_time_stamps is None else self.db_time_stamps[d],
             query_time_stamps=None if self.query_time_stamps is None else self.query_time_stamps[q],
             frame=self.frame,
+            db_labels=None if self.db_labels is None else self.db_labels[d],
+            query_labels=None if self.query_labels is None else self.query_labels[q],
         )
 
     @classmethod

@@ -10,7 +10,9 @@ CSV layout: rows `path,utm_east,utm_north[,split]`, or with a header row naming 
 any order: `path` (or image, file, filename), `utm_east` / `utm_north` (or easting / northing) in
 metres, or `lat` / `lon` (or latitude / longitude, lng) in WGS84 degrees, projected into one UTM
 zone per dataset (`sare_tf.data.geodesy`, the zone recorded in `GeoDataset.frame`), and optional
-`split` (or set, role). An unknown column name is refused, and so is a header-less file whose
+`split` (or set, role), and optional `label` (or building_id, place_id): a place label for label
+ground truth (Sf-0's building IDs; a query is right when a retrieved image shares its label;
+an empty cell is unlabelled). An unknown column name is refused, and so is a header-less file whose
 "metres" look like degrees (every value within +-180 and the whole database inside the 25 m
 radius). `split` says whether a row is a database image or a query: `db` /
 `database` or `query` / `queries`, optionally prefixed by a set name (`train_db`,
@@ -201,6 +203,7 @@ COLUMN_ALIASES = {
     "lat": ("lat", "latitude"),
     "lon": ("lon", "lng", "long", "longitude"),
     "split": ("split", "set", "role"),
+    "label": ("label", "building_id", "place_id", "landmark_id"),
 }
 _CANONICAL = {alias: name for name, aliases in COLUMN_ALIASES.items() for alias in aliases}
 HEADERLESS_COLUMNS = ("path", "utm_east", "utm_north", "split")
@@ -351,13 +354,14 @@ def read_csv(
     for path in (csv_path, query_csv):
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"CSV file not found: {path}")
-    parts = {"db": ([], [], []), "query": ([], [], [])}  # paths, positions, row names
+    parts = {"db": ([], [], [], []), "query": ([], [], [], [])}  # paths, positions, rows, labels
     set_names: set[str] = set()
-    kinds = set()
+    kinds, labelled = set(), set()
     sources = [(csv_path, None)] if query_csv is None else [(csv_path, "db"), (query_csv, "query")]
     for source, fixed_role in sources:
         columns, rows = _read_rows(source)
         kinds.add("latlon" if "lat" in columns else "utm")
+        labelled.add("label" in columns)
         for number, row in rows:
             path, first, second = _row_values(source, number, row, columns)
             split = row[columns["split"]] if columns.get("split", len(row)) < len(row) else ""
@@ -377,6 +381,12 @@ def read_csv(
             parts[role][0].append(path)
             parts[role][1].append((first, second))
             parts[role][2].append(f"{source}:{number}")
+            label_column = columns.get("label")
+            parts[role][3].append(
+                row[label_column] if label_column is not None and label_column < len(row) else ""
+            )
+    if len(labelled) > 1:
+        raise ValueError(f"{csv_path} and {query_csv}: only one of them has a label column.")
     if len(kinds) > 1:
         raise ValueError(
             f"{csv_path} and {query_csv}: one gives metres, the other degrees; give both the same."
@@ -412,6 +422,8 @@ def read_csv(
             nontriv_pos_dist_thr=nontriv_pos_dist_thr,
             name=name or (f"{stem}_{which_set}" if which_set else stem),
             frame=frame,
+            db_labels=parts["db"][3] if labelled == {True} else None,
+            query_labels=parts["query"][3] if labelled == {True} else None,
         )
     except ValueError as error:
         raise ValueError(f"{csv_path}: {error}") from error

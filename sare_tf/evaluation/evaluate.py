@@ -29,6 +29,7 @@ class DatasetEvaluation:
         db_valid: `[Ndb]` bool, database images that were read.
         protocol: "standard", "tokyo247" or "tokyotm".
         seconds: wall time of "extraction" and "search".
+        pca_results: `{dim: RecallResult}` of the PCA sweep (`pca_dims`), else empty.
     """
 
     metrics: dict[str, float]
@@ -39,6 +40,7 @@ class DatasetEvaluation:
     db_valid: np.ndarray
     protocol: str
     seconds: dict[str, float]
+    pca_results: dict = dataclasses.field(default_factory=dict)
 
 
 def _unwrap(model, image_size):
@@ -54,6 +56,24 @@ def _unwrap(model, image_size):
     return predict_fn(model), image_size
 
 
+GROUND_TRUTHS = ("distance", "labels")
+
+
+def _labels_for(dataset, ground_truth: str) -> dict:
+    if ground_truth not in GROUND_TRUTHS:
+        raise ValueError(
+            f"Unknown ground truth. Expected one of {GROUND_TRUTHS}. Received: {ground_truth!r}"
+        )
+    if ground_truth == "distance":
+        return {}
+    if not getattr(dataset, "has_labels", False):
+        raise ValueError(
+            f"{dataset.name} carries no place labels; label ground truth needs them (a CSV "
+            "'label' column, e.g. Sf-0 building IDs)."
+        )
+    return {"query_labels": dataset.query_labels, "db_labels": dataset.db_labels}
+
+
 def run_dataset_evaluation(
     model,
     dataset,
@@ -67,6 +87,9 @@ def run_dataset_evaluation(
     max_n: int = 25,
     descriptor_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    ground_truth: str = "distance",
+    pca_dims=None,
+    pca_fit_descriptors=None,
     **index_params,
 ) -> DatasetEvaluation:
     """Extracts query and database descriptors and measures Recall@N.
@@ -86,6 +109,12 @@ def run_dataset_evaluation(
         descriptor_dir: write `db_descriptors.npy` / `query_descriptors.npy` there (memory
             mapped) instead of keeping them in memory.
         progress: progress bars.
+        ground_truth: "distance" (a database image within `dist_thr` is correct) or "labels"
+            (one sharing the query's place label: Sf-0's building-ID protocol; the dataset
+            must carry labels).
+        pca_dims: also evaluate the descriptors PCA-whitened to each of these sizes (first D
+            components, then L2; `sare_tf.evaluation.pca_sweep`), from the same extraction.
+        pca_fit_descriptors: what that PCA is learnt on (default the database descriptors).
         **index_params: `IndexConfig` fields (nlist, m, nbits, nprobe, refine_factor, ...).
 
     Returns:
@@ -96,6 +125,7 @@ def run_dataset_evaluation(
     from sare_tf.evaluation.recall import evaluate_retrieval
 
     ns = check_ns(ns)
+    labels = _labels_for(dataset, ground_truth)
     model, image_size = _unwrap(model, image_size)
     ranking_protocol = protocol_for_dataset(dataset, protocol)
     protocol_name = ranking_protocol.name if ranking_protocol is not None else "standard"
@@ -146,10 +176,24 @@ def run_dataset_evaluation(
         max_n=max_n,
         invalid_queries=~query_valid,
         invalid_db=~db_valid,
+        **labels,
         **index_params,
     )
     search_seconds = time.perf_counter() - start
     log_recall_caveats(result, dataset.name)
+    pca_results = {}
+    if pca_dims:
+        from sare_tf.evaluation.pca_sweep import pca_sweep
+
+        def evaluate_reduced(reduced_query, reduced_db):
+            return evaluate_retrieval(
+                reduced_query, reduced_db, dataset.query_utm, dataset.db_utm, ns=ns,
+                dist_thr=dist_thr, index=index, protocol=ranking_protocol, max_n=max_n,
+                invalid_queries=~query_valid, invalid_db=~db_valid, **labels, **index_params,
+            )  # fmt: skip
+
+        fit_on = db_desc[db_valid] if pca_fit_descriptors is None else pca_fit_descriptors
+        pca_results = pca_sweep(query_desc, db_desc, pca_dims, evaluate_reduced, fit_on)
     return DatasetEvaluation(
         result.metrics(),
         result,
@@ -159,6 +203,7 @@ def run_dataset_evaluation(
         db_valid,
         protocol_name,
         {"extraction": extraction_seconds, "search": search_seconds},
+        pca_results,
     )
 
 

@@ -100,6 +100,30 @@ def correct_retrievals(retrieved_ids, query_utm, db_utm, dist_thr: float = 25.0)
     return valid & (squared <= float(dist_thr) ** 2)
 
 
+def correct_by_label(retrieved_ids, query_labels, db_labels) -> np.ndarray:
+    """Which retrieved database images share their query's place label (Sf-0 protocol).
+
+    Args:
+        retrieved_ids: `[Q, K]` database ids, best first; -1 marks an empty slot.
+        query_labels: `[Q]` labels ("" = unlabelled: never correct).
+        db_labels: `[Ndb]` labels ("" never matches).
+
+    Returns:
+        `[Q, K]` bool, False for empty slots.
+    """
+    retrieved_ids = np.asarray(retrieved_ids, dtype=np.int64)
+    query_labels, db_labels = np.asarray(query_labels, str), np.asarray(db_labels, str)
+    valid = retrieved_ids >= 0
+    retrieved_labels = db_labels[np.where(valid, retrieved_ids, 0)]
+    return valid & (retrieved_labels == query_labels[:, None]) & (query_labels[:, None] != "")
+
+
+def queries_without_label_match(query_labels, db_labels) -> np.ndarray:
+    """`[Q]` bool: True for queries whose label no database image carries (or unlabelled)."""
+    query_labels, db_labels = np.asarray(query_labels, str), np.asarray(db_labels, str)
+    return ~np.isin(query_labels, db_labels[db_labels != ""]) | (query_labels == "")
+
+
 def queries_without_positive(query_utm, db_utm, dist_thr: float = 25.0) -> np.ndarray:
     """`[Q]` bool: True for queries with no database image within `dist_thr` metres."""
     query_utm, db_utm = _as_utm(query_utm, "query_utm"), _as_utm(db_utm, "db_utm")
@@ -153,8 +177,13 @@ def recall_from_ranking(
     dist_thr: float = 25.0,
     invalid_queries=None,
     num_searchable: int | None = None,
+    query_labels=None,
+    db_labels=None,
 ) -> RecallResult:
     """Recall@N of given rankings (e.g. after a protocol's post-processing).
+
+    With `query_labels` and `db_labels` the ground truth is by label (a retrieval is correct when
+    it shares the query's label, Sf-0's protocol) instead of by distance.
 
     Args:
         retrieved_ids: `[Q, K]` database ids, best first (-1: empty slot).
@@ -169,14 +198,18 @@ def recall_from_ranking(
     Returns:
         A `RecallResult`.
     """
-    is_correct = correct_retrievals(retrieved_ids, query_utm, db_utm, dist_thr)
+    by_label = query_labels is not None and db_labels is not None
+    if by_label:
+        is_correct = correct_by_label(retrieved_ids, query_labels, db_labels)
+        without = queries_without_label_match(query_labels, db_labels)
+    else:
+        is_correct = correct_retrievals(retrieved_ids, query_utm, db_utm, dist_thr)
+        without = queries_without_positive(query_utm, db_utm, dist_thr)
     num_searchable = len(db_utm) if num_searchable is None else int(num_searchable)
     result = recall_from_correct(
         is_correct, ns, num_db=num_searchable, invalid_queries=invalid_queries
     )
-    result.num_without_positive = int(
-        np.count_nonzero(queries_without_positive(query_utm, db_utm, dist_thr))
-    )
+    result.num_without_positive = int(np.count_nonzero(without))
     return result
 
 
@@ -214,6 +247,8 @@ def evaluate_retrieval(
     invalid_db=None,
     block_size: int = 2048,
     progress: bool = False,
+    query_labels=None,
+    db_labels=None,
     **index_params,
 ) -> RecallResult:
     """Searches the database for every query and measures Recall@N.
@@ -233,6 +268,8 @@ def evaluate_retrieval(
         invalid_db: `[Ndb]` bool, database images to leave out of the index.
         block_size: queries per faiss call.
         progress: show a progress bar while searching.
+        query_labels, db_labels: place labels for label ground truth (then `dist_thr` and the
+            positions are not used to judge retrievals).
         **index_params: `IndexConfig` fields.
 
     Returns:
@@ -278,8 +315,9 @@ def evaluate_retrieval(
     )
     # `retrieved` holds original database ids, so positions come from the full table.
     return recall_from_ranking(
-        retrieved, query_utm, db_utm, ns, dist_thr, invalid_queries, num_searchable=len(kept_db)
-    )
+        retrieved, query_utm, db_utm, ns, dist_thr, invalid_queries, num_searchable=len(kept_db),
+        query_labels=query_labels, db_labels=db_labels,
+    )  # fmt: skip
 
 
 def recall_at_n(
