@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import numpy as np
+
 from sare_tf.commands._index_flags import add_index_arguments, index_params
 
 HELP = (
@@ -78,7 +80,10 @@ def add_arguments(parser) -> None:
         "--out", default="runs/evaluate", help="output folder (default: %(default)s)"
     )
     parser.add_argument(
-        "--tsne", action="store_true", help="also write a t-SNE map of query descriptors per model"
+        "--tsne",
+        action="store_true",
+        help="also write t-SNE maps of the query descriptors per model: points coloured by "
+        "place, and the query images drawn at their positions (the paper's Figs. 9-10)",
     )
     parser.add_argument(
         "--ground-truth", default="distance", choices=("distance", "labels"),
@@ -180,7 +185,7 @@ def run(args) -> int:
 def _run_recall(args, models, names, sizes) -> int:
     from sare_tf.data import GeoDataset
     from sare_tf.evaluation import run_dataset_evaluation
-    from sare_tf.evaluation.plots import plot_query_map, plot_recall_curves
+    from sare_tf.evaluation.plots import plot_query_map, plot_recall_curves, plot_thumbnail_map
 
     dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
     print(dataset.summary() if hasattr(dataset, "summary") else dataset.name)
@@ -262,6 +267,15 @@ def _run_recall(args, models, names, sizes) -> int:
                 title=f"{name}: query descriptors by place (t-SNE)",
             )
             report["models"][name]["tsne_png"] = tsne_path
+            thumbnails_path = os.path.join(args.out, f"tsne_images_{name.replace('/', '_')}.png")
+            valid = np.flatnonzero(evaluation.query_valid)
+            plot_thumbnail_map(
+                evaluation.query_desc[valid],
+                [dataset.query_image_paths()[i] for i in valid],
+                thumbnails_path,
+                title=f"{name}: query images at their descriptors' t-SNE positions",
+            )
+            report["models"][name]["tsne_images_png"] = thumbnails_path
     curve_path = plot_recall_curves(
         curves, os.path.join(args.out, "recall_curve.png"), title=dataset.name
     )

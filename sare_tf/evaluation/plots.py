@@ -213,3 +213,84 @@ def plot_query_map(
         coordinates = pca_project(query_desc[chosen], 2)
         name = "PCA"
     return plot_descriptor_map(coordinates, labels[chosen], out_path, title=title, method=name)
+
+
+def draw_thumbnail_map(
+    coordinates,
+    image_paths,
+    out_path: str | os.PathLike,
+    canvas_px: int = 2400,
+    thumbnail_px: int = 64,
+    title: str | None = None,
+) -> str:
+    """Each image drawn as a thumbnail at its 2-D embedded position (the SARE paper's Figs. 9-10).
+
+    The map is painted on one Pillow canvas, thumbnail by thumbnail (memory bounded by the
+    canvas, whatever the number of images); unreadable images are drawn as grey squares.
+
+    Args:
+        coordinates: `[n, 2]` positions (e.g. `embedding_2d.tsne` of the descriptors).
+        image_paths: the n image files.
+        out_path: PNG file.
+        canvas_px: side of the square canvas in pixels.
+        thumbnail_px: longer side of each thumbnail.
+        title: text written in the top-left corner.
+
+    Returns:
+        The path written.
+    """
+    from PIL import Image, ImageDraw
+
+    from sare_tf.data.images import BadImageError, read_rgb
+
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    if coordinates.ndim != 2 or coordinates.shape[1] != 2 or len(coordinates) != len(image_paths):
+        raise ValueError(
+            "`coordinates` must be [n, 2] for n image paths. Received: "
+            f"coordinates.shape={coordinates.shape}, {len(image_paths)} paths"
+        )
+    canvas = Image.new("RGB", (canvas_px, canvas_px), (255, 255, 255))
+    low, high = coordinates.min(axis=0), coordinates.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    room = canvas_px - thumbnail_px
+    corners = np.round((coordinates - low) / span * room).astype(int)
+    for (x, y), path in zip(corners, image_paths, strict=True):
+        try:
+            thumbnail = Image.fromarray(read_rgb(path))
+            thumbnail.thumbnail((thumbnail_px, thumbnail_px))
+        except (BadImageError, OSError, ValueError):
+            thumbnail = Image.new("RGB", (thumbnail_px, thumbnail_px), (160, 160, 160))
+        canvas.paste(thumbnail, (int(x), int(room - y)))  # y up, as on a plot
+    if title:
+        ImageDraw.Draw(canvas).text((10, 10), title, fill=(0, 0, 0))
+    out_path = os.fspath(out_path)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    canvas.save(out_path)
+    return out_path
+
+
+def plot_thumbnail_map(
+    descriptors,
+    image_paths,
+    out_path: str | os.PathLike,
+    max_images: int = 600,
+    seed: int = 0,
+    **kwargs,
+) -> str:
+    """t-SNE of `descriptors` (scikit-learn's Barnes-Hut), images drawn at their positions.
+
+    Up to `max_images` images (a seeded random subset) are embedded and drawn.
+
+    Returns:
+        The path written.
+    """
+    from sare_tf.evaluation.embedding_2d import tsne
+
+    descriptors = np.asarray(descriptors, dtype=np.float64)
+    chosen = np.arange(len(descriptors))
+    if len(chosen) > max_images:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, max_images, replace=False))
+    if len(chosen) < 4:
+        raise ValueError(f"A thumbnail map needs at least 4 images. Received: {len(chosen)}")
+    coordinates = tsne(descriptors[chosen], perplexity=min(30.0, (len(chosen) - 1) / 3), seed=seed)
+    return draw_thumbnail_map(coordinates, [image_paths[i] for i in chosen], out_path, **kwargs)

@@ -87,6 +87,7 @@ def test_evaluate_command_keras_and_saved_models_agree(tiny_model, tiny_city, tm
     for png in [
         out / "recall_curve.png",
         *(out / f"tsne_{n.replace('/', '_')}.png" for n in names),
+        *(out / f"tsne_images_{n.replace('/', '_')}.png" for n in names),
     ]:
         assert png.stat().st_size > 8_000
         with Image.open(png) as image:

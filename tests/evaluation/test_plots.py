@@ -97,3 +97,37 @@ def test_query_map_pngs(tmp_path):
     assert_plausible_png(path, min_bytes=4_000)
     with pytest.raises(ValueError, match="method"):
         plot_query_map(descriptors, query_utm, tmp_path / "x.png", method="umap")
+
+
+def test_thumbnails_are_drawn_at_their_embedded_positions(tmp_path):
+    from PIL import Image
+
+    from sare_tf.evaluation.plots import draw_thumbnail_map, plot_thumbnail_map
+
+    colours = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (250, 200, 0)]
+    paths = []
+    for i, colour in enumerate(colours):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (40, 30), colour).save(paths[-1])
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths.append(str(tmp_path / "broken.jpg"))
+    # bottom-left, bottom-right, top-left, top-right, centre (y up, as on a plot)
+    coordinates = [[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]]
+    out = draw_thumbnail_map(
+        coordinates, paths, tmp_path / "map.png", canvas_px=400, thumbnail_px=40
+    )
+    canvas = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert canvas.shape == (400, 400, 3)
+    near = {
+        (380, 10): colours[0],
+        (380, 370): colours[1],
+        (10, 10): colours[2],
+        (10, 370): colours[3],
+    }
+    for (row, column), colour in near.items():
+        np.testing.assert_allclose(canvas[row, column], colour, atol=2)
+    np.testing.assert_array_equal(canvas[200, 200], [160, 160, 160])  # the unreadable one
+    rng = np.random.default_rng(0)
+    descriptors = np.repeat(np.eye(4), 3, axis=0) + rng.normal(0, 0.01, (12, 4))
+    written = plot_thumbnail_map(descriptors, (paths[:4] * 3), tmp_path / "tsne.png", canvas_px=300)
+    assert Image.open(written).size == (300, 300)
