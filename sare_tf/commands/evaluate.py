@@ -163,11 +163,11 @@ def _format_table(rows: list[dict], columns: list[str], second: str = "image siz
 
 
 def run(args) -> int:
-    from sare_tf.data.readers import split_set_suffix
+    from sare_tf.data.loading import dataset_path_exists
     from sare_tf.evaluation import load_descriptor_model
 
     dataset_path = os.fspath(args.dataset)
-    if not os.path.exists(split_set_suffix(dataset_path)[0]):
+    if not dataset_path_exists(dataset_path):
         raise FileNotFoundError(f"Dataset not found. Received: --dataset {dataset_path!r}")
     image_size = tuple(args.image_size) if args.image_size else None
     models = [load_descriptor_model(path, precision=args.precision) for path in args.model]
@@ -205,7 +205,7 @@ def _run_recall(args, models, names, sizes) -> int:
         from sare_tf.evaluation.pca_sweep import parse_pca_dims
 
         pca_dims = parse_pca_dims(args.pca_dims)
-    rows, curves, pca_rows = [], {}, []
+    rows, curves, pca_rows, condition_rows = [], {}, [], []
     for model, name in zip(models, names, strict=True):
         image_size = sizes[name]
         print(f"\n== {name} ({model.path}) at {_size_text(image_size)} image size")
@@ -249,6 +249,16 @@ def _run_recall(args, models, names, sizes) -> int:
             "seconds": {**evaluation.seconds, "total": time.perf_counter() - start},
         }
         rows.append({"model": name, "image_size": image_size, **evaluation.metrics})
+        if dataset.query_attributes:
+            from sare_tf.evaluation.recall import recall_by_condition
+
+            breakdown = recall_by_condition(result, dataset.query_attributes)
+            report["models"][name]["by_condition"] = breakdown
+            condition_rows += [
+                {"model": f"{name} {condition}={value}", "dims": cell["num_queries"], **cell}
+                for condition, cells in breakdown.items()
+                for value, cell in cells.items()
+            ]
         if evaluation.pca_results:
             report["models"][name]["pca_sweep"] = {
                 "fitted_on": args.pca_from or "the evaluated database",
@@ -288,6 +298,9 @@ def _run_recall(args, models, names, sizes) -> int:
         f"{args.index} index), in %:"
     )
     print(_format_table(rows, [f"recall@{n}" for n in RECALL_NS]))
+    if condition_rows:
+        print("\nRecall@N per query condition, in %:")
+        print(_format_table(condition_rows, [f"recall@{n}" for n in RECALL_NS], second="queries"))
     if pca_rows:
         fitted = args.pca_from or "the evaluated database"
         print(f"\nRecall@N per PCA-whitened descriptor size (PCA fitted on {fitted}), in %:")

@@ -83,6 +83,22 @@ def _as_time_stamps(values, name: str, count: int) -> np.ndarray | None:
     return array
 
 
+def _as_attributes(values, count: int) -> dict[str, np.ndarray]:
+    """Per-query condition columns (`{name: [Nq] str array}`), read-only."""
+    attributes = {}
+    for key, column in dict(values or {}).items():
+        array = np.asarray(column).reshape(-1)
+        if array.shape[0] != count:
+            raise ValueError(
+                f"`query_attributes[{key!r}]` has {array.shape[0]} entries but there are {count} "
+                "queries."
+            )
+        array = np.ascontiguousarray(array.astype(str))
+        array.setflags(write=False)
+        attributes[str(key)] = array
+    return attributes
+
+
 def _as_labels(values, name: str, count: int) -> np.ndarray | None:
     """Place / building labels as a read-only `[N]` str array ("" = unlabelled), or None."""
     if values is None:
@@ -121,6 +137,8 @@ class GeoDataset:
         db_labels, query_labels: optional `[N]` place labels (Sf-0 building IDs, GSV-Cities place
             ids; "" = unlabelled) for label ground truth: a retrieval is correct when it shares
             the query's label (`label_positives`), instead of lying within `pos_dist_thr`.
+        query_attributes: per-query conditions (`{"night": ["day", "night", ...], ...}`, as
+            MSLS gives them) for the per-condition Recall@N breakdown of `evaluate`.
 
     Example:
         >>> ds = GeoDataset(["a.jpg", "b.jpg"], [[0, 0], [100, 0]], ["q.jpg"], [[3, 4]])
@@ -141,6 +159,7 @@ class GeoDataset:
     frame: str | None = None
     db_labels: np.ndarray | None = None
     query_labels: np.ndarray | None = None
+    query_attributes: dict = dataclasses.field(default_factory=dict)
     _positives_cache: dict = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -156,6 +175,7 @@ class GeoDataset:
         )
         self.db_labels = _as_labels(self.db_labels, "db_labels", self.num_db)
         self.query_labels = _as_labels(self.query_labels, "query_labels", self.num_queries)
+        self.query_attributes = _as_attributes(self.query_attributes, self.num_queries)
         if (self.db_labels is None) != (self.query_labels is None):
             raise ValueError(
                 "Label ground truth needs labels on both the database and the queries. Received: "
@@ -291,6 +311,7 @@ class GeoDataset:
             frame=self.frame,
             db_labels=None if self.db_labels is None else self.db_labels[d],
             query_labels=None if self.query_labels is None else self.query_labels[q],
+            query_attributes={k: v[q] for k, v in self.query_attributes.items()},
         )
 
     @classmethod

@@ -228,7 +228,9 @@ def _degrees(value, path: str, field: str) -> float:
     try:
         parts = [float(part) for part in value]
     except (TypeError, ValueError, ZeroDivisionError):
-        raise ValueError(f"{path}: EXIF {field} {value!r} is not (degrees, minutes, seconds).") from None
+        raise ValueError(
+            f"{path}: EXIF {field} {value!r} is not (degrees, minutes, seconds)."
+        ) from None
     if len(parts) != 3 or not all(np.isfinite(parts)):
         raise ValueError(f"{path}: EXIF {field} {value!r} is not (degrees, minutes, seconds).")
     return parts[0] + parts[1] / 60.0 + parts[2] / 3600.0

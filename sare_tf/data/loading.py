@@ -1,5 +1,7 @@
 """`load_dataset`: any dataset sare_tf reads, picked by its path.
 
+- an MSLS root (holding `train_val/`), `ROOT:val` (default), `ROOT:train` or `ROOT:cph,sf`
+  (`sare_tf.data.msls.read_msls`);
 - a folder holding `database/` (or `db/`) and `queries/` (or `query/`) image folders
   (`@<utm_east>@<utm_north>@...@.jpg` file names, `sare_tf.data.readers.read_dataset_folder`);
 - a `.mat` file: a Pittsburgh / Tokyo `dbStruct` (`sare_tf.data.dbstruct.read_dbstruct`);
@@ -13,6 +15,7 @@ import os
 
 from sare_tf.data.dbstruct import read_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset, register_reader
+from sare_tf.data.msls import is_msls_root, read_msls, split_msls_suffix
 from sare_tf.data.readers import read_csv, read_dataset_folder, read_folder, split_set_suffix
 
 
@@ -28,6 +31,9 @@ def load_dataset(path, image_root=None, **kwargs) -> GeoDataset:
         FileNotFoundError: nothing at `path`.
         ValueError: an unknown format, or the reader's own error (file, row and field named).
     """
+    msls_root, msls_split = split_msls_suffix(os.fspath(path))
+    if msls_split is not None or is_msls_root(msls_root):
+        return read_msls(msls_root, split=msls_split or "val", image_root=image_root, **kwargs)
     path, which_set = split_set_suffix(os.fspath(path))
     if which_set is not None:
         kwargs["which_set"] = which_set
@@ -46,7 +52,14 @@ def load_dataset(path, image_root=None, **kwargs) -> GeoDataset:
     )
 
 
+def dataset_path_exists(path) -> bool:
+    """Whether `path` (with an optional `:SET` / MSLS `:SPLIT` suffix) names something on disk."""
+    path = os.fspath(path)
+    return os.path.exists(split_msls_suffix(path)[0]) or os.path.exists(split_set_suffix(path)[0])
+
+
 register_reader("any", load_dataset)
 register_reader("dbstruct", read_dbstruct)
 register_reader("csv", read_csv)
 register_reader("folder", read_folder)
+register_reader("msls", read_msls)

@@ -79,6 +79,35 @@ class RecallResult:
         """`{"recall@1": .., "recall@5": ..}` as fractions."""
         return {f"recall@{n}": value for n, value in self.recalls.items()}
 
+    def subset(self, query_mask) -> RecallResult:
+        """The same measurement restricted to the queries of a `[Q]` bool mask."""
+        mask = np.asarray(query_mask, dtype=bool)
+        if mask.shape != self.first_correct_rank.shape:
+            raise ValueError(
+                f"`query_mask` must be [{len(self.first_correct_rank)}]. Received: {mask.shape}"
+            )
+        part = RecallResult({}, self.first_correct_rank[mask], self.depth, self.num_db,
+                            int(mask.sum()))  # fmt: skip
+        part.recalls = {n: part.recall(n) for n in self.recalls}
+        return part
+
+
+def recall_by_condition(result: RecallResult, query_attributes: dict) -> dict:
+    """Recall@N per value of each per-query condition (MSLS day / night, view direction, city).
+
+    Returns:
+        `{condition: {value: {"num_queries": k, "recall@1": .., ...}}}`, values sorted.
+    """
+    breakdown = {}
+    for condition, values in query_attributes.items():
+        values = np.asarray(values, str)
+        breakdown[condition] = {
+            value: {"num_queries": int((values == value).sum()),
+                    **result.subset(values == value).metrics()}
+            for value in sorted(set(values.tolist()))
+        }  # fmt: skip
+    return breakdown
+
 
 def correct_retrievals(retrieved_ids, query_utm, db_utm, dist_thr: float = 25.0) -> np.ndarray:
     """Which retrieved database images are within `dist_thr` metres of their query.
