@@ -62,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="0 (queries lit like the database) .. 1 (full day/weather changes, default)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=("dbstruct", "msls", "gsv-cities"),
+        default="dbstruct",
+        help="also write the city in another dataset's layout: msls (OUT/msls: train as "
+        "trondheim, val as cph, test as sf) or gsv-cities (OUT/gsv_cities: the train split as "
+        "places of 10 m); the .mat files are always written (default: dbstruct only)",
+    )
     parser.add_argument("--force", action="store_true", help="regenerate even if present")
 
 
@@ -85,4 +93,17 @@ def run(args: argparse.Namespace) -> int:
     )
     for split, path in mats.items():
         print(f"{split}: {path}")
+    if args.layout != "dbstruct":
+        import os
+
+        from sare_tf.data import GeoDataset
+        from sare_tf.synthetic.layouts import write_gsv_cities_layout, write_msls_layout
+
+        datasets = {split: GeoDataset.load(path) for split, path in mats.items()}
+        if args.layout == "msls":
+            root = write_msls_layout(datasets, os.path.join(args.out, "msls"))
+            print(f"MSLS layout: {root} (train: {root}:trondheim, val: {root}:cph)")
+        else:
+            root = write_gsv_cities_layout(datasets["train"], os.path.join(args.out, "gsv_cities"))
+            print(f"GSV-Cities layout: {root}")
     return 0

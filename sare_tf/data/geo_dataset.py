@@ -137,6 +137,8 @@ class GeoDataset:
         db_labels, query_labels: optional `[N]` place labels (Sf-0 building IDs, GSV-Cities place
             ids; "" = unlabelled) for label ground truth: a retrieval is correct when it shares
             the query's label (`label_positives`), instead of lying within `pos_dist_thr`.
+        train_by_labels: training ground truth by label (GSV-Cities: positives = the same place,
+            never negatives = the same place or within `pos_dist_thr`) instead of by distance.
         query_attributes: per-query conditions (`{"night": ["day", "night", ...], ...}`, as
             MSLS gives them) for the per-condition Recall@N breakdown of `evaluate`.
 
@@ -160,6 +162,7 @@ class GeoDataset:
     db_labels: np.ndarray | None = None
     query_labels: np.ndarray | None = None
     query_attributes: dict = dataclasses.field(default_factory=dict)
+    train_by_labels: bool = False
     _positives_cache: dict = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -176,6 +179,9 @@ class GeoDataset:
         self.db_labels = _as_labels(self.db_labels, "db_labels", self.num_db)
         self.query_labels = _as_labels(self.query_labels, "query_labels", self.num_queries)
         self.query_attributes = _as_attributes(self.query_attributes, self.num_queries)
+        self.train_by_labels = bool(self.train_by_labels)
+        if self.train_by_labels and self.db_labels is None:
+            raise ValueError("`train_by_labels` needs db_labels and query_labels.")
         if (self.db_labels is None) != (self.query_labels is None):
             raise ValueError(
                 "Label ground truth needs labels on both the database and the queries. Received: "
@@ -255,12 +261,22 @@ class GeoDataset:
         return [ids.copy() for ids in self._positives_cache["labels"]]
 
     def train_positives(self) -> list[np.ndarray]:
-        """Per query, db ids within `nontriv_pos_dist_thr` (10 m), nearest first."""
+        """Per query, db ids within `nontriv_pos_dist_thr` (10 m), nearest first; with
+        `train_by_labels`, the db ids of the query's place."""
+        if self.train_by_labels:
+            return self.label_positives()
         return self.positives(self.nontriv_pos_dist_thr)
 
     def non_negatives(self) -> list[np.ndarray]:
-        """Per query, db ids within `pos_dist_thr` (25 m): never used as negatives."""
-        return self.positives(self.pos_dist_thr)
+        """Per query, db ids within `pos_dist_thr` (25 m): never used as negatives; with
+        `train_by_labels`, also every image of the query's place."""
+        near = self.positives(self.pos_dist_thr)
+        if not self.train_by_labels:
+            return near
+        return [
+            np.union1d(by_label, by_distance)
+            for by_label, by_distance in zip(self.label_positives(), near, strict=True)
+        ]
 
     def valid_query_mask(self) -> np.ndarray:
         """`[Nq]` bool: the query has at least one training positive."""
@@ -271,16 +287,21 @@ class GeoDataset:
         return np.flatnonzero(self.valid_query_mask())
 
     def queries_without_positives(self) -> np.ndarray:
-        """Ids of the queries without any db image within `nontriv_pos_dist_thr` (reported, not trained on)."""
+        """Ids of the queries without a training positive (reported, not trained on)."""
         return np.flatnonzero(~self.valid_query_mask())
 
     def summary(self) -> str:
         """One paragraph for logs: counts, thresholds and queries excluded from training."""
         excluded = self.queries_without_positives()
+        training = (
+            "the same place label"
+            if self.train_by_labels
+            else f"within {self.nontriv_pos_dist_thr:g} m"
+        )
         text = (
             f"{self.name}: {self.num_db} database images, {self.num_queries} queries, "
-            f"positives within {self.nontriv_pos_dist_thr:g} m (training) / "
-            f"{self.pos_dist_thr:g} m (evaluation), image root {self.image_root}"
+            f"positives {training} (training) / within {self.pos_dist_thr:g} m (evaluation), "
+            f"image root {self.image_root}"
         )
         if self.frame:
             text += f"; positions in {self.frame}"
@@ -288,8 +309,8 @@ class GeoDataset:
             shown = ", ".join(str(i) for i in excluded[:10])
             more = ", ..." if excluded.size > 10 else ""
             text += (
-                f"; {excluded.size} queries have no database image within "
-                f"{self.nontriv_pos_dist_thr:g} m and are excluded from training (ids {shown}{more})"
+                f"; {excluded.size} queries have no training positive ({training}) and are "
+                f"excluded from training (ids {shown}{more})"
             )
         return text
 
@@ -312,6 +333,7 @@ class GeoDataset:
             db_labels=None if self.db_labels is None else self.db_labels[d],
             query_labels=None if self.query_labels is None else self.query_labels[q],
             query_attributes={k: v[q] for k, v in self.query_attributes.items()},
+            train_by_labels=self.train_by_labels,
         )
 
     @classmethod

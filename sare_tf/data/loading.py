@@ -2,6 +2,8 @@
 
 - an MSLS root (holding `train_val/`), `ROOT:val` (default), `ROOT:train` or `ROOT:cph,sf`
   (`sare_tf.data.msls.read_msls`);
+- a GSV-Cities root (holding `Dataframes/` and `Images/`), `ROOT:London,Boston` for some
+  cities (`sare_tf.data.gsv_cities.read_gsv_cities`; label-trained);
 - a folder holding `database/` (or `db/`) and `queries/` (or `query/`) image folders
   (`@<utm_east>@<utm_north>@...@.jpg` file names, `sare_tf.data.readers.read_dataset_folder`);
 - a `.mat` file: a Pittsburgh / Tokyo `dbStruct` (`sare_tf.data.dbstruct.read_dbstruct`);
@@ -15,6 +17,7 @@ import os
 
 from sare_tf.data.dbstruct import read_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset, register_reader
+from sare_tf.data.gsv_cities import is_gsv_cities_root, read_gsv_cities
 from sare_tf.data.msls import is_msls_root, read_msls, split_msls_suffix
 from sare_tf.data.readers import read_csv, read_dataset_folder, read_folder, split_set_suffix
 
@@ -34,6 +37,11 @@ def load_dataset(path, image_root=None, **kwargs) -> GeoDataset:
     msls_root, msls_split = split_msls_suffix(os.fspath(path))
     if msls_split is not None or is_msls_root(msls_root):
         return read_msls(msls_root, split=msls_split or "val", image_root=image_root, **kwargs)
+    head, separator, tail = os.fspath(path).rpartition(":")
+    if separator and tail and "/" not in tail and is_gsv_cities_root(head):
+        return read_gsv_cities(head, cities=tail.split(","), image_root=image_root, **kwargs)
+    if is_gsv_cities_root(path):
+        return read_gsv_cities(path, image_root=image_root, **kwargs)
     path, which_set = split_set_suffix(os.fspath(path))
     if which_set is not None:
         kwargs["which_set"] = which_set
@@ -55,7 +63,11 @@ def load_dataset(path, image_root=None, **kwargs) -> GeoDataset:
 def dataset_path_exists(path) -> bool:
     """Whether `path` (with an optional `:SET` / MSLS `:SPLIT` suffix) names something on disk."""
     path = os.fspath(path)
-    return os.path.exists(split_msls_suffix(path)[0]) or os.path.exists(split_set_suffix(path)[0])
+    return (
+        os.path.exists(split_msls_suffix(path)[0])
+        or os.path.exists(split_set_suffix(path)[0])
+        or os.path.exists(path.rpartition(":")[0] or path)
+    )
 
 
 register_reader("any", load_dataset)
@@ -63,3 +75,4 @@ register_reader("dbstruct", read_dbstruct)
 register_reader("csv", read_csv)
 register_reader("folder", read_folder)
 register_reader("msls", read_msls)
+register_reader("gsv_cities", read_gsv_cities)

@@ -234,7 +234,7 @@ def test_check_data_command(tmp_path, capsys):
     assert cli_main(["check-data", mat]) == 1
     out = capsys.readouterr().out
     assert "2 bad" in out and "truncated.jpg" in out and "missing.jpg: file not found" in out
-    assert "1 queries have no database image within 10 m" in out
+    assert "1 queries have no training positive (within 10 m)" in out
     assert cli_main(["check-data", mat, "--skip-images"]) == 0
 
     (tmp_path / "broken.mat").write_text("not matlab")

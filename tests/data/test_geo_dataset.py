@@ -72,7 +72,7 @@ def test_queries_without_positives_are_reported_and_excluded():
     assert ds.valid_query_mask().tolist() == [True, False, True]
     assert ds.train_query_ids().tolist() == [0, 2]
     assert ds.queries_without_positives().tolist() == [1]
-    assert "1 queries have no database image within 10 m" in ds.summary()
+    assert "1 queries have no training positive (within 10 m)" in ds.summary()
     assert "(ids 1)" in ds.summary()
 
 
