@@ -4,6 +4,8 @@
   (`sare_tf.data.msls.read_msls`);
 - a GSV-Cities root (holding `Dataframes/` and `Images/`), `ROOT:London,Boston` for some
   cities (`sare_tf.data.gsv_cities.read_gsv_cities`; label-trained);
+- a folder of frame-aligned traversal folders (Nordland-style), `ROOT:DB,QUERY` to choose two
+  (`sare_tf.data.traversals.read_traversals`; ground truth within +-2 frames);
 - a folder holding `database/` (or `db/`) and `queries/` (or `query/`) image folders
   (`@<utm_east>@<utm_north>@...@.jpg` file names, `sare_tf.data.readers.read_dataset_folder`);
 - a `.mat` file: a Pittsburgh / Tokyo `dbStruct` (`sare_tf.data.dbstruct.read_dbstruct`);
@@ -19,6 +21,7 @@ from sare_tf.data.dbstruct import read_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset, register_reader
 from sare_tf.data.gsv_cities import is_gsv_cities_root, read_gsv_cities
 from sare_tf.data.msls import is_msls_root, read_msls, split_msls_suffix
+from sare_tf.data.traversals import is_traversal_root, read_traversals, split_traversal_suffix
 from sare_tf.data.readers import read_csv, read_dataset_folder, read_folder, split_set_suffix
 
 
@@ -42,6 +45,11 @@ def load_dataset(path, image_root=None, **kwargs) -> GeoDataset:
         return read_gsv_cities(head, cities=tail.split(","), image_root=image_root, **kwargs)
     if is_gsv_cities_root(path):
         return read_gsv_cities(path, image_root=image_root, **kwargs)
+    traversal_root, chosen = split_traversal_suffix(os.fspath(path))
+    if chosen is not None and is_traversal_root(traversal_root):
+        return read_traversals(traversal_root, *chosen, image_root=image_root, **kwargs)
+    if os.path.isdir(path) and is_traversal_root(path):
+        return read_traversals(path, image_root=image_root, **kwargs)
     path, which_set = split_set_suffix(os.fspath(path))
     if which_set is not None:
         kwargs["which_set"] = which_set
@@ -76,3 +84,4 @@ register_reader("csv", read_csv)
 register_reader("folder", read_folder)
 register_reader("msls", read_msls)
 register_reader("gsv_cities", read_gsv_cities)
+register_reader("traversals", read_traversals)

@@ -53,7 +53,15 @@ def ground_truth_statistics(dataset) -> dict:
         "db_spacing_m": spacing,
         "db_extent_m": [float(v) for v in extent],
         "frame": dataset.frame,
+        "queries_by_condition": {
+            name: dict(zip(*np.unique(values, return_counts=True), strict=True))
+            for name, values in dataset.query_attributes.items()
+        },
         "warnings": [],
+    }
+    stats["queries_by_condition"] = {
+        name: {str(k): int(v) for k, v in counts.items()}
+        for name, counts in stats["queries_by_condition"].items()
     }
     if dataset.num_db > 4 and np.median(positives) >= 0.5 * dataset.num_db:
         stats["warnings"].append(
@@ -85,4 +93,8 @@ def describe_ground_truth(stats: dict) -> list[str]:
         + f"extent {stats['db_extent_m'][0]:.4g} m x {stats['db_extent_m'][1]:.4g} m"
         + (f", {stats['frame']}" if stats["frame"] else ""),
     ]
+    for name, counts in stats.get("queries_by_condition", {}).items():
+        lines.append(
+            f"queries by {name}: " + ", ".join(f"{value} {count}" for value, count in counts.items())
+        )
     return lines + [f"WARNING: {warning}" for warning in stats["warnings"]]

@@ -127,3 +127,11 @@ def test_evaluate_prints_recall_per_condition(tmp_path, tiny_model, jpeg_writer,
     overall = report["models"]["tiny"]["recall@1"]
     per_city = [breakdown["city"][c]["recall@1"] for c in ("cph", "sf")]
     assert overall == pytest.approx(np.mean(per_city))  # two queries per city
+
+
+def test_check_data_counts_queries_per_city_and_condition(msls_root, capsys):
+    from sare_tf import cli
+
+    assert cli.main(["check-data", f"{msls_root}:val", "--skip-images"]) == 0
+    out = capsys.readouterr().out
+    assert "queries by city: cph 2, sf 2" in out and "queries by night: day 2, night 2" in out
