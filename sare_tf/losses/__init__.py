@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from sare_tf.losses._base import TupleLoss
 from sare_tf.losses.contrastive import ContrastiveLoss, contrastive_loss
+from sare_tf.losses.geo_classification import (
+    GeoClassificationLoss,
+    build_geo_classifier,
+    geo_classification_loss,
+)
 from sare_tf.losses.lifted import LiftedStructuredLoss, lifted_structured_loss
 from sare_tf.losses.npair import AngularLoss, NPairLoss, angular_loss, npair_loss
 from sare_tf.losses.sare import (
@@ -41,19 +46,22 @@ _LOSSES = {
     "npair": (NPairLoss, {}),
     "angular": (AngularLoss, {}),
     "lifted": (LiftedStructuredLoss, {}),
+    # Not a tuple loss: trained on single images with their 25 m cell (the recipe's image mode).
+    "geo-classification": (GeoClassificationLoss, {}),
 }
+IMAGE_LOSSES = ("geo-classification",)
 
 LOSS_NAMES = tuple(_LOSSES)
 
 
-def get_loss(name: str, /, **kwargs) -> TupleLoss:
+def get_loss(name: str, /, **kwargs):
     """Builds a loss from its command-line name.
 
     Args:
         name: one of `LOSS_NAMES`: "sare-joint", "sare-ind" (Gaussian kernel),
             "sare-joint-cauchy", "sare-ind-cauchy", "sare-joint-exp", "sare-ind-exp",
-            "triplet", "contrastive", "npair", "angular", "lifted". Case and `_` for `-` do not
-            matter.
+            "triplet", "contrastive", "npair", "angular", "lifted", "geo-classification" (on
+            single images with cell labels, `IMAGE_LOSSES`). Case and `_` for `-` do not matter.
         **kwargs: constructor arguments, e.g. `margin=0.2` for "triplet", `name=...`.
 
     Returns:
@@ -87,6 +95,8 @@ __all__ = [
     "CauchySARE",
     "ContrastiveLoss",
     "ExponentialSARE",
+    "GeoClassificationLoss",
+    "IMAGE_LOSSES",
     "GaussianSARE",
     "SARELoss",
     "TripletRankingLoss",
@@ -101,6 +111,8 @@ __all__ = [
     "sare_probabilities",
     "triplet_ranking_loss",
     "angular_loss",
+    "build_geo_classifier",
+    "geo_classification_loss",
     "lifted_structured_loss",
     "npair_loss",
 ]

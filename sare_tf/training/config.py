@@ -89,7 +89,8 @@ class TrainConfig:
     loss: str = option(
         "sare-joint",
         "sare-joint, sare-ind, sare-joint-cauchy, sare-ind-cauchy, sare-joint-exp, sare-ind-exp, "
-        "triplet, contrastive, or the paper's Sec. 7.6 comparison: npair, angular, lifted",
+        "triplet, contrastive, or the paper's Sec. 7.6 comparison: npair, angular, lifted, "
+        "geo-classification (single images, 25 m cells, a softmax head dropped after training)",
         group="optimisation",
     )
     backbone: str | None = option(
@@ -121,6 +122,10 @@ class TrainConfig:
     )  # fmt: skip
     batch_size: int = option(4, "tuples per batch", group="optimisation")
     num_negatives: int = option(10, "negatives per tuple", group="optimisation")
+    geo_cell_m: float = option(
+        25.0, "cell size in metres of --loss geo-classification (Vo et al.; the SARE appendix)",
+        group="optimisation",
+    )  # fmt: skip
     lr: float = option(1e-3, "learning rate", group="optimisation")
     lr_halve_every: int = option(
         5, "halve the learning rate every N epochs (0: never)", group="optimisation"

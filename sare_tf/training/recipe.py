@@ -31,6 +31,7 @@ Reference:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -254,10 +255,11 @@ class TrainingRun:
 
     def _build_models(self, embedding_model) -> None:
         from sare_tf.descriptor_model import store_image_size, stored_image_size
-        from sare_tf.losses import get_loss
+        from sare_tf.losses import IMAGE_LOSSES, get_loss
         from sare_tf.models import build_embedding_model, build_tuple_model
 
         config = self.config
+        self.by_images = config.loss in IMAGE_LOSSES
         # Each replica trains on batch_size / replicas tuples of every batch. The incomplete last
         # batch of a pass is dropped: it could leave a replica with no tuple, and TensorFlow
         # fails on an empty batch (and all workers must run the same number of steps).
@@ -282,7 +284,17 @@ class TrainingRun:
             store_image_size(embedding_model, self.image_size)
             self.embedding = embedding_model
             self.loss = get_loss(config.loss)
-            self.tuple_model = build_tuple_model(embedding_model, config.num_negatives)
+            if self.by_images:
+                from sare_tf.data.cell_labels import assign_cells
+                from sare_tf.losses import build_geo_classifier
+
+                # The fit model is the classifier; only `self.embedding` is ever saved.
+                self.cells = assign_cells(self.train_data.db_utm, config.geo_cell_m)
+                self.tuple_model = build_geo_classifier(
+                    embedding_model, self.cells.num_cells, seed=config.seed
+                )
+            else:
+                self.tuple_model = build_tuple_model(embedding_model, config.num_negatives)
             self.tuple_model.compile(
                 optimizer=make_optimizer(config), loss=self.loss, jit_compile=False
             )
@@ -354,7 +366,10 @@ class TrainingRun:
             self.folder.add_timing(name, seconds)
 
     def _make_pipeline(self, resume_epoch: int):
-        """The tuple dataset and the mining callback, with the first tuples mined."""
+        """The tuple dataset and the mining callback, with the first tuples mined (or, for an
+        image objective, the labelled images and no mining)."""
+        if self.by_images:
+            return self._make_image_pipeline(resume_epoch), None
         from sare_tf.data.tuples import MiningState, TuplePipeline
         from sare_tf.mining import HardNegativeMining, PartialRefresh
         from sare_tf.training.multiworker import prepare_multiworker_fit
@@ -405,6 +420,33 @@ class TrainingRun:
         self.folder.add_timing("initial_mining_seconds", time.perf_counter() - start)
         return dataset, mining
 
+    def _make_image_pipeline(self, resume_epoch: int):
+        """Training database images with their cell labels (geographic classification)."""
+        from sare_tf.data.image_batches import labelled_image_dataset
+
+        config = self.config
+        print(
+            f"Geographic classification: {self.cells.num_cells} non-empty {config.geo_cell_m:g} m "
+            f"cells over {self.train_data.num_db} training database images"
+        )
+        dataset = labelled_image_dataset(
+            self.train_data.db_image_paths(), self.cells.labels, self.image_size,
+            batch_size=config.batch_size * (2 + config.num_negatives),  # the images of a tuple batch
+            seed=config.seed + resume_epoch,
+        )  # fmt: skip
+        if config.steps_per_epoch:
+            dataset = dataset.repeat()
+        if self.multiworker:
+            from sare_tf.training.multiworker import prepare_multiworker_fit
+
+            prepare_multiworker_fit(self.tuple_model, dataset.element_spec)
+        self.folder.summary["geo_classification"] = {
+            "cell_m": config.geo_cell_m,
+            "num_cells": self.cells.num_cells,
+            "images": self.train_data.num_db,
+        }
+        return dataset
+
     def _validation(self):
         """The validation callback (None without a validation split)."""
         from sare_tf.training.callbacks import ValidationRecall
@@ -445,8 +487,14 @@ class TrainingRun:
         )
         self.nan_guard = cb.NaNGuard()
         probes = self.train_data.db_image_paths()[:COLLAPSE_PROBE_IMAGES]
+        # A collapsed embedding gives every image the same logits: about ln(C) at the start.
+        uniform = (
+            math.log(self.cells.num_cells)
+            if self.by_images
+            else cb.uniform_loss(self.loss, config.num_negatives)
+        )
         self.collapse = cb.CollapseDetector(
-            cb.uniform_loss(self.loss, config.num_negatives),
+            uniform,
             probes,
             self.image_size,
             self.embedding,
@@ -457,7 +505,7 @@ class TrainingRun:
             folder.summary_path, folder.summary, mining, validation, self.checkpoint, self.collapse
         )
         callbacks = [
-            mining,
+            *([mining] if mining is not None else []),
             keras.callbacks.LearningRateScheduler(
                 cb.halving_schedule(config.lr, config.lr_halve_every)
             ),
@@ -486,13 +534,14 @@ class TrainingRun:
                 steps_per_epoch=self.config.steps_per_epoch,
                 callbacks=callbacks,
                 verbose=self.config.verbose,
-                shuffle=False,  # the tuple pipeline shuffles (seeded, per pass)
+                shuffle=False,  # the pipelines shuffle (seeded, per pass)
             )
         self.folder.add_timing("fit_seconds", time.perf_counter() - start)  # this run only
 
     def _finish(self, mining, start: float) -> dict:
         folder = self.folder
-        folder.add_mining(self.config.mining_mode, mining.refreshes)
+        if mining is not None:
+            folder.add_mining(self.config.mining_mode, mining.refreshes)
         folder.add_timing("total_seconds", time.perf_counter() - start)
         failure = self.nan_guard.failure
         if failure is None:

@@ -180,7 +180,7 @@ def test_get_loss_maps_command_line_names():
         "sare-joint-exp": (ExponentialSARE, "joint"),
         "sare-ind-exp": (ExponentialSARE, "independent"),
     }
-    assert set(losses.LOSS_NAMES) == set(ALL_NAMES)
+    assert set(losses.LOSS_NAMES) == set(ALL_NAMES) | set(losses.IMAGE_LOSSES)
     for name, (cls, negatives) in expected.items():
         loss = get_loss(name)
         assert type(loss) is cls and loss.negatives == negatives
