@@ -16,7 +16,7 @@ import os
 import time
 
 COMPARISON_LOSSES = ("sare-joint", "sare-ind", "triplet", "contrastive", "npair", "angular",
-                     "lifted")  # fmt: skip
+                     "lifted", "geo-classification")  # fmt: skip
 TABLE_NS = (1, 5, 10)
 
 
