@@ -214,6 +214,7 @@ def encode(
     boxes=None,
     num_parallel_calls: int | None = None,
     progress: bool = True,
+    require_any: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Computes the descriptor of every image: `(descriptors [N, D] float32, valid [N] bool)`.
 
@@ -233,6 +234,9 @@ def encode(
             e.g. the Oxford / Paris query regions.
         num_parallel_calls: parallel decoders (default: tf.data AUTOTUNE).
         progress: show a progress bar.
+        require_any: raise when not one image could be read (a whole dataset of bad files is
+            a mistake); False when the call is one part of a larger job (an index chunk), which
+            then skips and counts them like any other bad image.
 
     Returns:
         `(descriptors, valid)`: descriptors (a `np.memmap` when `out_path` is given) with zero
@@ -292,7 +296,7 @@ def encode(
         done += len(indices)
         if bar is not None:
             bar.update(done)
-    if paths and not valid.any():
+    if require_any and paths and not valid.any():
         raise ValueError(f"None of the {len(paths)} images could be read (e.g. {paths[0]!r}).")
     if descriptors is None:
         descriptors = _allocate(0, 0, out_path)

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 
 import numpy as np
 
@@ -182,37 +183,48 @@ def encode_resumable(
         if progress:
             print(f"Encoding chunk {number + 1}/{len(starts)} ({start}-{start + chunk_size})")
         descriptors, valid = encode(
-            loaded, paths[start : start + chunk_size], batch_size=batch_size, progress=progress
-        )
+            loaded, paths[start : start + chunk_size], batch_size=batch_size, progress=progress,
+            require_any=False,  # a chunk of only bad images is skipped and counted, not fatal
+        )  # fmt: skip
         temporary = f"{chunk_path}.tmp-{os.getpid()}.npz"
         np.savez(temporary, descriptors=np.asarray(descriptors, np.float32), valid=valid)
         os.replace(temporary, chunk_path)
     return _assemble_chunks(work_dir, starts)
 
 
+def _npz_member_shape(path: str, name: str) -> tuple[int, ...]:
+    """The shape of array `name` in an `.npz` file, read from its header only."""
+    with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, _ = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, _ = np.lib.format.read_array_header_2_0(member)
+    return tuple(shape)
+
+
 def _assemble_chunks(work_dir: str, starts) -> tuple[str, np.ndarray]:
-    """`(path of all descriptors [N, D] .npy, valid [N])` from the chunk files."""
+    """`(path of all descriptors [N, D] .npy, valid [N])` from the chunk files, each read once."""
     chunk_paths = [os.path.join(work_dir, f"chunk-{start:010d}.npz") for start in starts]
-    valid, dim = [], 0
-    for path in chunk_paths:
-        with np.load(path) as chunk:
-            valid.append(chunk["valid"])
-            if chunk["descriptors"].ndim == 2 and chunk["descriptors"].shape[1]:
-                dim = int(chunk["descriptors"].shape[1])
-    valid = np.concatenate(valid) if valid else np.zeros(0, bool)
+    shapes = [_npz_member_shape(path, "descriptors") for path in chunk_paths]
+    total = sum(shape[0] for shape in shapes)
+    dim = max((shape[1] for shape in shapes if len(shape) == 2), default=0)
+    valid = np.zeros(total, bool)
 
     def blocks():
+        offset = 0
         for path in chunk_paths:
             with np.load(path) as chunk:
+                part = chunk["valid"]
+                valid[offset : offset + len(part)] = part
+                offset += len(part)
                 descriptors = chunk["descriptors"]
-                yield (
-                    descriptors
-                    if descriptors.shape[1:] == (dim,)
-                    else np.zeros((len(chunk["valid"]), dim), np.float32)
-                )
+                if descriptors.shape[1:] != (dim,):  # a chunk of only unreadable images
+                    descriptors = np.zeros((len(part), dim), np.float32)
+                yield descriptors
 
     target = os.path.join(work_dir, "all-descriptors.npy")
-    return _write_rows(target, len(valid), dim, blocks()), valid
+    return _write_rows(target, total, dim, blocks()), valid
 
 
 # --- the index --------------------------------------------------------------------------------

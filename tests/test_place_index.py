@@ -186,6 +186,13 @@ def test_unreadable_images_are_skipped_and_counted(sized_model, test_split, tmp_
     )
     assert index.count == 5 and index.manifest["skipped"]["count"] == 2
     assert index.paths == paths[:5]
+    # A chunk holding only unreadable images is skipped and counted too, not fatal.
+    chunked = PlaceIndex.build(
+        load_descriptor_model(sized_model), paths, positions, tmp_path / "c", chunk_size=5,
+        progress=False,
+    )  # fmt: skip
+    assert chunked.count == 5 and chunked.manifest["skipped"]["count"] == 2
+    np.testing.assert_allclose(chunked.descriptors(), index.descriptors(), atol=1e-6)
 
 
 def test_missing_or_damaged_index_files_are_named(sized_model, test_split, tmp_path):
