@@ -253,7 +253,8 @@ def latest_version_dir(path: str) -> str | None:
 
 
 def locate_model(path) -> tuple[str, str]:
-    """`(path, kind)`: a `.keras` file or the SavedModel folder to load (TF Serving versions scanned).
+    """`(path, kind)`: a `.keras` file, the SavedModel folder to load (TF Serving versions scanned),
+    or an ONNX export's version folder (kind "onnx").
 
     Raises:
         FileNotFoundError: nothing at `path`.
@@ -262,6 +263,12 @@ def locate_model(path) -> tuple[str, str]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Model not found. Received: path={path!r}")
+    if path.endswith(".onnx") or (os.path.isdir(path) and latest_version_dir(path) is None):
+        from sare_tf.onnx_runtime import locate_onnx
+
+        onnx_folder = locate_onnx(path)
+        if onnx_folder is not None:
+            return onnx_folder, "onnx"
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
             return path, "saved_model"
@@ -398,6 +405,20 @@ def load_descriptor_model(
         (480, 640)
     """
     path, kind = locate_model(path)
+    if kind == "onnx":
+        from sare_tf.onnx_runtime import OnnxDescriptorModel
+
+        if precision not in (None, "float32"):
+            raise ValueError(
+                f"An ONNX export runs as exported ({path}); `precision` applies to .keras models "
+                f"only. Received: precision={precision!r}"
+            )
+        runtime = OnnxDescriptorModel(path)
+        quantized = runtime.info.get("quantize", "none")
+        return DescriptorModel(
+            runtime, _model_name(path), path, "onnx", runtime.image_size,
+            "int8 (onnx)" if quantized == "int8" else "float32 (onnx)",
+        )  # fmt: skip
     if kind == "saved_model":
         if precision not in (None, "float32"):
             raise ValueError(
@@ -462,5 +483,10 @@ def model_fingerprint(loaded: DescriptorModel) -> str:
     """
     if loaded.kind == "keras":
         return weights_fingerprint(loaded.model)
+    if loaded.kind == "onnx":
+        # int8 descriptors differ from the float model's: an index of one refuses the other.
+        info = loaded.model.info
+        suffix = ":int8" if info.get("quantize") == "int8" else ""
+        return info["weights_fingerprint"] + suffix
     info = _read_export_info(loaded.path)
     return info.get("weights_fingerprint") or _files_fingerprint(loaded.path)

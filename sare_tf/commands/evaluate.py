@@ -71,6 +71,11 @@ def add_arguments(parser) -> None:
     add_index_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
     parser.add_argument(
+        "--runtime", default=None, choices=("tf", "onnx", "litert"),
+        help="check that every --model is that runtime's artefact: tf (.keras / SavedModel) or "
+        "onnx (an ONNX export: sare-tf export --format onnx); default: whatever each path is",
+    )  # fmt: skip
+    parser.add_argument(
         "--precision",
         default=None,
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
@@ -171,6 +176,8 @@ def run(args) -> int:
         raise FileNotFoundError(f"Dataset not found. Received: --dataset {dataset_path!r}")
     image_size = tuple(args.image_size) if args.image_size else None
     models = [load_descriptor_model(path, precision=args.precision) for path in args.model]
+    if args.runtime is not None:
+        _check_runtime(args.runtime, models)
     os.makedirs(args.out, exist_ok=True)
     names = _unique_names(models)
     mode = "map" if args.protocol in ("oxford", "holidays") else "recall"
@@ -313,6 +320,22 @@ def _run_recall(args, models, names, sizes) -> int:
         )
     print(f"Wrote {metrics_path} and {curve_path}")
     return 0
+
+
+RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",)}
+
+
+def _check_runtime(runtime: str, models) -> None:
+    if runtime == "litert":
+        raise ValueError(
+            "LiteRT is not available yet: sare-tf export writes SavedModels and ONNX (use "
+            "--runtime onnx for int8)."
+        )
+    wrong = [f"{m.path} ({m.kind})" for m in models if m.kind not in RUNTIME_KINDS[runtime]]
+    if wrong:
+        raise ValueError(
+            f"--runtime {runtime} but these models are not {runtime} artefacts: {wrong}"
+        )
 
 
 def _database_descriptors(args, model, image_size):

@@ -25,8 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--version", type=int, default=None, help="version number (default: the next free one)"
     )
     parser.add_argument(
-        "--root", default="saved_models", help="export root (default: saved_models)"
-    )
+        "--root", default=None,
+        help="export root (default: saved_models for SavedModels, onnx_models for ONNX)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", default="saved_model", choices=("saved_model", "onnx"),
+        help="saved_model (TF Serving; default) or onnx (ONNX Runtime; image -> descriptor in "
+        "one graph)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quantize", default="none", choices=("none", "int8"),
+        help="onnx only: int8 = static per-channel QDQ quantization of the backbone "
+        "convolutions (NetVLAD, PCA and L2 stay float32); needs --calibration",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibration", default=None, metavar="DATASET",
+        help="dataset whose database images calibrate the int8 quantization",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibration-count", type=int, default=200,
+        help="calibration images (a seeded subset; default 200)",
+    )  # fmt: skip
     parser.add_argument(
         "--image-size",
         type=int,
@@ -96,9 +115,13 @@ def run(args: argparse.Namespace) -> int:
             max_images=args.pca_max_images,
             batch_size=args.batch_size,
         )
+    if args.format == "onnx":
+        return _export_onnx(args, model, image_size)
+    if args.quantize != "none" or args.calibration:
+        raise ValueError("--quantize and --calibration apply to --format onnx.")
     result = export_versioned(
         model,
-        root=args.root,
+        root=args.root or "saved_models",
         name=args.name,
         version=args.version,
         image_size=image_size,
@@ -113,5 +136,28 @@ def run(args: argparse.Namespace) -> int:
         f"  serve it: docker run -p 8501:8501 -p 8500:8500 --mount type=bind,"
         f"source={os.path.dirname(result.saved_model_dir)},target=/models/{args.name} "
         f"-e MODEL_NAME={args.name} tensorflow/serving"
+    )
+    return 0
+
+
+def _export_onnx(args, model, image_size) -> int:
+    import os
+
+    from sare_tf.export.onnx_export import export_onnx
+
+    calibration = None
+    if args.calibration:
+        from sare_tf.data import GeoDataset
+
+        calibration = GeoDataset.load(args.calibration, image_root=args.image_root).db_image_paths()
+    info = export_onnx(
+        model, root=args.root or "onnx_models", name=args.name, version=args.version,
+        image_size=image_size, quantize=args.quantize, calibration_paths=calibration,
+        calibration_count=args.calibration_count, source_model=os.path.abspath(args.model),
+    )  # fmt: skip
+    print(
+        f"Exported {args.name} version {info['version']} as ONNX ({args.quantize}): "
+        f"{info['path']}\n  descriptor: {info['descriptor_dim']} dims at "
+        f"{image_size[0]}x{image_size[1]}; evaluate it with sare-tf evaluate --model {info['path']}"
     )
     return 0
