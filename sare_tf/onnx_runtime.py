@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
-from sare_tf.export.onnx_export import INFO_FILE, ONNX_FILE
+# The files of an ONNX export's version folder (written by `sare_tf.export.onnx_export`).
+ONNX_FILE = "model.onnx"
+INFO_FILE = "export_info.json"
 
 
 def locate_onnx(path) -> str | None:

@@ -23,8 +23,8 @@ import tempfile
 
 import numpy as np
 
-ONNX_FILE = "model.onnx"
-INFO_FILE = "export_info.json"
+from sare_tf.onnx_runtime import INFO_FILE, ONNX_FILE
+
 QUANTIZATIONS = ("none", "int8")
 FLOAT_SCOPES = ("netvlad", "pca_whitening", "descriptor", "preprocess")
 OPSET = 17
@@ -126,13 +126,13 @@ def export_onnx(
     """
     from sare_tf.descriptor_model import weights_fingerprint
     from sare_tf.export.signatures import resolve_image_size, serving_model
-    from sare_tf.export.versioned import _check_name
+    from sare_tf.export.versioned import check_name
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"`quantize` must be one of {QUANTIZATIONS}. Received: {quantize!r}")
     if quantize == "int8" and not calibration_paths:
         raise ValueError("int8 quantization needs calibration images (--calibration DATASET).")
-    _check_name(name)
+    check_name(name)
     model = serving_model(model)
     image_size = resolve_image_size(model, image_size)
     model_dir = os.path.abspath(os.path.join(os.fspath(root), name))

@@ -61,7 +61,7 @@ class ExportResult:
     info: dict
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise ValueError(
             "The model name must be letters, digits, '_', '-' or '.', starting with a letter or "
@@ -84,7 +84,7 @@ def list_versions(model_dir) -> list[int]:
 
 def next_version(root, name: str) -> int:
     """The next free version number of `<root>/<name>` (1 for a new model)."""
-    versions = list_versions(os.path.join(os.fspath(root), _check_name(name)))
+    versions = list_versions(os.path.join(os.fspath(root), check_name(name)))
     return versions[-1] + 1 if versions else 1
 
 
@@ -147,7 +147,7 @@ def export_versioned(
         >>> export_versioned(model, "saved_models", "tiny").version
         2
     """
-    _check_name(name)
+    check_name(name)
     model = serving_model(model)
     image_size = resolve_image_size(model, image_size)
     if version is not None and (not isinstance(version, int) or version < 1):
