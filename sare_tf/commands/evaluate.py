@@ -106,6 +106,11 @@ def add_arguments(parser) -> None:
         help="learn that PCA on this dataset's database images (e.g. the training split; "
         "default: the evaluated database)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sequence-length", type=int, default=None, metavar="L",
+        help="frame-aligned traversals only: also rank by sequence matching over L consecutive "
+        "frames (SeqSLAM-style, velocity 1; odd L)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--keep-descriptors",
@@ -256,6 +261,14 @@ def _run_recall(args, models, names, sizes) -> int:
             "seconds": {**evaluation.seconds, "total": time.perf_counter() - start},
         }
         rows.append({"model": name, "image_size": image_size, **evaluation.metrics})
+        if args.sequence_length:
+            sequence = _sequence_matching(args, dataset, evaluation)
+            report["models"][name]["sequence_matching"] = {
+                "length": args.sequence_length,
+                **sequence.metrics(),
+            }
+            rows.append({"model": f"{name} seq{args.sequence_length}", "image_size": image_size,
+                         **sequence.metrics()})  # fmt: skip
         if dataset.query_attributes:
             from sare_tf.evaluation.recall import recall_by_condition
 
@@ -320,6 +333,20 @@ def _run_recall(args, models, names, sizes) -> int:
         )
     print(f"Wrote {metrics_path} and {curve_path}")
     return 0
+
+
+def _sequence_matching(args, dataset, evaluation):
+    from sare_tf.evaluation.sequence_matching import evaluate_sequence_matching
+
+    if not (dataset.frame or "").startswith("frame indices"):
+        raise ValueError(
+            "--sequence-length needs frame-aligned traversals (a folder of traversal folders); "
+            f"{dataset.name} is not one."
+        )
+    return evaluate_sequence_matching(
+        evaluation.query_desc, evaluation.db_desc, dataset.query_utm, dataset.db_utm,
+        args.sequence_length, RECALL_NS, dist_thr=dataset.pos_dist_thr,
+    )  # fmt: skip
 
 
 RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",)}

@@ -53,3 +53,25 @@ def test_misaligned_or_ambiguous_traversals_are_refused(tmp_path, jpeg_writer):
         read_traversals(tmp_path / "route", "summer", "fall")
     with pytest.raises(ValueError, match="tolerance_frames"):
         read_traversals(tmp_path / "route", "fall", "winter", tolerance_frames=-1)
+
+
+def test_evaluate_ranks_by_sequences_on_traversals(tmp_path, jpeg_writer, tiny_model, capsys):
+    import json
+
+    from sare_tf.cli import main
+
+    _traversal(tmp_path / "route" / "summer", 10, jpeg_writer)
+    _traversal(tmp_path / "route" / "winter", 10, jpeg_writer)
+    keras_path = tmp_path / "tiny.keras"
+    tiny_model.save(keras_path)
+    argv = ["evaluate", "--model", str(keras_path), "--dataset", str(tmp_path / "route"),
+            "--image-size", "24", "32", "--sequence-length", "3", "--quiet", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["models"]["tiny"]["sequence_matching"]["length"] == 3
+    assert "tiny seq3" in capsys.readouterr().out
+    (tmp_path / "flat.csv").write_text("path,utm_east,utm_north,split\nsummer/00001.jpg,0,0,db\n"
+                                       "summer/00002.jpg,100,0,db\nwinter/00001.jpg,1,0,query\n")  # fmt: skip
+    argv[4] = str(tmp_path / "flat.csv")
+    assert main([*argv, "--image-root", str(tmp_path / "route")]) != 0
+    assert "needs frame-aligned traversals" in capsys.readouterr().err
