@@ -69,7 +69,8 @@ def _as_utm(values, name: str, count: int) -> np.ndarray:
     return array
 
 
-def _as_time_stamps(values, name: str, count: int) -> np.ndarray | None:
+def _per_image(values, name: str, count: int, as_str: bool = False) -> np.ndarray | None:
+    """A read-only `[count]` column of per-image values (None stays None), str when asked."""
     if values is None:
         return None
     array = np.asarray(values).reshape(-1)
@@ -78,40 +79,22 @@ def _as_time_stamps(values, name: str, count: int) -> np.ndarray | None:
             f"`{name}` has {array.shape[0]} entries but there are {count} images. "
             f"Received: {name}.shape={np.shape(values)}"
         )
-    array = np.ascontiguousarray(array)
+    array = np.ascontiguousarray(array.astype(str) if as_str else array)
     array.setflags(write=False)
     return array
 
 
 def _as_attributes(values, count: int) -> dict[str, np.ndarray]:
     """Per-query condition columns (`{name: [Nq] str array}`), read-only."""
-    attributes = {}
-    for key, column in dict(values or {}).items():
-        array = np.asarray(column).reshape(-1)
-        if array.shape[0] != count:
-            raise ValueError(
-                f"`query_attributes[{key!r}]` has {array.shape[0]} entries but there are {count} "
-                "queries."
-            )
-        array = np.ascontiguousarray(array.astype(str))
-        array.setflags(write=False)
-        attributes[str(key)] = array
-    return attributes
+    return {
+        str(key): _per_image(column, f"query_attributes[{key!r}]", count, as_str=True)
+        for key, column in dict(values or {}).items()
+    }
 
 
 def _as_labels(values, name: str, count: int) -> np.ndarray | None:
     """Place / building labels as a read-only `[N]` str array ("" = unlabelled), or None."""
-    if values is None:
-        return None
-    array = np.asarray(values).reshape(-1)
-    if array.shape[0] != count:
-        raise ValueError(
-            f"`{name}` has {array.shape[0]} entries but there are {count} images. "
-            f"Received: {name}.shape={np.shape(values)}"
-        )
-    array = np.ascontiguousarray(array.astype(str))
-    array.setflags(write=False)
-    return array
+    return _per_image(values, name, count, as_str=True)
 
 
 @dataclasses.dataclass(eq=False)
@@ -172,8 +155,8 @@ class GeoDataset:
         self.query_paths = [check_relative_path(p, "query image path") for p in self.query_paths]
         self.db_utm = _as_utm(self.db_utm, "db_utm", len(self.db_paths))
         self.query_utm = _as_utm(self.query_utm, "query_utm", len(self.query_paths))
-        self.db_time_stamps = _as_time_stamps(self.db_time_stamps, "db_time_stamps", self.num_db)
-        self.query_time_stamps = _as_time_stamps(
+        self.db_time_stamps = _per_image(self.db_time_stamps, "db_time_stamps", self.num_db)
+        self.query_time_stamps = _per_image(
             self.query_time_stamps, "query_time_stamps", self.num_queries
         )
         self.db_labels = _as_labels(self.db_labels, "db_labels", self.num_db)

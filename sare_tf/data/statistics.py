@@ -54,14 +54,10 @@ def ground_truth_statistics(dataset) -> dict:
         "db_extent_m": [float(v) for v in extent],
         "frame": dataset.frame,
         "queries_by_condition": {
-            name: dict(zip(*np.unique(values, return_counts=True), strict=True))
+            name: {str(v): int(c) for v, c in zip(*np.unique(values, return_counts=True), strict=True)}
             for name, values in dataset.query_attributes.items()
         },
         "warnings": [],
-    }
-    stats["queries_by_condition"] = {
-        name: {str(k): int(v) for k, v in counts.items()}
-        for name, counts in stats["queries_by_condition"].items()
     }
     if dataset.num_db > 4 and np.median(positives) >= 0.5 * dataset.num_db:
         stats["warnings"].append(

@@ -21,8 +21,7 @@ import os
 import numpy as np
 
 from sare_tf.data.geo_dataset import GeoDataset
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from sare_tf.data.readers import DB_FOLDER_NAMES, IMAGE_EXTENSIONS, QUERY_FOLDER_NAMES
 DEFAULT_TOLERANCE_FRAMES = 2
 
 
@@ -133,7 +132,5 @@ def read_traversals(
 
 def is_traversal_root(path) -> bool:
     """A folder of at least two image folders, and not a database/queries dataset folder."""
-    from sare_tf.data.readers import DB_FOLDER_NAMES, QUERY_FOLDER_NAMES
-
     folders = traversal_folders(path)
     return len(folders) >= 2 and not set(folders) & set(DB_FOLDER_NAMES + QUERY_FOLDER_NAMES)

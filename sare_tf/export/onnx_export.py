@@ -126,7 +126,7 @@ def export_onnx(
     """
     from sare_tf.descriptor_model import weights_fingerprint
     from sare_tf.export.signatures import resolve_image_size, serving_model
-    from sare_tf.export.versioned import check_name
+    from sare_tf.export.versioned import check_name, next_version
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"`quantize` must be one of {QUANTIZATIONS}. Received: {quantize!r}")
@@ -137,8 +137,7 @@ def export_onnx(
     image_size = resolve_image_size(model, image_size)
     model_dir = os.path.abspath(os.path.join(os.fspath(root), name))
     os.makedirs(model_dir, exist_ok=True)
-    existing = [int(e) for e in os.listdir(model_dir) if e.isdigit()]
-    chosen = version if version is not None else max(existing, default=0) + 1
+    chosen = version if version is not None else next_version(root, name)
     target = os.path.join(model_dir, str(chosen))
     if os.path.exists(target):
         raise FileExistsError(

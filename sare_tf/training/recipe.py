@@ -288,19 +288,19 @@ class TrainingRun:
                 from sare_tf.data.cell_labels import assign_cells
                 from sare_tf.losses import build_geo_classifier
 
-                # The fit model is the classifier; only `self.embedding` is ever saved.
+                # Only `self.embedding` is ever saved, never the classifier around it.
                 self.cells = assign_cells(self.train_data.db_utm, config.geo_cell_m)
-                self.tuple_model = build_geo_classifier(
+                self.fit_model = build_geo_classifier(
                     embedding_model, self.cells.num_cells, seed=config.seed
                 )
             else:
-                self.tuple_model = build_tuple_model(embedding_model, config.num_negatives)
-            self.tuple_model.compile(
+                self.fit_model = build_tuple_model(embedding_model, config.num_negatives)
+            self.fit_model.compile(
                 optimizer=make_optimizer(config), loss=self.loss, jit_compile=False
             )
             # Now, in the scope, alike on every worker (creating a variable is a collective
             # under MultiWorkerMirroredStrategy); a resumed run loads its state into it.
-            self.tuple_model.optimizer.build(self.tuple_model.trainable_variables)
+            self.fit_model.optimizer.build(self.fit_model.trainable_variables)
 
     def _initialise(self, resuming: bool) -> int:
         """Resumes from the backup or clusters NetVLAD; returns the epoch to start at."""
@@ -308,7 +308,7 @@ class TrainingRun:
         from sare_tf.training.multiworker import broadcast_from_chief, check_same_backup_position
 
         config = self.config
-        position = self.backup.restore_into(self.tuple_model) if resuming else (-1, -1)
+        position = self.backup.restore_into(self.fit_model) if resuming else (-1, -1)
         if self.multiworker:
             check_same_backup_position(self.strategy, position, self.backup.backup_dir)
         if resuming:
@@ -390,7 +390,7 @@ class TrainingRun:
         if config.steps_per_epoch:
             dataset = dataset.repeat()
         if self.multiworker:
-            prepare_multiworker_fit(self.tuple_model, dataset.element_spec)
+            prepare_multiworker_fit(self.fit_model, dataset.element_spec)
         if resume_epoch:
             # Pass e is shuffled with seed (seed, e): a resumed run continues the uninterrupted
             # run's sequence of query orders instead of replaying the first one.
@@ -414,7 +414,7 @@ class TrainingRun:
             mine_on_train_begin=False,
         )
         # Mine before fit: a distributed fit peeks at one batch before any callback runs.
-        mining.set_model(self.tuple_model)
+        mining.set_model(self.fit_model)
         start = time.perf_counter()
         mining.refresh(full=True)
         self.folder.add_timing("initial_mining_seconds", time.perf_counter() - start)
@@ -439,7 +439,7 @@ class TrainingRun:
         if self.multiworker:
             from sare_tf.training.multiworker import prepare_multiworker_fit
 
-            prepare_multiworker_fit(self.tuple_model, dataset.element_spec)
+            prepare_multiworker_fit(self.fit_model, dataset.element_spec)
         self.folder.summary["geo_classification"] = {
             "cell_m": config.geo_cell_m,
             "num_cells": self.cells.num_cells,
@@ -461,7 +461,7 @@ class TrainingRun:
             every=self.config.val_every,
             verbose=self.config.verbose,
         )
-        validation.set_model(self.tuple_model)
+        validation.set_model(self.fit_model)
         summary = self.folder.summary
         wanted = self.config.validate_before_training or self.config.epochs == 0
         if wanted and "initial_validation" not in summary:
@@ -528,7 +528,7 @@ class TrainingRun:
         with warnings.catch_warnings():
             # Each pass over the tuples ends the epoch by design; Keras warns about it.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            self.tuple_model.fit(
+            self.fit_model.fit(
                 dataset,
                 epochs=self.config.epochs,
                 steps_per_epoch=self.config.steps_per_epoch,
