@@ -36,7 +36,7 @@ class DescriptorModel:
         model: a `keras.Model`, or a callable `images -> descriptors` (a SavedModel signature).
         name: a short label for tables and plots.
         path: where it was loaded from (None for an in-memory model).
-        kind: "keras" or "saved_model".
+        kind: "keras", "saved_model", or the runtime of an export ("onnx", "litert").
         image_size: `(height, width)` the model was trained at (or its fixed input), or None when
             the model does not know it.
         precision: the policy the backbone computes in ("float32", "mixed_bfloat16", ...); for a
@@ -254,7 +254,7 @@ def latest_version_dir(path: str) -> str | None:
 
 def locate_model(path) -> tuple[str, str]:
     """`(path, kind)`: a `.keras` file, the SavedModel folder to load (TF Serving versions scanned),
-    or an ONNX export's version folder (kind "onnx").
+    or the version folder of an ONNX or LiteRT export (kind "onnx" or "litert").
 
     Raises:
         FileNotFoundError: nothing at `path`.
@@ -263,12 +263,16 @@ def locate_model(path) -> tuple[str, str]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Model not found. Received: path={path!r}")
-    if path.endswith(".onnx") or (os.path.isdir(path) and latest_version_dir(path) is None):
-        from sare_tf.onnx_runtime import locate_onnx
+    if path.endswith((".onnx", ".tflite")) or (
+        os.path.isdir(path) and latest_version_dir(path) is None
+    ):
+        from sare_tf.runtimes.litert_runtime import locate_litert
+        from sare_tf.runtimes.onnx_runtime import locate_onnx
 
-        onnx_folder = locate_onnx(path)
-        if onnx_folder is not None:
-            return onnx_folder, "onnx"
+        for kind, locate in (("onnx", locate_onnx), ("litert", locate_litert)):
+            folder = locate(path)
+            if folder is not None:
+                return folder, kind
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
             return path, "saved_model"
@@ -379,6 +383,39 @@ def _load_saved_model(path: str) -> DescriptorModel:
     return DescriptorModel(describe, _model_name(path), path, "saved_model", image_size, precision)
 
 
+# Exported artefacts run by another runtime than TensorFlow (`sare-tf export --format ...`).
+RUNTIME_EXPORTS = ("onnx", "litert")
+# Which model kinds each `--runtime` choice runs.
+RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",), "litert": ("litert",)}
+
+
+def _runtime_model(kind: str, folder: str):
+    if kind == "onnx":
+        from sare_tf.runtimes.onnx_runtime import OnnxDescriptorModel
+
+        return OnnxDescriptorModel(folder)
+    from sare_tf.runtimes.litert_runtime import LiteRTDescriptorModel
+
+    return LiteRTDescriptorModel(folder)
+
+
+def check_runtime(runtime: str | None, loaded) -> None:
+    """Refuses models that are not `runtime`'s artefacts (`--runtime tf|onnx|litert`; None: any).
+
+    `loaded`: one `DescriptorModel` or several.
+    """
+    if runtime is None:
+        return
+    models = loaded if isinstance(loaded, (list, tuple)) else [loaded]
+    wrong = [f"{m.path} ({m.kind})" for m in models if m.kind not in RUNTIME_KINDS[runtime]]
+    if wrong:
+        raise ValueError(
+            f"--runtime {runtime} but these models are not {runtime} artefacts: {wrong}. "
+            "Export one with sare-tf export --format onnx|litert, or pass the .keras / "
+            "SavedModel for --runtime tf."
+        )
+
+
 def load_descriptor_model(
     path: str | os.PathLike, precision: str | None = None, safe_mode: bool = True
 ) -> DescriptorModel:
@@ -405,19 +442,17 @@ def load_descriptor_model(
         (480, 640)
     """
     path, kind = locate_model(path)
-    if kind == "onnx":
-        from sare_tf.onnx_runtime import OnnxDescriptorModel
-
+    if kind in RUNTIME_EXPORTS:
         if precision not in (None, "float32"):
             raise ValueError(
-                f"An ONNX export runs as exported ({path}); `precision` applies to .keras models "
+                f"A {kind} export runs as exported ({path}); `precision` applies to .keras models "
                 f"only. Received: precision={precision!r}"
             )
-        runtime = OnnxDescriptorModel(path)
+        runtime = _runtime_model(kind, path)
         quantized = runtime.info.get("quantize", "none")
         return DescriptorModel(
-            runtime, _model_name(path), path, "onnx", runtime.image_size,
-            "int8 (onnx)" if quantized == "int8" else "float32 (onnx)",
+            runtime, _model_name(path), path, kind, runtime.image_size,
+            f"{'float32' if quantized == 'none' else quantized} ({kind})",
         )  # fmt: skip
     if kind == "saved_model":
         if precision not in (None, "float32"):
@@ -483,10 +518,10 @@ def model_fingerprint(loaded: DescriptorModel) -> str:
     """
     if loaded.kind == "keras":
         return weights_fingerprint(loaded.model)
-    if loaded.kind == "onnx":
-        # int8 descriptors differ from the float model's: an index of one refuses the other.
+    if loaded.kind in RUNTIME_EXPORTS:
+        # Quantized descriptors differ from the float model's: an index of one refuses the other.
         info = loaded.model.info
-        suffix = ":int8" if info.get("quantize") == "int8" else ""
-        return info["weights_fingerprint"] + suffix
+        quantized = info.get("quantize", "none")
+        return info["weights_fingerprint"] + ("" if quantized == "none" else f":{quantized}")
     info = _read_export_info(loaded.path)
     return info.get("weights_fingerprint") or _files_fingerprint(loaded.path)

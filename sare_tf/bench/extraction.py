@@ -1,4 +1,4 @@
-"""Descriptor extraction throughput: VGG16 + NetVLAD vs the bare cropped backbone.
+"""Descriptor extraction throughput: VGG16 + NetVLAD vs the bare backbone, in TF, ONNX Runtime, LiteRT.
 
 Each configuration runs in a fresh subprocess (the dtype policy is global and oneDNN caches
 kernels per process): build the model with random weights (no download), warm up, then time
@@ -13,8 +13,18 @@ dtype (`sare-tf bench peak`, measured first unless `--no-peak` or `--peak-json`)
 "mixed_bfloat16 full: 2.39 img/s = 449 GFLOP/s = 102% of this CPU's measured bfloat16 conv
 peak". Near 100%, the machine is the limit, not sare_tf.
 
+`--runtime onnx litert` also measures the exported artefacts (`sare-tf export --format ...`) of
+the same random model: each `--quantize` mode the runtime has (ONNX: none, int8; LiteRT: none,
+dynamic, int8), int8 calibrated on `--calibration-count` smooth random JPEGs (speed does not depend
+on what calibrates it; recall does: measure that with `sare-tf evaluate` on your data). Each is
+printed as a ratio to TF's mixed_bfloat16 and float32 runs of the same run, with the cosine of its
+descriptors to the Keras float32 model's on the timed batch, and against the float32 conv peak
+(int8 has no measured peak of its own: above 100% means int8 beats the float32 roofline).
+
 Usage:
     sare-tf bench extraction                      # 480x640, float32 and mixed_bfloat16, + peak
+    sare-tf bench extraction --runtime tf onnx litert --part full --batch-size 1
+    sare-tf bench extraction --runtime onnx --quantize int8 --batch-size 4
     sare-tf bench extraction --precision mixed_bfloat16 --part full
     sare-tf bench extraction --precision mixed_bfloat16 --batch-size 8 --rounds 2
     sare-tf bench extraction --height 240 --width 320 --json runs/bench/extraction.json
@@ -45,7 +55,9 @@ CHILD_FLAGS = (
     "batches",
     "rounds",
     "warmup",
+    "calibration_count",
 )
+RUNTIME_QUANTIZATIONS = {"onnx": ("none", "int8"), "litert": ("none", "dynamic", "int8")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +93,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["backbone", "full"],
         help="'backbone' (cropped backbone only), 'full' (+NetVLAD, L2)",
     )
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        default=["tf"],
+        choices=("tf", "onnx", "litert"),
+        help="runtimes to measure (default tf); onnx / litert run the exported full model",
+    )
+    parser.add_argument(
+        "--quantize",
+        nargs="+",
+        default=["none", "dynamic", "int8"],
+        help="onnx / litert modes to measure, each where the runtime has it (default all)",
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=int,
+        default=8,
+        help="random JPEGs that calibrate the int8 exports (default 8)",
+    )
     add_peak_arguments(parser)
     add_json_argument(parser, "extraction")
     parser.add_argument(
         "--single", action="store_true", help=argparse.SUPPRESS
     )  # child-process mode
+
+
+def _timed_rounds(args, forward, images) -> list[float]:
+    """img/s of each timed round of `forward(images)` after the warm-up."""
+    for _ in range(args.warmup):
+        forward(images)
+    rounds = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            forward(images)
+        rounds.append(args.batches * args.batch_size / (time.perf_counter() - start))
+    return rounds
+
+
+def _random_images(args):
+    import numpy as np
+
+    shape = (args.batch_size, args.height, args.width, 3)
+    return np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+
+
+def _calibration_jpegs(folder: str, count: int, height: int, width: int) -> list[str]:
+    """`count` smooth random JPEGs (what calibrates a benchmark's int8 export)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(count):
+        coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), np.uint8)
+        path = os.path.join(folder, f"calibration_{i:03d}.jpg")
+        Image.fromarray(coarse).resize((width, height), Image.BILINEAR).save(path, quality=90)
+        paths.append(path)
+    return paths
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -98,68 +164,139 @@ def measure(args: argparse.Namespace) -> dict:
     from sare_tf.bench.flops import model_conv_flops
     from sare_tf.models import build_embedding_model, feature_model
 
-    keras.config.set_dtype_policy(args.precision)
+    # An exported runtime's model is built in float32; its `precision` is the quantization.
+    keras.config.set_dtype_policy(args.precision if args.runtime == "tf" else "float32")
+    keras.utils.set_random_seed(0)
     model = build_embedding_model(
         args.backbone, num_clusters=args.num_clusters, input_shape=(args.height, args.width, 3)
     )
     if args.part == "backbone":
         model = feature_model(model)
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=False)
-    images = tf.constant(
-        np.random.default_rng(0).uniform(0, 255, (args.batch_size, args.height, args.width, 3)),
-        tf.float32,
-    )
-    for _ in range(args.warmup):
-        forward(images).numpy()
-    rounds = []
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        for _ in range(args.batches):
-            forward(images).numpy()
-        rounds.append(args.batches * args.batch_size / (time.perf_counter() - start))
-    return {
+    result = {
+        "runtime": args.runtime,
         "backbone": args.backbone,
         "part": args.part,
         "precision": args.precision,
         "image_size": [args.height, args.width],
         "batch_size": args.batch_size,
-        "images_per_second": max(rounds),
-        "rounds": rounds,
         "conv_flops_per_image": sum(c.flops for c in model_conv_flops(model)),
     }
+    images = _random_images(args)
+    if args.runtime == "tf":
+        compiled = tf.function(lambda x: model(x, training=False), jit_compile=False)
+        rounds = _timed_rounds(args, lambda x: compiled(x).numpy(), tf.constant(images))
+    else:
+        forward, cosines, export_seconds = _exported(args, model, images)
+        rounds = _timed_rounds(args, forward, images)
+        result.update(
+            cosine_to_float32={"min": float(np.min(cosines)), "mean": float(np.mean(cosines))},
+            export_seconds=round(export_seconds, 1),
+        )
+    return {**result, "images_per_second": max(rounds), "rounds": rounds}
+
+
+def _exported(args, model, images):
+    """The exported model's forward function, its descriptors' cosines to the Keras model's on
+    `images`, and the export's wall time."""
+    import tempfile
+
+    import numpy as np
+
+    from sare_tf.descriptor_model import load_descriptor_model
+
+    if args.runtime == "onnx":
+        from sare_tf.export.onnx_export import export_onnx as export
+    else:
+        from sare_tf.export.litert_export import export_litert as export
+    reference = np.asarray(model(images, training=False))
+    with tempfile.TemporaryDirectory(prefix="sare-bench-") as folder:
+        calibration = None
+        if args.precision == "int8":
+            calibration = _calibration_jpegs(
+                folder, args.calibration_count, args.height, args.width
+            )
+        start = time.perf_counter()
+        info = export(
+            model, root=folder, name="bench", image_size=(args.height, args.width),
+            quantize=args.precision, calibration_paths=calibration,
+            calibration_count=args.calibration_count,
+        )  # fmt: skip
+        export_seconds = time.perf_counter() - start
+        runtime = load_descriptor_model(info["path"]).model
+        got = runtime(images)
+    cosines = np.sum(got * reference, 1) / (
+        np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    return runtime, cosines, export_seconds
+
+
+def configurations(args) -> list[tuple[str, str, str]]:
+    """`(runtime, precision or quantization, part)` of every measurement, in order."""
+    rows = []
+    for runtime in args.runtime:
+        if runtime == "tf":
+            rows += [("tf", p, part) for p in args.precision for part in args.part]
+        else:
+            rows += [
+                (runtime, q, "full") for q in args.quantize if q in RUNTIME_QUANTIZATIONS[runtime]
+            ]
+    return rows
+
+
+def _ratios(results) -> None:
+    """Adds each exported runtime's ratio to TF's full-model runs of the same report."""
+    tf_rates = {
+        r["precision"]: r["images_per_second"]
+        for r in results
+        if r["runtime"] == "tf" and r["part"] == "full"
+    }
+    for result in results:
+        if result["runtime"] != "tf":
+            for precision, rate in tf_rates.items():
+                result[f"ratio_to_tf_{precision}"] = round(result["images_per_second"] / rate, 3)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.single:
-        args.precision, args.part = args.precision[0], args.part[0]
+        args.runtime, args.precision, args.part = args.runtime[0], args.precision[0], args.part[0]
         print(json.dumps(measure(args)))
         return 0
 
     report = report_header("extraction")
-    peaks = peak_for(args, args.precision)
+    rows = configurations(args)
+    if not rows:
+        raise ValueError("Nothing to measure: no --quantize mode of the chosen --runtime.")
+    peak_policies = [p for r, p, _ in rows if r == "tf"] + (
+        ["float32"] if any(r != "tf" for r, _, _ in rows) else []
+    )
+    peaks = peak_for(args, list(dict.fromkeys(peak_policies)))
     results = []
     print(
-        f"{'backbone':10} {'part':9} {'precision':15} {'img/s':>8}   image {args.height}x{args.width}, batch {args.batch_size}"
+        f"{'runtime':8} {'backbone':10} {'part':9} {'precision':15} {'img/s':>8}   "
+        f"image {args.height}x{args.width}, batch {args.batch_size}"
     )
-    for precision in args.precision:
-        for part in args.part:
-            flags = ["--single", "--precision", precision, "--part", part]
-            for flag in CHILD_FLAGS:
-                flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-            result = run_child("extraction", flags)
-            result.update(
-                efficiency(
-                    result["images_per_second"] * result["conv_flops_per_image"], precision, peaks
-                )
-            )
-            results.append(result)
-            print(
-                f"{result['backbone']:10} {part:9} {precision:15} {result['images_per_second']:8.2f}",
-                flush=True,
-            )
+    for runtime, precision, part in rows:
+        flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
+        for flag in CHILD_FLAGS:
+            flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        result = run_child("extraction", flags)
+        # Exported runtimes are read against the float32 roofline (no int8 peak is measured).
+        policy = precision if runtime == "tf" else "float32"
+        result.update(
+            efficiency(result["images_per_second"] * result["conv_flops_per_image"], policy, peaks)
+        )
+        results.append(result)
+        print(
+            f"{runtime:8} {result['backbone']:10} {part:9} {precision:15} "
+            f"{result['images_per_second']:8.2f}",
+            flush=True,
+        )
+    _ratios(results)
     for precision in args.precision:
         by_part = {
-            r["part"]: r["images_per_second"] for r in results if r["precision"] == precision
+            r["part"]: r["images_per_second"]
+            for r in results
+            if r["runtime"] == "tf" and r["precision"] == precision
         }
         if {"backbone", "full"} <= by_part.keys():
             overhead = by_part["backbone"] / by_part["full"] - 1
@@ -170,7 +307,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"convolutions: {gflop:.4g} GFLOP per {args.height}x{args.width} image (2 x MACs)")
     for result in results:
         rate = f"{result['images_per_second']:.2f} img/s"
-        print(describe_efficiency(f"{result['precision']} {result['part']}", rate, result))
+        label = f"{result['runtime']} {result['precision']} {result['part']}"
+        print(describe_efficiency(label, rate, result))
+        ratios = [
+            f"{result[key]:.2f}x TF {key.removeprefix('ratio_to_tf_')}"
+            for key in sorted(result)
+            if key.startswith("ratio_to_tf_")
+        ]
+        if "cosine_to_float32" in result:
+            cosine = result["cosine_to_float32"]
+            ratios.append(f"descriptor cosine to Keras float32 min {cosine['min']:.5f}")
+        if ratios:
+            print("    " + ", ".join(ratios))
     report.update(
         config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
         peak=peaks,

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from sare_tf.commands._index_flags import add_index_arguments, index_params
+from sare_tf.commands._runtime_flag import add_runtime_argument
 
 HELP = (
     "Measure Recall@N (or mAP) of .keras / SavedModel models on a dataset; write metrics and plots."
@@ -70,11 +71,7 @@ def add_arguments(parser) -> None:
     )
     add_index_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
-    parser.add_argument(
-        "--runtime", default=None, choices=("tf", "onnx", "litert"),
-        help="check that every --model is that runtime's artefact: tf (.keras / SavedModel) or "
-        "onnx (an ONNX export: sare-tf export --format onnx); default: whatever each path is",
-    )  # fmt: skip
+    add_runtime_argument(parser)
     parser.add_argument(
         "--precision",
         default=None,
@@ -174,6 +171,7 @@ def _format_table(rows: list[dict], columns: list[str], second: str = "image siz
 
 def run(args) -> int:
     from sare_tf.data.loading import dataset_path_exists
+    from sare_tf.descriptor_model import check_runtime
     from sare_tf.evaluation import load_descriptor_model
 
     dataset_path = os.fspath(args.dataset)
@@ -181,8 +179,7 @@ def run(args) -> int:
         raise FileNotFoundError(f"Dataset not found. Received: --dataset {dataset_path!r}")
     image_size = tuple(args.image_size) if args.image_size else None
     models = [load_descriptor_model(path, precision=args.precision) for path in args.model]
-    if args.runtime is not None:
-        _check_runtime(args.runtime, models)
+    check_runtime(args.runtime, models)
     os.makedirs(args.out, exist_ok=True)
     names = _unique_names(models)
     mode = "map" if args.protocol in ("oxford", "holidays") else "recall"
@@ -347,22 +344,6 @@ def _sequence_matching(args, dataset, evaluation):
         evaluation.query_desc, evaluation.db_desc, dataset.query_utm, dataset.db_utm,
         args.sequence_length, RECALL_NS, dist_thr=dataset.pos_dist_thr,
     )  # fmt: skip
-
-
-RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",)}
-
-
-def _check_runtime(runtime: str, models) -> None:
-    if runtime == "litert":
-        raise ValueError(
-            "LiteRT is not available yet: sare-tf export writes SavedModels and ONNX (use "
-            "--runtime onnx for int8)."
-        )
-    wrong = [f"{m.path} ({m.kind})" for m in models if m.kind not in RUNTIME_KINDS[runtime]]
-    if wrong:
-        raise ValueError(
-            f"--runtime {runtime} but these models are not {runtime} artefacts: {wrong}"
-        )
 
 
 def _database_descriptors(args, model, image_size):

@@ -26,17 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--root", default=None,
-        help="export root (default: saved_models for SavedModels, onnx_models for ONNX)",
+        help="export root (default: saved_models for SavedModels, onnx_models for ONNX, "
+        "litert_models for LiteRT)",
     )  # fmt: skip
     parser.add_argument(
-        "--format", default="saved_model", choices=("saved_model", "onnx"),
-        help="saved_model (TF Serving; default) or onnx (ONNX Runtime; image -> descriptor in "
-        "one graph)",
+        "--format", default="saved_model", choices=("saved_model", "onnx", "litert"),
+        help="saved_model (TF Serving; default), onnx (ONNX Runtime) or litert (LiteRT, the "
+        "former TensorFlow Lite): image -> descriptor in one graph",
     )  # fmt: skip
     parser.add_argument(
-        "--quantize", default="none", choices=("none", "int8"),
-        help="onnx only: int8 = static per-channel QDQ quantization of the backbone "
-        "convolutions (NetVLAD, PCA and L2 stay float32); needs --calibration",
+        "--quantize", default="none", choices=("none", "dynamic", "int8"),
+        help="onnx / litert: int8 = the backbone in int8, calibrated (needs --calibration; "
+        "preprocessing, NetVLAD, PCA and L2 stay float32); dynamic (litert) = int8 weights, "
+        "float activations",
     )  # fmt: skip
     parser.add_argument(
         "--calibration", default=None, metavar="DATASET",
@@ -115,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
             max_images=args.pca_max_images,
             batch_size=args.batch_size,
         )
-    if args.format == "onnx":
-        return _export_onnx(args, model, image_size)
+    if args.format in ("onnx", "litert"):
+        return _export_for_runtime(args, model, image_size)
     if args.quantize != "none" or args.calibration:
-        raise ValueError("--quantize and --calibration apply to --format onnx.")
+        raise ValueError("--quantize and --calibration apply to --format onnx and litert.")
     result = export_versioned(
         model,
         root=args.root or "saved_models",
@@ -140,23 +142,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_onnx(args, model, image_size) -> int:
+def _export_for_runtime(args, model, image_size) -> int:
     import os
 
-    from sare_tf.export.onnx_export import export_onnx
+    if args.format == "onnx":
+        from sare_tf.export.onnx_export import export_onnx as export
+    else:
+        from sare_tf.export.litert_export import export_litert as export
 
     calibration = None
     if args.calibration:
         from sare_tf.data import GeoDataset
 
         calibration = GeoDataset.load(args.calibration, image_root=args.image_root).db_image_paths()
-    info = export_onnx(
-        model, root=args.root or "onnx_models", name=args.name, version=args.version,
+        if args.quantize == "int8":
+            count = min(args.calibration_count, len(calibration))
+            print(f"Calibrating int8 on {count} database images of {args.calibration}", flush=True)
+    info = export(
+        model, root=args.root or f"{args.format}_models", name=args.name, version=args.version,
         image_size=image_size, quantize=args.quantize, calibration_paths=calibration,
         calibration_count=args.calibration_count, source_model=os.path.abspath(args.model),
     )  # fmt: skip
+    label = {"onnx": "ONNX", "litert": "LiteRT"}[args.format]
     print(
-        f"Exported {args.name} version {info['version']} as ONNX ({args.quantize}): "
+        f"Exported {args.name} version {info['version']} as {label} ({args.quantize}): "
         f"{info['path']}\n  descriptor: {info['descriptor_dim']} dims at "
         f"{image_size[0]}x{image_size[1]}; evaluate it with sare-tf evaluate --model {info['path']}"
     )

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from sare_tf.commands._index_flags import add_index_arguments, index_params
+from sare_tf.commands._runtime_flag import MODEL_HELP, add_runtime_argument
 
 HELP = "build, extend, inspect or merge a place index (database descriptors + positions, faiss)"
 DESCRIPTION = """\
@@ -41,9 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_source(parser) -> None:
-    parser.add_argument(
-        "--model", required=True, help=".keras file, SavedModel or TF Serving base path"
-    )
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    add_runtime_argument(parser)
     parser.add_argument(
         "--dataset",
         required=True,
@@ -65,9 +65,10 @@ def _add_encoding(parser) -> None:
 
 def _source(args):
     from sare_tf.data import GeoDataset
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.descriptor_model import check_runtime, load_descriptor_model
 
     loaded = load_descriptor_model(args.model)
+    check_runtime(args.runtime, loaded)
     if loaded.image_size is None:
         raise ValueError(
             f"{args.model} does not record the image size it was trained at, and an index must "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sare_tf.commands._runtime_flag import MODEL_HELP, add_runtime_argument
+
 HELP = "serve a model (and a place index) over TF Serving's REST API, on KServe's model server"
 DESCRIPTION = """\
 Serves MODEL as NAME: POST /v1/models/NAME:predict with TF Serving's JSON ({"signature_name":
@@ -14,9 +16,8 @@ given. Needs the serve extra: pip install -e ".[serve]"."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help=".keras file, SavedModel or TF Serving base path"
-    )
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    add_runtime_argument(parser)
     parser.add_argument("--name", default=None, help="model name in URLs (default: the model's)")
     parser.add_argument("--index", default=None, help="a place index: also serve NAME-localize")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import re
 
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.descriptor_model import check_runtime, load_descriptor_model
     from sare_tf.place_index import PlaceIndex
 
     try:
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             f'sare-tf serve needs the serve extra (KServe): pip install -e ".[serve]" ({error})'
         ) from None
     loaded = load_descriptor_model(args.model)
+    check_runtime(args.runtime, loaded)
     if loaded.image_size is None:
         raise ValueError(
             f"{args.model} does not record its image size; serve_jpeg must resize photos to one "

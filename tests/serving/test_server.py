@@ -206,3 +206,45 @@ def test_transformer_with_a_remote_predictor_answers_like_one_process(served, tm
     for got, want in zip(split["predictions"], single["predictions"], strict=True):
         assert [m["db_id"] for m in got["matches"]] == [m["db_id"] for m in want["matches"]]
         np.testing.assert_allclose(got["position"], want["position"], atol=1e-6)
+
+
+def test_serve_runs_a_litert_export_and_localizes_with_the_float_index(served, tmp_path):
+    """`serve --runtime litert`: the same descriptors as the SavedModel it came from, and the
+    index built with the SavedModel accepts it (a float export keeps the weights fingerprint)."""
+    pytest.importorskip("ai_edge_litert")
+    from sare_tf.export.litert_export import export_litert
+
+    model = load_descriptor_model(served["saved_model"] + ".keras").model
+    exported = export_litert(model, tmp_path / "litert", "tiny")
+    port = free_port()
+    extra = ["--runtime", "litert", "--index", served["index"].folder]
+    process = start_server(exported["path"], "tiny", port, extra, tmp_path / "server.log")
+    try:
+        jpegs = [_jpeg(seed) for seed in range(3)]
+        got = predict(predict_url(f"http://127.0.0.1:{port}", "tiny"), jpegs)
+        np.testing.assert_allclose(got, _in_process(served["saved_model"], jpegs), atol=1e-5)
+        photo = served["test"].query_image_paths()[0]
+        body = {
+            "instances": [
+                {"image_bytes": {"b64": base64.b64encode(open(photo, "rb").read()).decode()}}
+            ]
+        }
+        status, answer = _post(
+            f"http://127.0.0.1:{port}/v1/models/tiny-localize:predict", json.dumps(body).encode()
+        )
+        assert status == 200 and answer["predictions"][0]["matches"]
+    finally:
+        stop_server(process)
+
+
+def test_onnx_exports_describe_like_the_savedmodel_in_the_servers_batcher(served, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from sare_tf.export.onnx_export import export_onnx
+    from sare_tf.serving.server import describe_function
+
+    model = load_descriptor_model(served["saved_model"] + ".keras").model
+    exported = export_onnx(model, tmp_path / "onnx", "tiny")
+    describe = describe_function(load_descriptor_model(exported["path"]))
+    images = np.random.default_rng(0).uniform(0, 255, (3, *IMAGE_SIZE, 3)).astype(np.float32)
+    reference = describe_function(load_descriptor_model(served["saved_model"]))(images)
+    np.testing.assert_allclose(describe(images), reference, atol=1e-5)

@@ -1,0 +1,119 @@
+"""What the ONNX and LiteRT exports share: versioned atomic folders, their info file, calibration.
+
+An export for another runtime is one model file beside `export_info.json` in
+`<root>/<name>/<version>/`, staged in a hidden `.export-*` folder of `<root>/<name>/` and renamed
+into place (the commit point), so a failed export leaves no version behind and a version is never
+overwritten. `export_info.json` holds the format, the quantization, the image size the graph was
+built for, the descriptor size and the source model's weights fingerprint (so a place index built
+with the source model is known to match a float export of it).
+
+Calibration images (int8) are a seeded random subset of a dataset's database, read and resized
+to the model's image size one at a time, and unreadable files are skipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+INFO_FILE = "export_info.json"
+# Layers kept in float32 by every quantized export: the descriptor head (cheap, and the part int8
+# breaks: its normalisations span a range one int8 scale cannot hold) and the pixel preprocessing.
+FLOAT_SCOPES = ("netvlad", "pca_whitening", "descriptor", "preprocess")
+
+
+def in_float_scope(node_name: str) -> bool:
+    """Whether a converted node belongs to a layer kept in float32 (`<model>/<layer>_1/...`).
+
+    Converters join fused nodes' names with ';' and nest scopes with '/'.
+    """
+    segments = [s for part in node_name.split(";") for s in part.split("/")]
+    return any(s == scope or s.startswith(f"{scope}_") for s in segments for scope in FLOAT_SCOPES)
+
+
+def calibration_subset(paths, count: int, seed: int = 0) -> list[str]:
+    """`count` of `paths`, a seeded random subset in path order."""
+    paths = list(paths)
+    if count >= len(paths):
+        return paths
+    chosen = np.sort(np.random.default_rng(seed).choice(len(paths), count, replace=False))
+    return [paths[i] for i in chosen]
+
+
+def calibration_images(paths, image_size):
+    """Yields each readable image of `paths` as float32 `[1, H, W, 3]` RGB 0-255 at `image_size`."""
+    from sare_tf.data.images import read_rgb, resize_image
+
+    for path in paths:
+        try:
+            image = read_rgb(path)
+        except (OSError, ValueError):
+            continue  # an unreadable calibration image is skipped
+        yield np.asarray(resize_image(image, image_size), np.float32)[None]
+
+
+def check_quantize(fmt: str, quantize: str, allowed, calibration_paths) -> None:
+    if quantize not in allowed:
+        raise ValueError(
+            f"--format {fmt} supports --quantize {' | '.join(allowed)}. Received: {quantize!r}"
+        )
+    if quantize == "int8" and not calibration_paths:
+        raise ValueError("int8 quantization needs calibration images (--calibration DATASET).")
+
+
+def write_runtime_export(
+    model, fmt: str, root, name, version, image_size, quantize, source_model, write_model
+) -> dict:
+    """Stages, describes and commits one version; `write_model(staging, model, image_size)`
+    writes the model file(s) into the staging folder and returns extra info entries.
+
+    Returns:
+        The `export_info.json` contents, with `path` (the version folder).
+
+    Raises:
+        ValueError: a bad name.
+        FileExistsError: `version` exists (versions are never overwritten).
+    """
+    from sare_tf.descriptor_model import weights_fingerprint
+    from sare_tf.export.signatures import resolve_image_size, serving_model
+    from sare_tf.export.versioned import check_name, next_version
+
+    check_name(name)
+    model = serving_model(model)
+    image_size = resolve_image_size(model, image_size)
+    model_dir = os.path.abspath(os.path.join(os.fspath(root), name))
+    os.makedirs(model_dir, exist_ok=True)
+    chosen = version if version is not None else next_version(root, name)
+    target = os.path.join(model_dir, str(chosen))
+    if os.path.exists(target):
+        raise FileExistsError(
+            f"Version {chosen} of {name!r} exists at {target}; never overwritten."
+        )
+    staging = tempfile.mkdtemp(prefix=".export-", dir=model_dir)
+    try:
+        info = {
+            "format": fmt,
+            "name": name,
+            "version": chosen,
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "quantize": quantize,
+            "image_size": list(image_size),
+            "descriptor_dim": int(model.outputs[0].shape[-1]),
+            "weights_fingerprint": weights_fingerprint(model),
+            "source_model": None if source_model is None else str(source_model),
+            "input": "image: float32 [N, H, W, 3] RGB 0-255",
+            "output": "descriptor: float32 [N, D]",
+        }
+        info.update(write_model(staging, model, image_size))
+        with open(os.path.join(staging, INFO_FILE), "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2)
+            handle.write("\n")
+        os.rename(staging, target)  # the commit point
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**info, "path": target}
