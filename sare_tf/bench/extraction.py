@@ -139,7 +139,7 @@ def _random_images(args):
     return np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
 
 
-def _calibration_jpegs(folder: str, count: int, height: int, width: int) -> list[str]:
+def calibration_jpegs(folder: str, count: int, height: int, width: int) -> list[str]:
     """`count` smooth random JPEGs (what calibrates a benchmark's int8 export)."""
     import numpy as np
     from PIL import Image
@@ -212,9 +212,7 @@ def _exported(args, model, images):
     with tempfile.TemporaryDirectory(prefix="sare-bench-") as folder:
         calibration = None
         if args.precision == "int8":
-            calibration = _calibration_jpegs(
-                folder, args.calibration_count, args.height, args.width
-            )
+            calibration = calibration_jpegs(folder, args.calibration_count, args.height, args.width)
         start = time.perf_counter()
         info = export(
             model, root=folder, name="bench", image_size=(args.height, args.width),
@@ -270,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         ["float32"] if any(r != "tf" for r, _, _ in rows) else []
     )
     peaks = peak_for(args, list(dict.fromkeys(peak_policies)))
-    results = []
+    results, failed = [], []
     print(
         f"{'runtime':8} {'backbone':10} {'part':9} {'precision':15} {'img/s':>8}   "
         f"image {args.height}x{args.width}, batch {args.batch_size}"
@@ -279,7 +277,14 @@ def run(args: argparse.Namespace) -> int:
         flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
         for flag in CHILD_FLAGS:
             flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        result = run_child("extraction", flags)
+        try:
+            result = run_child("extraction", flags)
+        except ChildProcessError as error:  # e.g. no bf16 convolution on this CPU: go on
+            last = str(error).strip().splitlines()[-1]
+            print(f"{runtime:8} {args.backbone:10} {part:9} {precision:15} failed: {last}")
+            failed.append({"runtime": runtime, "precision": precision, "part": part,
+                           "error": last})  # fmt: skip
+            continue
         # Exported runtimes are read against the float32 roofline (no int8 peak is measured).
         policy = precision if runtime == "tf" else "float32"
         result.update(
@@ -323,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
         peak=peaks,
         results=results,
+        failed=failed,
     )
     write_report(args.json, report)
     return 0
