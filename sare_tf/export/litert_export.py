@@ -86,17 +86,22 @@ def float_node_names(tensor_names, backbone_layers) -> list[str]:
 def _int8_backbone(converter, model, calibration) -> tuple[bytes, dict]:
     import tensorflow as tf
 
-    from sare_tf.runtimes.litert_runtime import interpreter_class
-
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image] for image in calibration())
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: iter(())
-    )  # calibrates once; the options below re-quantize the calibrated model
-    names = [
-        t["name"]
-        for t in interpreter_class()(model_content=debugger.calibrated_model).get_tensor_details()
-    ]
+    )  # calibrates once; `_backbone_only` re-quantizes the calibrated model
+    return _backbone_only(debugger, model)
+
+
+def _backbone_only(debugger, model) -> tuple[bytes, dict]:
+    """The debugger's calibrated model quantized with every node outside the backbone denylisted."""
+    import tensorflow as tf
+
+    from sare_tf.runtimes.litert_runtime import interpreter_class
+
+    calibrated = interpreter_class()(model_content=debugger.calibrated_model)
+    names = [tensor["name"] for tensor in calibrated.get_tensor_details()]
     kept_float = float_node_names(names, backbone_layer_names(model))
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=kept_float)
     return debugger.get_nondebug_quantized_model(), {
@@ -141,8 +146,6 @@ def int8_layer_report(model, image_size, calibration, debug_images: int = 4) -> 
     import numpy as np
     import tensorflow as tf
 
-    from sare_tf.runtimes.litert_runtime import interpreter_class
-
     images = np.concatenate(list(calibration())[:debug_images])
     converter = _converter(model, image_size)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -167,13 +170,7 @@ def int8_layer_report(model, image_size, calibration, debug_images: int = 4) -> 
     layers.sort(key=lambda layer: -(layer["error_in_steps"] or 0.0))
     reference = np.asarray(model(images, training=False))
     full = debugger.get_nondebug_quantized_model()
-    names = [
-        t["name"]
-        for t in interpreter_class()(model_content=debugger.calibrated_model).get_tensor_details()
-    ]
-    kept_float = float_node_names(names, backbone_layer_names(model))
-    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=kept_float)
-    selective = debugger.get_nondebug_quantized_model()
+    selective, _ = _backbone_only(debugger, model)
     return {
         "layers": layers,
         "cosine": {
