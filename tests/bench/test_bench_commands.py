@@ -167,6 +167,48 @@ def test_extraction_reports_gflops_and_share_of_the_peak(tmp_path, fake_peak, ca
     assert "of this CPU's measured float32 conv peak (50 GFLOP/s)" in printed
 
 
+def test_extraction_measures_the_exported_runtimes_against_tf(tmp_path, fake_peak, capsys):
+    pytest.importorskip("ai_edge_litert")
+    out = tmp_path / "extraction.json"
+    argv = ["bench", "extraction", "--backbone", "tiny", "--num-clusters", "4",
+            "--height", "32", "--width", "48", "--batch-size", "2", "--batches", "1",
+            "--rounds", "1", "--precision", "float32", "--part", "full",
+            "--runtime", "tf", "litert", "--quantize", "dynamic", "int8",
+            "--calibration-count", "4", "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = _report(out)["results"]
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("tf", "float32"), ("litert", "dynamic"), ("litert", "int8"),
+    ]  # fmt: skip
+    tf_rate = rows[0]["images_per_second"]
+    for row in rows[1:]:
+        assert row["ratio_to_tf_float32"] == pytest.approx(
+            row["images_per_second"] / tf_rate, abs=1e-3
+        )
+        assert row["peak_dtype"] == "float32" and row["peak_gflops"] == 50.0
+        assert row["cosine_to_float32"]["min"] >= 0.98, row
+        assert row["conv_flops_per_image"] == _tiny_backbone_flops(32, 48)
+    printed = capsys.readouterr().out
+    assert "x TF float32, descriptor cosine to Keras float32 min" in printed
+
+
+def test_extraction_measures_each_mode_where_its_runtime_has_it():
+    import argparse
+
+    from sare_tf.bench.extraction import configurations
+
+    args = argparse.Namespace(
+        runtime=["tf", "onnx", "litert"], precision=["float32", "mixed_bfloat16"],
+        part=["backbone", "full"], quantize=["none", "dynamic", "int8"],
+    )  # fmt: skip
+    assert configurations(args) == [
+        ("tf", "float32", "backbone"), ("tf", "float32", "full"),
+        ("tf", "mixed_bfloat16", "backbone"), ("tf", "mixed_bfloat16", "full"),
+        ("onnx", "none", "full"), ("onnx", "int8", "full"),  # ONNX has no dynamic mode
+        ("litert", "none", "full"), ("litert", "dynamic", "full"), ("litert", "int8", "full"),
+    ]  # fmt: skip
+
+
 def test_training_reports_tuples_per_second_and_forward_share(tmp_path, fake_peak):
     out = tmp_path / "training.json"
     argv = ["bench", "training", "--backbone", "tiny", "--image-size", "32", "32",
