@@ -69,7 +69,7 @@ def test_every_mode_round_trips_within_its_tolerance(exports, tiny_city):
     assert load_descriptor_model(root / "tiny").path == str(root / "tiny" / "3")  # the newest
 
 
-def test_int8_keeps_the_descriptor_head_in_float32(exports):
+def test_int8_keeps_the_preprocessing_and_descriptor_head_in_float32(exports):
     from ai_edge_litert.interpreter import Interpreter
 
     from sare_tf.export.runtime_export import in_float_scope
@@ -77,7 +77,12 @@ def test_int8_keeps_the_descriptor_head_in_float32(exports):
     interpreter = Interpreter(model_path=str(exports["root"] / "tiny" / "3" / "model.tflite"))
     tensors = interpreter.get_tensor_details()
     backbone_int8 = [t for t in tensors if t["dtype"] == np.int8 and "block" in t["name"]]
-    head = [t for t in tensors if "/netvlad_" in t["name"] and "tfl.quantize" not in t["name"]]
+    head = [
+        t
+        for t in tensors
+        if ("/netvlad_" in t["name"] or "/preprocess_" in t["name"])
+        and "tfl.quantize" not in t["name"]
+    ]  # NetVLAD and the pixel preprocessing (VGG16's int8 RGB->BGR flip is wrong in TFLite)
     assert backbone_int8, "no backbone tensor is int8"
     assert head and all(t["dtype"] in (np.float32, np.int32) for t in head), [
         (t["name"], t["dtype"]) for t in head if t["dtype"] not in (np.float32, np.int32)
