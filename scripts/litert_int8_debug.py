@@ -10,7 +10,7 @@ computation of the same op on the same inputs (the debugger's NumericVerify), an
 with the largest error in units of their own quantization step (a well quantized op shows about
 0.29, the rounding error of one step), then the descriptor cosine to float of the full int8 graph
 and of the backbone-only int8 that `sare-tf export --format litert --quantize int8` writes
-(`sare_tf.export.litert_export.int8_layer_report`).
+(`sare_tf.evaluation.quantization.int8_layer_report`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     import keras
 
     from sare_tf.bench.extraction import calibration_jpegs
-    from sare_tf.export.litert_export import int8_layer_report
+    from sare_tf.evaluation.quantization import int8_layer_report
     from sare_tf.export.runtime_export import calibration_images
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -99,7 +99,8 @@ def test_full_int8_is_not_offered_and_the_layer_report_shows_why(tiny_city):
     import keras
 
     from sare_tf.data import GeoDataset
-    from sare_tf.export.litert_export import QUANTIZATIONS, int8_layer_report
+    from sare_tf.evaluation.quantization import int8_layer_report
+    from sare_tf.export.litert_export import QUANTIZATIONS
     from sare_tf.export.runtime_export import calibration_images
     from sare_tf.models import build_embedding_model
 

@@ -41,6 +41,7 @@ import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
 from sare_tf.bench.peak import add_peak_arguments, describe_efficiency, efficiency, peak_for
+from sare_tf.descriptor_model import RUNTIME_KINDS
 
 HELP = "Descriptor extraction img/s (VGG16 + NetVLAD vs bare backbone) and its share of the peak."
 DESCRIPTION = __doc__
@@ -57,7 +58,6 @@ CHILD_FLAGS = (
     "warmup",
     "calibration_count",
 )
-RUNTIME_QUANTIZATIONS = {"onnx": ("none", "int8"), "litert": ("none", "dynamic", "int8")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--runtime",
         nargs="+",
         default=["tf"],
-        choices=("tf", "onnx", "litert"),
+        choices=tuple(RUNTIME_KINDS),
         help="runtimes to measure (default tf); onnx / litert run the exported full model",
     )
     parser.add_argument(
@@ -203,11 +203,10 @@ def _exported(args, model, images):
     import numpy as np
 
     from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.evaluation.quantization import row_cosines
+    from sare_tf.export import exporter
 
-    if args.runtime == "onnx":
-        from sare_tf.export.onnx_export import export_onnx as export
-    else:
-        from sare_tf.export.litert_export import export_litert as export
+    export = exporter(args.runtime)
     reference = np.asarray(model(images, training=False))
     with tempfile.TemporaryDirectory(prefix="sare-bench-") as folder:
         calibration = None
@@ -222,10 +221,16 @@ def _exported(args, model, images):
         export_seconds = time.perf_counter() - start
         runtime = load_descriptor_model(info["path"]).model
         got = runtime(images)
-    cosines = np.sum(got * reference, 1) / (
-        np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
-    )
-    return runtime, cosines, export_seconds
+    return runtime, row_cosines(reference, got), export_seconds
+
+
+def _runtime_quantizations(runtime: str) -> tuple[str, ...]:
+    """The `--quantize` modes an exported runtime has (its export module's QUANTIZATIONS)."""
+    if runtime == "onnx":
+        from sare_tf.export.onnx_export import QUANTIZATIONS
+    else:
+        from sare_tf.export.litert_export import QUANTIZATIONS
+    return QUANTIZATIONS
 
 
 def configurations(args) -> list[tuple[str, str, str]]:
@@ -235,9 +240,8 @@ def configurations(args) -> list[tuple[str, str, str]]:
         if runtime == "tf":
             rows += [("tf", p, part) for p in args.precision for part in args.part]
         else:
-            rows += [
-                (runtime, q, "full") for q in args.quantize if q in RUNTIME_QUANTIZATIONS[runtime]
-            ]
+            modes = _runtime_quantizations(runtime)
+            rows += [(runtime, q, "full") for q in args.quantize if q in modes]
     return rows
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-RUNTIMES = ("tf", "onnx", "litert")
+from sare_tf.descriptor_model import RUNTIME_KINDS
+
+RUNTIMES = tuple(RUNTIME_KINDS)
 MODEL_HELP = (
     ".keras file, SavedModel or TF Serving base path, or an ONNX / LiteRT export "
     "(sare-tf export --format onnx|litert)"

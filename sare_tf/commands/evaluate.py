@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
         nargs="+",
         required=True,
         metavar="PATH",
-        help=".keras file(s) and/or SavedModel folder(s) (a TF Serving root uses its newest version)",
+        help=".keras file(s), SavedModel folder(s) (a TF Serving root uses its newest version) "
+        "and/or ONNX / LiteRT exports (sare-tf export --format onnx|litert)",
     )
     parser.add_argument(
         "--dataset",

@@ -145,10 +145,9 @@ def run(args: argparse.Namespace) -> int:
 def _export_for_runtime(args, model, image_size) -> int:
     import os
 
-    if args.format == "onnx":
-        from sare_tf.export.onnx_export import export_onnx as export
-    else:
-        from sare_tf.export.litert_export import export_litert as export
+    from sare_tf.export import exporter
+
+    export = exporter(args.format)
 
     calibration = None
     if args.calibration:

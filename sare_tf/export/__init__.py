@@ -7,6 +7,9 @@ One job per module:
 - `versioned`: the TF Serving folder layout `root/<name>/<version>/` with a `.keras` copy
   beside each version, written atomically by `export_versioned`.
 - `pca`: fitting PCA whitening on database images before export (`add_pca_whitening`).
+- `onnx_export`, `litert_export`: the same descriptor graph for ONNX Runtime and LiteRT (float or
+  quantized), over `runtime_export` (their versioned folders and calibration); `exporter(fmt)`
+  picks one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,20 @@ from sare_tf.export.versioned import (
     next_version,
 )
 
+
+def exporter(fmt: str):
+    """The export function of a runtime format: `export_onnx` or `export_litert`."""
+    if fmt == "onnx":
+        from sare_tf.export.onnx_export import export_onnx
+
+        return export_onnx
+    if fmt == "litert":
+        from sare_tf.export.litert_export import export_litert
+
+        return export_litert
+    raise ValueError(f"Unknown runtime export format. Received: {fmt!r}")
+
+
 __all__ = [
     "BYTES_INPUT",
     "DESCRIPTOR_OUTPUT",
@@ -37,6 +54,7 @@ __all__ = [
     "ExportResult",
     "export_saved_model",
     "export_versioned",
+    "exporter",
     "list_versions",
     "next_version",
     "resolve_image_size",

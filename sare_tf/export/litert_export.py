@@ -13,11 +13,14 @@ L2 included, converted from the Keras model's traced function with its variables
 
 Why not *all* in int8 (TFLite's "full integer" mode): it gives wrong descriptors (cosine 0.94 to
 float on a random VGG16 + NetVLAD(64), lower on trained ones). Per-layer, with TFLite's
-quantization debugger (`scripts/litert_int8_debug.py`), the error is in NetVLAD's normalisations,
+quantization debugger (`sare_tf.evaluation.quantization.int8_layer_report`,
+`scripts/litert_int8_debug.py`), the error is in NetVLAD's normalisations,
 not the backbone: one int8 scale per tensor cannot hold the per-cluster sums of squares (they span
 orders of magnitude between clusters with many and few assigned features, so small clusters round
 to zero and `rsqrt` of the clamp blows them up), and the final L2 normalisation's int8 output has a
-fixed step of 1/128 while the elements of a 32768-d unit vector are about 1/181. Keeping the head
+fixed step of 1/128 while the elements of a 32768-d unit vector are about 1/181. A second, smaller
+cause is TFLite's int8 `REVERSE_V2` (VGG16's RGB -> BGR flip), which returns wrong values: the
+pixel preprocessing stays float32 too. Keeping the head
 in float32 (as ONNX Runtime's int8 export does) removes that error at no measurable speed cost (the
 head is under 1 % of the FLOPs). The selection uses the debugger's denylist of nodes.
 
@@ -33,8 +36,6 @@ import re
 from sare_tf.export.runtime_export import (
     FLOAT_SCOPES,
     calibration_images,
-    calibration_subset,
-    check_quantize,
     in_float_scope,
     write_runtime_export,
 )
@@ -43,7 +44,7 @@ from sare_tf.runtimes.litert_runtime import LITERT_FILE
 QUANTIZATIONS = ("none", "dynamic", "int8")
 
 
-def _converter(model, image_size):
+def tflite_converter(model, image_size):
     """A TFLite converter of the frozen `image [None, H, W, 3] -> descriptor` function."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
@@ -90,11 +91,11 @@ def _int8_backbone(converter, model, calibration) -> tuple[bytes, dict]:
     converter.representative_dataset = lambda: ([image] for image in calibration())
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: iter(())
-    )  # calibrates once; `_backbone_only` re-quantizes the calibrated model
-    return _backbone_only(debugger, model)
+    )  # calibrates once; `backbone_only_int8` re-quantizes the calibrated model
+    return backbone_only_int8(debugger, model)
 
 
-def _backbone_only(debugger, model) -> tuple[bytes, dict]:
+def backbone_only_int8(debugger, model) -> tuple[bytes, dict]:
     """The debugger's calibrated model quantized with every node outside the backbone denylisted."""
     import tensorflow as tf
 
@@ -111,75 +112,6 @@ def _backbone_only(debugger, model) -> tuple[bytes, dict]:
     }
 
 
-def _cosines(a, b):
-    import numpy as np
-
-    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def _run(flatbuffer: bytes, images):
-    from sare_tf.runtimes.litert_runtime import interpreter_class
-
-    interpreter = interpreter_class()(model_content=flatbuffer)
-    image_input = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(image_input, images.shape, strict=True)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(image_input, images)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def int8_layer_report(model, image_size, calibration, debug_images: int = 4) -> dict:
-    """Why full int8 fails: TFLite's quantization debugger on the fully quantized model.
-
-    Each quantized layer's output is compared with the float computation of the same op on the
-    same int8 inputs (the debugger's NumericVerify), on the first `debug_images` calibration
-    images. Returns `{"layers": [...], "cosine": {...}}`: the layers sorted by their root mean
-    square error in units of their own quantization step (`error_in_steps`; a correctly
-    quantized op is near 0.29, the rounding error of a uniform step), and the descriptor cosine
-    to the float model of the fully quantized graph (`full_int8`) and of the int8 mode sare_tf
-    exports (`backbone_int8`), on the same images.
-    """
-    import csv
-    import io
-
-    import numpy as np
-    import tensorflow as tf
-
-    images = np.concatenate(list(calibration())[:debug_images])
-    converter = _converter(model, image_size)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image] for image in calibration())
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([image[None]] for image in images)
-    )
-    debugger.run()
-    buffer = io.StringIO()
-    debugger.layer_statistics_dump(buffer)
-    layers = []
-    for row in csv.DictReader(io.StringIO(buffer.getvalue())):
-        scale = float(row["scale"])
-        rmse = float(row["mean_squared_error"]) ** 0.5
-        layers.append({
-            "op": row["op_name"],
-            "tensor_name": row["tensor_name"],
-            "scale": scale,
-            "error_in_steps": round(rmse / scale, 3) if scale else None,
-            "max_abs_error": float(row["max_abs_error"]),
-        })  # fmt: skip
-    layers.sort(key=lambda layer: -(layer["error_in_steps"] or 0.0))
-    reference = np.asarray(model(images, training=False))
-    full = debugger.get_nondebug_quantized_model()
-    selective, _ = _backbone_only(debugger, model)
-    return {
-        "layers": layers,
-        "cosine": {
-            "full_int8": float(_cosines(_run(full, images), reference).min()),
-            "backbone_int8": float(_cosines(_run(selective, images), reference).min()),
-        },
-    }
-
-
 def litert_bytes(model, image_size, quantize: str = "none", calibration=None) -> tuple[bytes, dict]:
     """The `.tflite` flatbuffer of `model` at `image_size`, and what was quantized.
 
@@ -187,7 +119,7 @@ def litert_bytes(model, image_size, quantize: str = "none", calibration=None) ->
     """
     import tensorflow as tf
 
-    converter = _converter(model, image_size)
+    converter = tflite_converter(model, image_size)
     if quantize == "int8":
         return _int8_backbone(converter, model, calibration)
     if quantize == "dynamic":
@@ -196,18 +128,12 @@ def litert_bytes(model, image_size, quantize: str = "none", calibration=None) ->
 
 
 def export_litert(
-    model,
-    root="litert_models",
-    name: str = "sare",
-    version: int | None = None,
-    image_size=None,
-    quantize: str = "none",
-    calibration_paths=None,
-    calibration_count: int = 200,
-    seed: int = 0,
-    source_model=None,
-) -> dict:
-    """Writes version `version` (default the next) of `<root>/<name>/` as LiteRT (module docstring).
+    model, root="litert_models", name: str = "sare", quantize: str = "none", **options
+):
+    """Writes a version of `<root>/<name>/` as LiteRT (module docstring).
+
+    `options`: `version` (default the next), `image_size`, `calibration_paths`,
+    `calibration_count` (200), `seed` (0), `source_model`, as `write_runtime_export` takes them.
 
     Returns:
         The `export_info.json` contents, with `path` (the version folder).
@@ -216,23 +142,16 @@ def export_litert(
         ValueError: an unknown quantization, int8 without calibration images, a bad name.
         FileExistsError: `version` exists (versions are never overwritten).
     """
-    check_quantize("litert", quantize, QUANTIZATIONS, calibration_paths)
 
-    def write_model(staging, model, image_size):
-        extra = {}
-        calibration = None
-        if quantize == "int8":
-            subset = calibration_subset(calibration_paths, calibration_count, seed)
-            extra["calibration"] = {"images": len(subset), "seed": seed, "method": "minmax"}
-
-            def calibration():
-                return calibration_images(subset, image_size)
-
-        flatbuffer, details = litert_bytes(model, image_size, quantize, calibration)
+    def write_model(staging, model, image_size, calibration):
+        images = (
+            None if calibration is None else (lambda: calibration_images(calibration, image_size))
+        )
+        flatbuffer, details = litert_bytes(model, image_size, quantize, images)
         with open(os.path.join(staging, LITERT_FILE), "wb") as handle:
             handle.write(flatbuffer)
-        return {**extra, **details}
+        return details
 
     return write_runtime_export(
-        model, "litert", root, name, version, image_size, quantize, source_model, write_model
+        model, "litert", QUANTIZATIONS, write_model, root, name, quantize=quantize, **options
     )

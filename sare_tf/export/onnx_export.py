@@ -19,13 +19,7 @@ from __future__ import annotations
 
 import os
 
-from sare_tf.export.runtime_export import (
-    calibration_images,
-    calibration_subset,
-    check_quantize,
-    in_float_scope,
-    write_runtime_export,
-)
+from sare_tf.export.runtime_export import calibration_images, in_float_scope, write_runtime_export
 from sare_tf.runtimes.onnx_runtime import ONNX_FILE
 
 QUANTIZATIONS = ("none", "int8")
@@ -81,19 +75,11 @@ def quantize_int8(float_path: str, out_path: str, calibration_paths, image_size)
     return {"quantized_convolutions": len(convolutions), "float_nodes": len(kept_float)}
 
 
-def export_onnx(
-    model,
-    root="onnx_models",
-    name: str = "sare",
-    version: int | None = None,
-    image_size=None,
-    quantize: str = "none",
-    calibration_paths=None,
-    calibration_count: int = 200,
-    seed: int = 0,
-    source_model=None,
-) -> dict:
-    """Writes version `version` (default the next) of `<root>/<name>/` as ONNX (module docstring).
+def export_onnx(model, root="onnx_models", name: str = "sare", quantize: str = "none", **options):
+    """Writes a version of `<root>/<name>/` as ONNX (module docstring).
+
+    `options`: `version` (default the next), `image_size`, `calibration_paths`,
+    `calibration_count` (200), `seed` (0), `source_model`, as `write_runtime_export` takes them.
 
     Returns:
         The `export_info.json` contents, with `path` (the version folder).
@@ -108,22 +94,18 @@ def export_onnx(
             "MatMul-heavy models and runs convolutions slower than float. Use --quantize int8 "
             "(static, calibrated) or --format litert --quantize dynamic."
         )
-    check_quantize("onnx", quantize, QUANTIZATIONS, calibration_paths)
 
-    def write_model(staging, model, image_size):
-        float_path = os.path.join(staging, "float.onnx" if quantize == "int8" else ONNX_FILE)
+    def write_model(staging, model, image_size, calibration):
+        float_path = os.path.join(staging, "float.onnx" if calibration else ONNX_FILE)
         with open(float_path, "wb") as handle:
             handle.write(onnx_bytes(model))
         extra = {"opset": OPSET}
-        if quantize == "int8":
-            subset = calibration_subset(calibration_paths, calibration_count, seed)
-            extra["calibration"] = {"images": len(subset), "seed": seed, "method": "minmax"}
-            extra.update(
-                quantize_int8(float_path, os.path.join(staging, ONNX_FILE), subset, image_size)
-            )
+        if calibration:
+            out_path = os.path.join(staging, ONNX_FILE)
+            extra.update(quantize_int8(float_path, out_path, calibration, image_size))
             os.remove(float_path)
         return extra
 
     return write_runtime_export(
-        model, "onnx", root, name, version, image_size, quantize, source_model, write_model
+        model, "onnx", QUANTIZATIONS, write_model, root, name, quantize=quantize, **options
     )

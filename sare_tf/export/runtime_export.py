@@ -21,7 +21,8 @@ import tempfile
 
 import numpy as np
 
-INFO_FILE = "export_info.json"
+from sare_tf.runtimes import INFO_FILE
+
 # Layers kept in float32 by every quantized export: the descriptor head (cheap, and the part int8
 # breaks: its normalisations span a range one int8 scale cannot hold) and the pixel preprocessing.
 FLOAT_SCOPES = ("netvlad", "pca_whitening", "descriptor", "preprocess")
@@ -67,22 +68,39 @@ def check_quantize(fmt: str, quantize: str, allowed, calibration_paths) -> None:
 
 
 def write_runtime_export(
-    model, fmt: str, root, name, version, image_size, quantize, source_model, write_model
+    model,
+    fmt: str,
+    quantizations,
+    write_model,
+    root,
+    name,
+    version=None,
+    image_size=None,
+    quantize: str = "none",
+    calibration_paths=None,
+    calibration_count: int = 200,
+    seed: int = 0,
+    source_model=None,
 ) -> dict:
-    """Stages, describes and commits one version; `write_model(staging, model, image_size)`
-    writes the model file(s) into the staging folder and returns extra info entries.
+    """Checks, stages, describes and commits one version of a `fmt` export.
+
+    `write_model(staging, model, image_size, calibration)` writes the model file(s) into the
+    staging folder and returns extra info entries; `calibration` is the seeded subset of
+    `calibration_count` of `calibration_paths` for int8 (None otherwise), recorded in the info.
 
     Returns:
         The `export_info.json` contents, with `path` (the version folder).
 
     Raises:
-        ValueError: a bad name.
+        ValueError: a quantization not in `quantizations`, int8 without calibration images, a
+            bad name.
         FileExistsError: `version` exists (versions are never overwritten).
     """
     from sare_tf.descriptor_model import weights_fingerprint
     from sare_tf.export.signatures import resolve_image_size, serving_model
     from sare_tf.export.versioned import check_name, next_version
 
+    check_quantize(fmt, quantize, quantizations, calibration_paths)
     check_name(name)
     model = serving_model(model)
     image_size = resolve_image_size(model, image_size)
@@ -94,6 +112,9 @@ def write_runtime_export(
         raise FileExistsError(
             f"Version {chosen} of {name!r} exists at {target}; never overwritten."
         )
+    calibration = None
+    if quantize == "int8":
+        calibration = calibration_subset(calibration_paths, calibration_count, seed)
     staging = tempfile.mkdtemp(prefix=".export-", dir=model_dir)
     try:
         info = {
@@ -109,7 +130,9 @@ def write_runtime_export(
             "input": "image: float32 [N, H, W, 3] RGB 0-255",
             "output": "descriptor: float32 [N, D]",
         }
-        info.update(write_model(staging, model, image_size))
+        if calibration is not None:
+            info["calibration"] = {"images": len(calibration), "seed": seed, "method": "minmax"}
+        info.update(write_model(staging, model, image_size, calibration))
         with open(os.path.join(staging, INFO_FILE), "w", encoding="utf-8") as handle:
             json.dump(info, handle, indent=2)
             handle.write("\n")

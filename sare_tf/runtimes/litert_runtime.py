@@ -36,6 +36,32 @@ def interpreter_class():
     return Interpreter
 
 
+class LiteRTInterpreter:
+    """A LiteRT graph (a file or its bytes) as `images [B, H, W, 3] float32 -> output [B, ...]`:
+    the input resized to each batch size, calls serialised by a lock."""
+
+    def __init__(self, model_path=None, model_content=None, num_threads: int | None = None):
+        self._interpreter = interpreter_class()(
+            model_path=None if model_path is None else os.fspath(model_path),
+            model_content=model_content,
+            num_threads=int(num_threads) if num_threads else os.cpu_count(),
+        )
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = None
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if batch.shape[0] != self._batch:
+                self._interpreter.resize_tensor_input(self._input, batch.shape, strict=True)
+                self._interpreter.allocate_tensors()
+                self._batch = batch.shape[0]
+            self._interpreter.set_tensor(self._input, np.ascontiguousarray(batch))
+            self._interpreter.invoke()
+            return np.array(self._interpreter.get_tensor(self._output))
+
+
 class LiteRTDescriptorModel:
     """A LiteRT export on the CPU (XNNPACK kernels, float and int8).
 
@@ -51,22 +77,7 @@ class LiteRTDescriptorModel:
         self.folder = os.fspath(folder)
         self.info = read_export_info(self.folder)
         self.image_size = tuple(self.info["image_size"])
-        self._interpreter = interpreter_class()(
-            model_path=os.path.join(self.folder, LITERT_FILE),
-            num_threads=int(num_threads) if num_threads else os.cpu_count(),
-        )
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self._batch = None
-        self._lock = threading.Lock()
+        self._run = LiteRTInterpreter(os.path.join(self.folder, LITERT_FILE), None, num_threads)
 
     def __call__(self, images) -> np.ndarray:
-        batch = check_image_batch(images, "LiteRT", self.image_size)
-        with self._lock:
-            if batch.shape[0] != self._batch:
-                self._interpreter.resize_tensor_input(self._input, batch.shape, strict=True)
-                self._interpreter.allocate_tensors()
-                self._batch = batch.shape[0]
-            self._interpreter.set_tensor(self._input, np.ascontiguousarray(batch))
-            self._interpreter.invoke()
-            return np.array(self._interpreter.get_tensor(self._output))
+        return self._run(check_image_batch(images, "LiteRT", self.image_size))
