@@ -1,9 +1,9 @@
 """sare_tf: NetVLAD descriptors trained with the SARE loss family for image-based localization.
 
 Importing the package is cheap: it does not import TensorFlow or Keras. Submodules
-(``sare_tf.layers``, ``sare_tf.losses``, ``sare_tf.models``, ...) are imported on first use.
+(``sare_tf.layers``, ``sare_tf.losses``, ``sare_tf.model``, ...) are imported on first use.
 Two side effects: TensorFlow's C++ start-up chatter is quietened (only when the user has not
-set ``TF_CPP_MIN_LOG_LEVEL``), and sare_tf's layers and losses are registered with Keras as
+set ``TF_CPP_MIN_LOG_LEVEL``), and sare_tf's layers, losses and models are registered with Keras as
 soon as Keras is imported (now, if it already is), so that after ``import sare_tf``,
 ``keras.models.load_model("best.keras")`` rebuilds sare_tf models.
 """
@@ -22,10 +22,10 @@ from sare_tf._version import __version__
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _SUBMODULES = (
+    "artifacts",
     "bench",
     "cluster_init",
     "data",
-    "descriptor_model",
     "encoding",
     "evaluation",
     "export",
@@ -33,6 +33,7 @@ _SUBMODULES = (
     "layers",
     "losses",
     "mining",
+    "model",
     "models",
     "precision",
     "saliency",
@@ -51,7 +52,7 @@ def set_precision(policy: str = "auto", force: bool = False) -> str:
 
 
 class _RegisterWithKeras(importlib.abc.MetaPathFinder):
-    """Imports `sare_tf.layers` and `sare_tf.losses` right after `keras` finishes importing.
+    """Imports sare_tf's layers, losses and models right after `keras` finishes importing.
 
     Keras finds custom classes of a `.keras` file only once they are registered, which happens
     when their modules are imported; this makes `import sare_tf` enough, without importing
@@ -88,6 +89,7 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
 def _register() -> None:
     importlib.import_module("sare_tf.layers")
     importlib.import_module("sare_tf.losses")
+    importlib.import_module("sare_tf.model")
 
 
 if "keras" in sys.modules:

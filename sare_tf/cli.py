@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -24,6 +25,28 @@ def _command_modules() -> dict[str, str]:
         if not info.name.startswith("_"):
             found[info.name.replace("_", "-")] = f"sare_tf.commands.{info.name}"
     return dict(sorted(found.items()))
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """`--quiet` on every command: those that define it themselves keep their own."""
+    try:
+        parser.add_argument(
+            "--quiet",
+            action="store_true",
+            help="no progress output or log lines: results and errors only",
+        )
+    except argparse.ArgumentError:
+        pass  # the command's own --quiet (same meaning, e.g. no progress bars)
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Library modules log to "sare_tf.*"; the command shows INFO lines unless --quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("sare_tf")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
         )
         module.add_arguments(sub)
+        _add_quiet(sub)
         sub.set_defaults(_run=module.run)
     return parser
 
@@ -54,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    _configure_logging(bool(getattr(args, "quiet", False)))
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -137,6 +137,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     """
     import keras
 
+    from sare_tf.atomic import save_model_atomic, write_json_atomic
     from sare_tf.cluster_init import initialize_netvlad
     from sare_tf.data import GeoDataset
     from sare_tf.evaluation.evaluate import run_dataset_evaluation
@@ -147,7 +148,6 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     from sare_tf.saliency.panels import write_panels
     from sare_tf.synthetic.city import make_synthetic_city
     from sare_tf.training import train
-    from sare_tf.training.atomic import save_model_atomic, write_json_atomic
 
     config = (config or DemoConfig()).resolved()
     training = config.training

@@ -219,7 +219,7 @@ def encode(
     """Computes the descriptor of every image: `(descriptors [N, D] float32, valid [N] bool)`.
 
     Args:
-        model: a `keras.Model` (image -> descriptor), a `sare_tf.descriptor_model.DescriptorModel`
+        model: a `keras.Model` (image -> descriptor), a `sare_tf.artifacts.descriptor_model.DescriptorModel`
             (its image size is the default), or a callable mapping a float32 `[B, H, W, 3]` RGB
             0-255 batch to `[B, D]` (or to a dict with a "descriptor" entry, e.g. a SavedModel
             signature).
@@ -249,7 +249,7 @@ def encode(
     """
     import tensorflow as tf
 
-    from sare_tf.descriptor_model import DescriptorModel
+    from sare_tf.artifacts import DescriptorModel
     from sare_tf.image_size import check_image_size
 
     if isinstance(model, DescriptorModel):

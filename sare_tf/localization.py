@@ -40,7 +40,7 @@ def localize_photos(
     Raises:
         IndexMismatchError: `model` is not the index's model.
     """
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.artifacts import load_descriptor_model
     from sare_tf.encoding import encode
     from sare_tf.place_index import PlaceIndex
 

@@ -307,7 +307,7 @@ class PlaceIndex:
         Raises:
             IndexMismatchError: another fingerprint or descriptor size (both named).
         """
-        from sare_tf.descriptor_model import model_fingerprint
+        from sare_tf.artifacts import model_fingerprint
 
         expected = self.manifest["model"]["fingerprint"]
         found = model_fingerprint(loaded)
@@ -435,7 +435,7 @@ class PlaceIndex:
         """Encodes database images and writes a new index (or one shard of it) to `folder`.
 
         Args:
-            loaded: a `DescriptorModel` (`sare_tf.descriptor_model.load_descriptor_model`).
+            loaded: a `DescriptorModel` (`sare_tf.artifacts.descriptor_model.load_descriptor_model`).
             image_paths: database image files.
             positions: `[N, 2]` their positions in metres.
             folder: the index folder (must not hold an index yet).
@@ -445,7 +445,7 @@ class PlaceIndex:
             chunk_size: images per resumable chunk.
             progress: progress lines and bars.
         """
-        from sare_tf.descriptor_model import model_fingerprint
+        from sare_tf.artifacts import model_fingerprint
         from sare_tf.evaluation.search import as_index_config
 
         folder = os.path.abspath(os.fspath(folder))

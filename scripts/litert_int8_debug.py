@@ -23,9 +23,9 @@ import tempfile
 def main(argv=None) -> int:
     import keras
 
+    from sare_tf.artifacts.runtime_export import calibration_images
     from sare_tf.bench.extraction import calibration_jpegs
     from sare_tf.evaluation.quantization import int8_layer_report
-    from sare_tf.export.runtime_export import calibration_images
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a .keras model (default: a random one)")
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=8, help="layers to print (default 8)")
     args = parser.parse_args(argv)
     if args.model:
-        from sare_tf.descriptor_model import load_descriptor_model
+        from sare_tf.artifacts import load_descriptor_model
 
         loaded = load_descriptor_model(args.model)
         model, image_size = loaded.model, loaded.image_size

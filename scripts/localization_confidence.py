@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/localize_confidence", help="output folder")
     args = parser.parse_args(argv)
 
+    from sare_tf.artifacts import load_descriptor_model
     from sare_tf.data import GeoDataset
-    from sare_tf.descriptor_model import load_descriptor_model
     from sare_tf.localization import confidence_report, localize_photos
     from sare_tf.place_index import PlaceIndex
 

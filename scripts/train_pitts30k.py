@@ -116,8 +116,8 @@ def main(argv=None) -> int:
             print(json.dumps(config.to_dict(), indent=2))
         return 0
 
+    from sare_tf.atomic import write_json_atomic
     from sare_tf.training import BEST_MODEL_FILE, train
-    from sare_tf.training.atomic import write_json_atomic
 
     for config in configs:
         print(f"=== {config.loss}: training into {config.out}")

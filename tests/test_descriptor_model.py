@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from sare_tf.descriptor_model import latest_version_dir, load_descriptor_model
+from sare_tf.artifacts import load_descriptor_model
+from sare_tf.artifacts.versions import latest_version_dir
 from sare_tf.encoding import extract_descriptors
 
 
@@ -47,11 +48,13 @@ def test_model_loading_errors_and_serving_root(tmp_path):
         os.makedirs(tmp_path / "root" / version)
     for version in ("1", "2", "10"):
         (tmp_path / "root" / version / "saved_model.pb").write_bytes(b"")
-    assert latest_version_dir(str(tmp_path / "root")).endswith(os.path.join("root", "10"))
+    assert latest_version_dir(str(tmp_path / "root"), "saved_model.pb").endswith(
+        os.path.join("root", "10")
+    )
 
 
 def test_training_image_size_is_stored_in_the_keras_file(tmp_path):
-    from sare_tf.descriptor_model import (
+    from sare_tf.artifacts import (
         describe_model,
         resolve_image_size,
         store_image_size,
@@ -73,6 +76,7 @@ def test_training_image_size_is_stored_in_the_keras_file(tmp_path):
     assert describe_model(loaded.model) == {
         "backbone": "tiny",
         "feature_layer": "block4_conv2",
+        "aggregator": "netvlad",
         "num_clusters": 4,
         "pca_dim": None,
         "descriptor_dim": 512,

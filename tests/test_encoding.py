@@ -118,7 +118,7 @@ def test_argument_validation(tiny_model, jpeg_folder):
 def test_encode_returns_validity_and_takes_the_descriptor_models_image_size(
     tiny_model, jpeg_folder, tmp_path
 ):
-    from sare_tf.descriptor_model import DescriptorModel
+    from sare_tf.artifacts import DescriptorModel
 
     _, paths = jpeg_folder
     missing = str(tmp_path / "missing.jpg")

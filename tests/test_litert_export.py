@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
+from sare_tf.artifacts import load_descriptor_model, model_fingerprint
 from sare_tf.cli import main
-from sare_tf.descriptor_model import load_descriptor_model, model_fingerprint
 from sare_tf.encoding import encode
 
 
@@ -22,7 +22,7 @@ def _cosines(a, b):
 @pytest.fixture(scope="module")
 def exports(tiny_model, tiny_city, tmp_path_factory):
     """The tiny model saved as .keras and exported as LiteRT versions 1 (none), 2 (dynamic), 3 (int8)."""
-    from sare_tf.descriptor_model import store_image_size
+    from sare_tf.artifacts import store_image_size
 
     folder = tmp_path_factory.mktemp("litert")
     store_image_size(tiny_model, (48, 64))
@@ -72,7 +72,7 @@ def test_every_mode_round_trips_within_its_tolerance(exports, tiny_city):
 def test_int8_keeps_the_preprocessing_and_descriptor_head_in_float32(exports):
     from ai_edge_litert.interpreter import Interpreter
 
-    from sare_tf.export.runtime_export import in_float_scope
+    from sare_tf.artifacts.runtime_export import in_float_scope
 
     interpreter = Interpreter(model_path=str(exports["root"] / "tiny" / "3" / "model.tflite"))
     tensors = interpreter.get_tensor_details()
@@ -98,10 +98,10 @@ def test_full_int8_is_not_offered_and_the_layer_report_shows_why(tiny_city):
     the wrong-descriptor mode; the quantization debugger's report puts the error in NetVLAD."""
     import keras
 
+    from sare_tf.artifacts.litert_format import QUANTIZATIONS
+    from sare_tf.artifacts.runtime_export import calibration_images
     from sare_tf.data import GeoDataset
     from sare_tf.evaluation.quantization import int8_layer_report
-    from sare_tf.export.litert_export import QUANTIZATIONS
-    from sare_tf.export.runtime_export import calibration_images
     from sare_tf.models import build_embedding_model
 
     assert QUANTIZATIONS == ("none", "dynamic", "int8")

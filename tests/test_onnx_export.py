@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
+from sare_tf.artifacts import load_descriptor_model, model_fingerprint
 from sare_tf.cli import main
-from sare_tf.descriptor_model import load_descriptor_model, model_fingerprint
 from sare_tf.encoding import encode
 
 
@@ -21,7 +21,7 @@ def _cosines(a, b):
 
 
 def test_float_and_int8_onnx_exports_round_trip(tiny_model, tiny_city, tmp_path, capsys):
-    from sare_tf.descriptor_model import store_image_size
+    from sare_tf.artifacts import store_image_size
 
     store_image_size(tiny_model, (48, 64))
     keras_path = tmp_path / "tiny.keras"

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from sare_tf.artifacts import DescriptorModel, load_descriptor_model, store_image_size
 from sare_tf.data import GeoDataset
-from sare_tf.descriptor_model import DescriptorModel, load_descriptor_model, store_image_size
 from sare_tf.encoding import encode
 from sare_tf.evaluation import search
 from sare_tf.place_index import IndexMismatchError, PlaceIndex, consensus, shard_range

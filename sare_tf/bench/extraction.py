@@ -41,7 +41,7 @@ import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
 from sare_tf.bench.peak import add_peak_arguments, describe_efficiency, efficiency, peak_for
-from sare_tf.descriptor_model import RUNTIME_KINDS
+from sare_tf.registry import BACKBONE_NAMES, RUNTIME_KINDS
 
 HELP = "Descriptor extraction img/s (VGG16 + NetVLAD vs bare backbone) and its share of the peak."
 DESCRIPTION = __doc__
@@ -62,7 +62,7 @@ CHILD_FLAGS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backbone", default="vgg16", help="backbone registry name (default vgg16)"
+        "--backbone", default="vgg16", choices=BACKBONE_NAMES, help="backbone (default vgg16)"
     )
     parser.add_argument(
         "--num-clusters", type=int, default=64, help="NetVLAD clusters K (default 64)"
@@ -202,7 +202,7 @@ def _exported(args, model, images):
 
     import numpy as np
 
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.artifacts import load_descriptor_model
     from sare_tf.evaluation.quantization import row_cosines
     from sare_tf.export import exporter
 
@@ -227,9 +227,9 @@ def _exported(args, model, images):
 def _runtime_quantizations(runtime: str) -> tuple[str, ...]:
     """The `--quantize` modes an exported runtime has (its export module's QUANTIZATIONS)."""
     if runtime == "onnx":
-        from sare_tf.export.onnx_export import QUANTIZATIONS
+        from sare_tf.artifacts.onnx_format import QUANTIZATIONS
     else:
-        from sare_tf.export.litert_export import QUANTIZATIONS
+        from sare_tf.artifacts.litert_format import QUANTIZATIONS
     return QUANTIZATIONS
 
 

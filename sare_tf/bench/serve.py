@@ -114,7 +114,7 @@ def stop_server(process) -> None:
 def _tiny_model(folder: str) -> str:
     import keras
 
-    from sare_tf.descriptor_model import store_image_size
+    from sare_tf.artifacts import store_image_size
     from sare_tf.export import export_versioned
     from sare_tf.models import build_embedding_model
 

@@ -31,6 +31,7 @@ import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
 from sare_tf.bench.peak import add_peak_arguments, describe_efficiency, efficiency, peak_for
+from sare_tf.registry import BACKBONE_NAMES, LOSS_NAMES
 
 HELP = "Training-step tuples/s of the SARE tuple model, float32 vs mixed_bfloat16."
 DESCRIPTION = __doc__
@@ -46,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Keras dtype policies to compare (default: float32 mixed_bfloat16)",
     )
     parser.add_argument(
-        "--backbone", default="vgg16", help="vgg16, resnet50 or tiny (default: %(default)s)"
+        "--backbone",
+        default="vgg16",
+        choices=BACKBONE_NAMES,
+        help="backbone (default: %(default)s)",
     )
     parser.add_argument(
         "--image-size",
@@ -70,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="first trainable layer ('default': block5_conv1 for VGG16; 'all': everything)",
     )
-    parser.add_argument("--loss", default="sare-joint", help="loss name (default: %(default)s)")
+    parser.add_argument(
+        "--loss", default="sare-joint", choices=LOSS_NAMES, help="loss name (default: %(default)s)"
+    )
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed steps (tracing) (default: %(default)s)"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sare_tf.descriptor_model import RUNTIME_KINDS
+from sare_tf.registry import RUNTIME_KINDS
 
 RUNTIMES = tuple(RUNTIME_KINDS)
 MODEL_HELP = (

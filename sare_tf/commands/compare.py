@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sare_tf.registry import COMPARISON_LOSSES, LOSS_NAMES
+
 HELP = "train every loss the same way from one initial model and compare Recall@N (Table 6)"
 DESCRIPTION = """\
 Trains one run per --losses entry with the same recipe (every sare-tf train flag below applies
@@ -15,11 +17,10 @@ plot). Each run is a normal, resumable training run in OUT/<loss>/."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sare_tf.config_options import add_config_arguments
-    from sare_tf.training.comparison import COMPARISON_LOSSES
     from sare_tf.training.config import TrainConfig
 
     parser.add_argument(
-        "--losses", nargs="+", default=list(COMPARISON_LOSSES), metavar="LOSS",
+        "--losses", nargs="+", default=list(COMPARISON_LOSSES), metavar="LOSS", choices=LOSS_NAMES,
         help=f"the objectives to compare (default: {' '.join(COMPARISON_LOSSES)})",
     )  # fmt: skip
     parser.add_argument("--test-dataset", required=True, help="where Recall@N is measured")

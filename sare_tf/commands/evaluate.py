@@ -134,7 +134,7 @@ def _is_oxford_paris_folder(path: str) -> bool:
 
 def _image_sizes(models, names, requested) -> dict:
     """Per model, the image size evaluation uses (None: native sizes), said aloud."""
-    from sare_tf.descriptor_model import resolve_image_size
+    from sare_tf.artifacts import resolve_image_size
 
     sizes = {}
     for model, name in zip(models, names, strict=True):
@@ -171,8 +171,8 @@ def _format_table(rows: list[dict], columns: list[str], second: str = "image siz
 
 
 def run(args) -> int:
+    from sare_tf.artifacts import check_runtime
     from sare_tf.data.loading import dataset_path_exists
-    from sare_tf.descriptor_model import check_runtime
     from sare_tf.evaluation import load_descriptor_model
 
     dataset_path = os.fspath(args.dataset)

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             "--pca-dim and --pca-from go together. "
             f"Received: --pca-dim={args.pca_dim}, --pca-from={args.pca_from}"
         )
-    from sare_tf.descriptor_model import read_keras_model
+    from sare_tf.artifacts import read_keras_model
 
     model = serving_model(read_keras_model(args.model))
     image_size = resolve_image_size(model, args.image_size)

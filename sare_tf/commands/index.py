@@ -64,8 +64,8 @@ def _add_encoding(parser) -> None:
 
 
 def _source(args):
+    from sare_tf.artifacts import check_runtime, load_descriptor_model
     from sare_tf.data import GeoDataset
-    from sare_tf.descriptor_model import check_runtime, load_descriptor_model
 
     loaded = load_descriptor_model(args.model)
     check_runtime(args.runtime, loaded)

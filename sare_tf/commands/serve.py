@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import re
 
-    from sare_tf.descriptor_model import check_runtime, load_descriptor_model
+    from sare_tf.artifacts import check_runtime, load_descriptor_model
     from sare_tf.place_index import PlaceIndex
 
     try:

@@ -94,7 +94,7 @@ def import_checkpoint(
         ValueError: an unknown format, or a missing / unexpected / wrongly shaped tensor (named).
         FileNotFoundError: no file at `src`.
     """
-    from sare_tf.training.atomic import save_model_atomic, write_json_atomic
+    from sare_tf.atomic import save_model_atomic, write_json_atomic
 
     src, out = os.fspath(src), os.fspath(out)
     if not out.endswith(".keras"):
@@ -122,7 +122,7 @@ def import_checkpoint(
         model, fmt, extra = _import_torch(src, fmt, image_size, pca_file, pca_dim)
         source, files = src, [src]
     elif fmt == "keras-vgg16":
-        from sare_tf.descriptor_model import store_image_size
+        from sare_tf.artifacts import store_image_size
         from sare_tf.models import build_embedding_model
 
         if not os.path.isfile(src):
@@ -130,7 +130,7 @@ def import_checkpoint(
         model, extra = build_embedding_model("vgg16", weights=src), {}
         store_image_size(model, image_size)
         source, files = src, [src]
-    from sare_tf.descriptor_model import describe_model
+    from sare_tf.artifacts import describe_model
 
     described = describe_model(model)
     save_model_atomic(model, out)

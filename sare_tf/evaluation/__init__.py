@@ -8,14 +8,14 @@ Typical use:
 Building blocks: `extract_descriptors` (images -> `[N, D]` float32), `search` / `build_index`
 (faiss exact, IVF-PQ or HNSW), `recall_at_n` / `evaluate_retrieval` (Recall@N with the Tokyo 24/7
 and TokyoTM protocols from `protocols`), `mean_average_precision` with the Oxford / Paris /
-Holidays readers, `load_descriptor_model` (`.keras` or SavedModel; owned by `sare_tf.descriptor_model`, as `encode` is by `sare_tf.encoding`) and the figures in `plots`.
+Holidays readers, `load_descriptor_model` (`.keras` or SavedModel; owned by `sare_tf.artifacts.descriptor_model`, as `encode` is by `sare_tf.encoding`) and the figures in `plots`.
 
 Importing this package does not import TensorFlow; the functions that need it import it.
 """
 
 from __future__ import annotations
 
-from sare_tf.descriptor_model import DescriptorModel, load_descriptor_model
+from sare_tf.artifacts import DescriptorModel, load_descriptor_model
 from sare_tf.encoding import encode, extract_descriptors
 from sare_tf.evaluation.average_precision import (
     RetrievalBenchmark,

@@ -48,7 +48,7 @@ def _unwrap(model, image_size):
 
     Accepts a `DescriptorModel` too; its fixed input size is the default image size.
     """
-    from sare_tf.descriptor_model import DescriptorModel
+    from sare_tf.artifacts import DescriptorModel
     from sare_tf.encoding import predict_fn
 
     if isinstance(model, DescriptorModel):

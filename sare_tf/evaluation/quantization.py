@@ -7,7 +7,7 @@ and reports for each its Recall@N (the 25 m protocol) and change against the Ker
 distribution of the cosine between its descriptor and the Keras one of the same image.
 
 `int8_layer_report` shows, layer by layer, why LiteRT's *full* int8 is not offered (see
-`sare_tf.export.litert_export`).
+`sare_tf.artifacts.litert_format`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def runtime_comparison(
         out: where the exports are written (`<out>/<format>_models/compared/<version>/`).
         exports: `(format, quantize)` pairs.
     """
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.artifacts import load_descriptor_model
     from sare_tf.encoding import encode
     from sare_tf.evaluation.recall import recall_at_n
     from sare_tf.export import exporter
@@ -125,8 +125,11 @@ def int8_layer_report(model, image_size, calibration, debug_images: int = 4) -> 
     import numpy as np
     import tensorflow as tf
 
-    from sare_tf.export.litert_export import backbone_only_int8, tflite_converter
-    from sare_tf.runtimes.litert_runtime import LiteRTInterpreter
+    from sare_tf.artifacts.litert_format import (
+        LiteRTInterpreter,
+        backbone_only_int8,
+        tflite_converter,
+    )
 
     images = np.concatenate(list(calibration())[:debug_images])
     converter = tflite_converter(model, image_size)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import faiss
 import numpy as np
 
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
@@ -90,6 +91,38 @@ class IndexConfig:
             raise ValueError(
                 f"`opq` applies to index='ivfpq' only. Received: index={self.kind!r}, opq=True"
             )
+
+    def factory_string(self, dim: int, num_db: int) -> str:
+        """The `faiss.index_factory` description of this index for `num_db` vectors of `dim`.
+
+        "Flat" (inner product), "HNSW<M>,Flat", or "[OPQ<m>,]IVF<nlist>,PQ<m>x<nbits>np[,RFlat]"
+        (L2; "np": no polysemous training, which only reorders codes for Hamming search).
+        """
+        if self.kind == "flat":
+            return "Flat"
+        if self.kind == "hnsw":
+            return f"HNSW{self.hnsw_m},Flat"
+        nlist = self.nlist or default_nlist(num_db)
+        m = self.m or default_pq_m(dim)
+        description = f"IVF{nlist},PQ{m}x{self.nbits}np"
+        if self.opq:
+            description = f"OPQ{m},{description}"
+        return f"{description},RFlat" if self.refine_factor else description
+
+    def build_parameters(self) -> dict:
+        """`faiss.ParameterSpace` settings needed before the index is filled."""
+        return {"efConstruction": self.ef_construction} if self.kind == "hnsw" else {}
+
+    def search_parameters(self, num_db: int) -> dict:
+        """`faiss.ParameterSpace` settings of the searches."""
+        if self.kind == "hnsw":
+            return {"efSearch": self.ef_search}
+        if self.kind == "flat":
+            return {}
+        parameters = {"nprobe": min(self.nprobe, self.nlist or default_nlist(num_db))}
+        if self.refine_factor:
+            parameters["k_factor_rf"] = self.refine_factor
+        return parameters
 
 
 def as_index_config(index: str | IndexConfig = "flat", **params) -> IndexConfig:
@@ -167,8 +200,9 @@ def training_sample(num_db: int, config: IndexConfig) -> np.ndarray | None:
 def trained_index(xb, num_db: int, index: str | IndexConfig = "flat", **params):
     """An empty faiss index, trained where it needs training, for `num_db` descriptors.
 
-    Filling it is the caller's (`index.add(block)`, block by block for a database that does not
-    fit in memory): `build_index` is `trained_index` + `add`.
+    Built with `faiss.index_factory` from `IndexConfig.factory_string`, its search-time knobs
+    set with `faiss.ParameterSpace`. Filling it is the caller's (`index.add(block)`, block by
+    block for a database that does not fit in memory): `build_index` is `trained_index` + `add`.
 
     Args:
         xb: `[Ndb, D]` database descriptors, or any array-like with rows (e.g. a `np.memmap`);
@@ -177,73 +211,65 @@ def trained_index(xb, num_db: int, index: str | IndexConfig = "flat", **params):
         index: "flat", "ivfpq", "hnsw" or an `IndexConfig`.
         **params: `IndexConfig` fields.
     """
-    import faiss
-
     config = as_index_config(index, **params)
     dim = int(xb.shape[1])
-    if config.kind == "flat":
-        faiss_index = faiss.IndexFlatIP(dim)
-    elif config.kind == "hnsw":
-        faiss_index = faiss.IndexHNSWFlat(dim, config.hnsw_m)
-        faiss_index.hnsw.efConstruction = config.ef_construction
-        faiss_index.hnsw.efSearch = config.ef_search
-    else:
-        nlist = config.nlist or default_nlist(num_db)
-        m = config.m or default_pq_m(dim)
-        if dim % m:
-            raise ValueError(f"PQ `m` must divide the descriptor size {dim}. Received: m={m}")
-        if num_db < max(nlist, 2**config.nbits):
-            raise ValueError(
-                f"IVF-PQ needs at least max(nlist, 2**nbits) = {max(nlist, 2**config.nbits)} "
-                f"database descriptors to train. Received: {num_db} (use index='flat')."
-            )
-        num_train = min(num_db, config.max_train_points)
-        if config.opq and num_train < dim:
-            # faiss's OPQ training corrupts memory (crash or endless loop) below D rows.
-            raise ValueError(
-                f"OPQ needs at least D = {dim} training descriptors to learn its D x D rotation. "
-                f"Received: {num_train} (database size {num_db}, max_train_points "
-                f"{config.max_train_points}); use opq=False."
-            )
-        quantizer = faiss.IndexFlatL2(dim)
-        ivfpq = faiss.IndexIVFPQ(quantizer, dim, nlist, m, config.nbits)
-        ivfpq.nprobe = min(config.nprobe, nlist)
+    if config.kind == "ivfpq":
+        _check_ivfpq_training(config, dim, num_db)
+    metric = faiss.METRIC_INNER_PRODUCT if config.kind == "flat" else faiss.METRIC_L2
+    faiss_index = faiss.index_factory(dim, config.factory_string(dim, num_db), metric)
+    parameters = faiss.ParameterSpace()
+    for name, value in config.build_parameters().items():
+        parameters.set_index_parameter(faiss_index, name, value)
+    if config.kind == "ivfpq":
         rows = training_sample(num_db, config)
         train = as_float32_matrix(xb[rows] if rows is not None else xb[:num_db], "xb")
-        if config.opq:
-            faiss_index = _train_opq_ivfpq(ivfpq, train, m, config.nbits)
-        else:
-            ivfpq.train(train)
-            faiss_index = ivfpq
-        if config.refine_factor:
-            # Refines with the raw (unrotated) vectors: exact distances whatever the base index.
-            faiss_index = faiss.IndexRefineFlat(faiss_index)
-            faiss_index.k_factor = float(config.refine_factor)
+        _train_ivfpq(faiss_index, train, config, dim)
+    for name, value in config.search_parameters(num_db).items():
+        parameters.set_index_parameter(faiss_index, name, value)
     return faiss_index
 
 
-def _train_opq_ivfpq(ivfpq, train: np.ndarray, m: int, nbits: int):
-    """Trains an OPQ rotation and then `ivfpq` on the rotated sample; returns the pair.
+def _check_ivfpq_training(config: IndexConfig, dim: int, num_db: int) -> None:
+    nlist = config.nlist or default_nlist(num_db)
+    m = config.m or default_pq_m(dim)
+    if dim % m:
+        raise ValueError(f"PQ `m` must divide the descriptor size {dim}. Received: m={m}")
+    if num_db < max(nlist, 2**config.nbits):
+        raise ValueError(
+            f"IVF-PQ needs at least max(nlist, 2**nbits) = {max(nlist, 2**config.nbits)} "
+            f"database descriptors to train. Received: {num_db} (use index='flat')."
+        )
+    num_train = min(num_db, config.max_train_points)
+    if config.opq and num_train < dim:
+        # faiss's OPQ training corrupts memory (crash or endless loop) below D rows.
+        raise ValueError(
+            f"OPQ needs at least D = {dim} training descriptors to learn its D x D rotation. "
+            f"Received: {num_train} (database size {num_db}, max_train_points "
+            f"{config.max_train_points}); use opq=False."
+        )
+
+
+def _train_ivfpq(faiss_index, train: np.ndarray, config: IndexConfig, dim: int) -> None:
+    """Trains the IVF-PQ index (and its OPQ rotation, learnt first on the sample).
 
     The rotation is orthonormal, so squared L2 distances (and the inner products derived from
-    them) are the same in the rotated space. faiss trains the rotation on at most
-    `OPQMatrix.max_train_points` (65,536) rows of `train`.
+    them) are the same in the rotated space. The PQ that OPQ alternates with must have the
+    index's code size (faiss assumes 8 bits, which cannot be trained on fewer than 256 points);
+    OPQ retrains it ~50 times, so its "too few training points" warning is silenced there.
     """
-    import faiss
-
-    rotation = faiss.OPQMatrix(ivfpq.d, m)
-    # The PQ that OPQ alternates with must have the index's code size (faiss assumes 8 bits,
-    # which cannot be trained on fewer than 256 points). OPQ retrains it ~50 times, so its
-    # "too few training points" warning is silenced here; the index's own PQ still warns once.
-    training_pq = faiss.ProductQuantizer(ivfpq.d, m, nbits)
+    if not config.opq:
+        faiss_index.train(train)
+        return
+    wrapped = faiss.downcast_index(faiss_index)
+    pretransform = faiss.downcast_index(wrapped.base_index) if config.refine_factor else wrapped
+    rotation = faiss.downcast_VectorTransform(pretransform.chain.at(0))
+    training_pq = faiss.ProductQuantizer(dim, config.m or default_pq_m(dim), config.nbits)
     training_pq.cp.min_points_per_centroid = 1
     rotation.pq = training_pq
-    faiss_index = faiss.IndexPreTransform(rotation, ivfpq)
     try:
         faiss_index.train(train)
     finally:
         rotation.pq = None  # `training_pq` dies with this frame: no dangling pointer
-    return faiss_index
 
 
 def inner_ivfpq(faiss_index):
@@ -261,8 +287,6 @@ def inner_ivfpq(faiss_index):
         >>> index = build_index(xb, "ivfpq", opq=True, refine_factor=10)  # doctest: +SKIP
         >>> inner_ivfpq(index).nprobe = 64  # doctest: +SKIP
     """
-    import faiss
-
     index = faiss.downcast_index(faiss_index)
     for _ in range(3):
         if isinstance(index, faiss.IndexIVFPQ):
@@ -300,8 +324,6 @@ def _order_ties(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _flat_vectors(faiss_index) -> np.ndarray:
     """A read-only numpy view of the vectors stored in a flat index (no copy)."""
-    import faiss
-
     count, dim = faiss_index.ntotal, faiss_index.d
     return faiss.rev_swig_ptr(faiss_index.get_xb(), count * dim).reshape(count, dim)
 
@@ -325,8 +347,6 @@ def search_index(faiss_index, xq, k: int, block_size: int = 2048, progress: bool
     Returns:
         `(D, I)`: `[Nq, k]` float32 similarities (inner products) and int64 database ids.
     """
-    import faiss
-
     if int(k) < 1:
         raise ValueError(f"`k` must be a positive integer. Received: k={k}")
     k = int(k)

@@ -1,20 +1,19 @@
-"""Exporting embedding models as SavedModels for TF Serving.
+"""Exporting embedding models: the public entry points of the writers in `sare_tf.artifacts`.
 
-One job per module:
-
-- `signatures`: the serving graph (`serving_default` on float images, `serve_jpeg` on
-  encoded bytes) written as a self-contained SavedModel by `export_saved_model`.
-- `versioned`: the TF Serving folder layout `root/<name>/<version>/` with a `.keras` copy
-  beside each version, written atomically by `export_versioned`.
+- `export_saved_model` / `export_versioned`: the serving graph (`serving_default` on float
+  images, `serve_jpeg` on encoded bytes) as a SavedModel, alone or as the next version of TF
+  Serving's `root/<name>/<version>/` layout (`sare_tf.artifacts.saved_model_format`);
+- `export_onnx`, `export_litert`: the same descriptor graph for ONNX Runtime and LiteRT, float
+  or quantized; `exporter(fmt)` picks one;
 - `pca`: fitting PCA whitening on database images before export (`add_pca_whitening`).
-- `onnx_export`, `litert_export`: the same descriptor graph for ONNX Runtime and LiteRT (float or
-  quantized), over `runtime_export` (their versioned folders and calibration); `exporter(fmt)`
-  picks one.
 """
 
 from __future__ import annotations
 
-from sare_tf.export.signatures import (
+from sare_tf.artifacts.litert_format import export_litert
+from sare_tf.artifacts.onnx_format import export_onnx
+from sare_tf.artifacts.saved_model_format import ExportResult, export_versioned
+from sare_tf.artifacts.signatures import (
     BYTES_INPUT,
     DESCRIPTOR_OUTPUT,
     IMAGE_INPUT,
@@ -24,23 +23,14 @@ from sare_tf.export.signatures import (
     resolve_image_size,
     serving_model,
 )
-from sare_tf.export.versioned import (
-    ExportResult,
-    export_versioned,
-    list_versions,
-    next_version,
-)
+from sare_tf.artifacts.versions import list_versions, next_version
 
 
 def exporter(fmt: str):
     """The export function of a runtime format: `export_onnx` or `export_litert`."""
     if fmt == "onnx":
-        from sare_tf.export.onnx_export import export_onnx
-
         return export_onnx
     if fmt == "litert":
-        from sare_tf.export.litert_export import export_litert
-
         return export_litert
     raise ValueError(f"Unknown runtime export format. Received: {fmt!r}")
 
@@ -54,6 +44,8 @@ __all__ = [
     "ExportResult",
     "export_saved_model",
     "export_versioned",
+    "export_litert",
+    "export_onnx",
     "exporter",
     "list_versions",
     "next_version",

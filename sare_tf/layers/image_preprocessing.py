@@ -27,7 +27,7 @@ class ImagePreprocessing(keras.layers.Layer):
 
     The layer also keeps the `(height, width)` the model was trained at (as KerasHub's
     `ImageConverter(image_size=...)` does): it does not resize, it records, so that a saved model
-    tells `export`, `evaluate` and `saliency` its size (`sare_tf.descriptor_model`).
+    tells `export`, `evaluate` and `saliency` its size (`sare_tf.artifacts.descriptor_model`).
 
     Args:
         mode: one of "caffe", "torch", "tf", "rgb_mean", "none".

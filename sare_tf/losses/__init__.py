@@ -12,7 +12,6 @@ from sare_tf.losses._base import TupleLoss
 from sare_tf.losses.contrastive import ContrastiveLoss, contrastive_loss
 from sare_tf.losses.geo_classification import (
     GeoClassificationLoss,
-    build_geo_classifier,
     geo_classification_loss,
 )
 from sare_tf.losses.lifted import LiftedStructuredLoss, lifted_structured_loss
@@ -32,6 +31,7 @@ from sare_tf.losses.sare import (
     sare_probabilities,
 )
 from sare_tf.losses.triplet import TripletRankingLoss, triplet_ranking_loss
+from sare_tf.registry import IMAGE_LOSSES, LOSS_NAMES
 
 # Command-line name -> (class, fixed constructor arguments).
 _LOSSES = {
@@ -46,12 +46,10 @@ _LOSSES = {
     "npair": (NPairLoss, {}),
     "angular": (AngularLoss, {}),
     "lifted": (LiftedStructuredLoss, {}),
-    # Not a tuple loss: trained on single images with their 25 m cell (the recipe's image mode).
     "geo-classification": (GeoClassificationLoss, {}),
 }
-IMAGE_LOSSES = ("geo-classification",)
-
-LOSS_NAMES = tuple(_LOSSES)
+if tuple(_LOSSES) != LOSS_NAMES:
+    raise ImportError(f"Loss classes {tuple(_LOSSES)} differ from the names {LOSS_NAMES}.")
 
 
 def get_loss(name: str, /, **kwargs):
@@ -111,7 +109,6 @@ __all__ = [
     "sare_probabilities",
     "triplet_ranking_loss",
     "angular_loss",
-    "build_geo_classifier",
     "geo_classification_loss",
     "lifted_structured_loss",
     "npair_loss",

@@ -1,7 +1,7 @@
 """Geographic classification (Vo et al., ICCV 2017, as the SARE paper's appendix describes it):
 a fully connected layer (weights 0.01 x N(0, 1)) after NetVLAD predicts the 25 m cell of each
 training image, trained with the softmax log-loss `logsumexp(z) - z_label`. The descriptor is
-still the NetVLAD output: the head exists only for training (`build_geo_classifier`) and is
+still the NetVLAD output: the head exists only for training (`sare_tf.model.GeoClassifier`) and is
 never part of the saved or exported embedding model.
 """
 
@@ -54,24 +54,3 @@ class GeoClassificationLoss(keras.losses.Loss):
         config = super().get_config()
         config["dtype"] = self.dtype
         return config
-
-
-def build_geo_classifier(embedding_model, num_cells: int, seed: int = 0) -> keras.Model:
-    """image -> embedding -> Dense(num_cells) logits (float32), for training only.
-
-    The head's kernel starts as 0.01 x N(0, 1) and its bias at zero (the appendix's setting).
-    The embedding model is shared, not copied: training the classifier trains it.
-    """
-    if int(num_cells) < 2:
-        raise ValueError(
-            f"Geographic classification needs at least 2 non-empty cells. Received: {num_cells}"
-        )
-    image = keras.Input(shape=embedding_model.input_shape[1:], name="image")
-    head = keras.layers.Dense(
-        int(num_cells),
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seed),
-        bias_initializer="zeros",
-        dtype="float32",
-        name="geo_head",
-    )
-    return keras.Model(image, head(embedding_model(image)), name="geo_classifier")

@@ -101,12 +101,12 @@ def load_model(path) -> keras.Model:
     Args:
         path: a `.keras` file, a SavedModel directory (e.g. `saved_models/name/1`) or a TF Serving
             model root holding numbered versions (the newest is used); see
-            `sare_tf.descriptor_model.locate_model`.
+            `sare_tf.artifacts.descriptor_model.locate_model`.
 
     Returns:
         An image -> descriptor `keras.Model`. For a SavedModel, only gradient methods apply.
     """
-    from sare_tf.descriptor_model import locate_model, read_keras_model
+    from sare_tf.artifacts import locate_model, read_keras_model
 
     path, kind = locate_model(path)
     if kind == "saved_model":

@@ -68,8 +68,8 @@ class _ModelEntry:
 
 def resolve_image_size(model, dataset, image_size=None) -> tuple[int, int]:
     """The `(height, width)` panels use: given, else the model's own
-    (`sare_tf.descriptor_model.resolve_image_size`), else the first query's native size."""
-    from sare_tf.descriptor_model import resolve_image_size as model_image_size
+    (`sare_tf.artifacts.descriptor_model.resolve_image_size`), else the first query's native size."""
+    from sare_tf.artifacts import resolve_image_size as model_image_size
 
     size = model_image_size(model, image_size)
     if size is not None:

@@ -11,7 +11,7 @@ import warnings
 import keras
 import numpy as np
 
-from sare_tf.training.atomic import save_model_atomic, write_json_atomic
+from sare_tf.atomic import save_model_atomic, write_json_atomic
 
 
 def halving_schedule(initial_lr: float, halve_every: int):

@@ -15,8 +15,8 @@ import json
 import os
 import time
 
-COMPARISON_LOSSES = ("sare-joint", "sare-ind", "triplet", "contrastive", "npair", "angular",
-                     "lifted", "geo-classification")  # fmt: skip
+from sare_tf.registry import COMPARISON_LOSSES
+
 TABLE_NS = (1, 5, 10)
 
 
@@ -48,13 +48,13 @@ def compare_losses(config, test_dataset, losses=COMPARISON_LOSSES, out=None, pro
     Returns:
         The report written to `table6.json`.
     """
+    from sare_tf.artifacts import load_descriptor_model
+    from sare_tf.atomic import write_json_atomic
     from sare_tf.data import GeoDataset
-    from sare_tf.descriptor_model import load_descriptor_model
     from sare_tf.evaluation.evaluate import run_dataset_evaluation
     from sare_tf.evaluation.plots import plot_recall_curves
     from sare_tf.losses import LOSS_NAMES
     from sare_tf.training import train
-    from sare_tf.training.atomic import write_json_atomic
 
     unknown = [loss for loss in losses if loss not in LOSS_NAMES]
     if unknown or not losses:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from sare_tf.config_options import option
+from sare_tf.registry import BACKBONE_NAMES, LOSS_NAMES
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -92,11 +93,13 @@ class TrainConfig:
         "triplet, contrastive, or the paper's Sec. 7.6 comparison: npair, angular, lifted, "
         "geo-classification (single images, 25 m cells, a softmax head dropped after training)",
         group="optimisation",
+        choices=LOSS_NAMES,
     )
     backbone: str | None = option(
         None,
         "vgg16 (default), resnet50 or tiny (tests, demo); not with --initial-model",
         group="model",
+        choices=BACKBONE_NAMES,
     )
     weights: str | None = option(
         None, "backbone weights: 'imagenet' (downloaded by Keras) or a local weights file "

@@ -181,7 +181,7 @@ def check_initial_model_settings(config: TrainConfig, described: dict) -> None:
 
 def initial_model(config: TrainConfig, precision: str):
     """The `--initial-model` embedding model, checked against the config, in `precision`."""
-    from sare_tf.descriptor_model import describe_model, read_keras_model, set_inference_precision
+    from sare_tf.artifacts import describe_model, read_keras_model, set_inference_precision
     from sare_tf.models import freeze_before
 
     if not os.path.isfile(config.initial_model):
@@ -238,7 +238,7 @@ class TrainingRun:
     def _set_precision(self, embedding_model) -> str:
         import keras
 
-        from sare_tf.descriptor_model import compute_precision
+        from sare_tf.artifacts import compute_precision
         from sare_tf.precision import set_precision
 
         config = self.config
@@ -254,7 +254,7 @@ class TrainingRun:
         return policy
 
     def _build_models(self, embedding_model) -> None:
-        from sare_tf.descriptor_model import store_image_size, stored_image_size
+        from sare_tf.artifacts import store_image_size, stored_image_size
         from sare_tf.losses import IMAGE_LOSSES, get_loss
         from sare_tf.models import build_embedding_model, build_tuple_model
 
@@ -286,7 +286,7 @@ class TrainingRun:
             self.loss = get_loss(config.loss)
             if self.by_images:
                 from sare_tf.data.cell_labels import assign_cells
-                from sare_tf.losses import build_geo_classifier
+                from sare_tf.model import build_geo_classifier
 
                 # Only `self.embedding` is ever saved, never the classifier around it.
                 self.cells = assign_cells(self.train_data.db_utm, config.geo_cell_m)
@@ -337,7 +337,7 @@ class TrainingRun:
         return max(position[0], 0)
 
     def _start_summary(self, resuming: bool) -> None:
-        from sare_tf.descriptor_model import describe_model
+        from sare_tf.artifacts import describe_model
 
         model = describe_model(self.embedding)
         # The config as run: the model's own backbone, K and image size, not the flags' defaults.
@@ -562,7 +562,7 @@ class TrainingRun:
 
     def _finish_initialized(self, start: float) -> dict:
         """`epochs=0`: the cluster-initialised model, untrained, and its validation recall."""
-        from sare_tf.training.atomic import save_model_atomic
+        from sare_tf.atomic import save_model_atomic
 
         self._validation()
         save_model_atomic(self.embedding, self.folder.file(INITIAL_MODEL_FILE))

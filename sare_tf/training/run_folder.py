@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 
-from sare_tf.training.atomic import write_json_atomic
+from sare_tf.atomic import write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 BEST_MODEL_FILE = "best.keras"

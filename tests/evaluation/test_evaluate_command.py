@@ -130,7 +130,7 @@ def test_evaluate_uses_the_image_size_the_model_records_and_says_so(
     tiny_model, tiny_city, tmp_path, capsys
 ):
     """Issue 19.6: without --image-size, evaluate ran at the images' native size."""
-    from sare_tf.descriptor_model import store_image_size
+    from sare_tf.artifacts import store_image_size
 
     store_image_size(tiny_model, (32, 48))
     path = tmp_path / "sized.keras"

@@ -21,8 +21,8 @@ def test_cosine_summary_by_hand():
 def test_a_tiny_report_puts_float_exports_at_zero_change(tiny_model, tiny_city, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("ai_edge_litert")
+    from sare_tf.artifacts import load_descriptor_model, store_image_size
     from sare_tf.data import GeoDataset
-    from sare_tf.descriptor_model import load_descriptor_model, store_image_size
     from sare_tf.evaluation import run_dataset_evaluation
     from sare_tf.evaluation.quantization import runtime_comparison
 

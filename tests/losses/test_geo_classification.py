@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from sare_tf.data.cell_labels import assign_cells
-from sare_tf.losses import GeoClassificationLoss, build_geo_classifier, geo_classification_loss
+from sare_tf.losses import GeoClassificationLoss, geo_classification_loss
+from sare_tf.model import build_geo_classifier
 
 
 def test_cells_are_the_non_empty_squares_of_a_fixed_grid():

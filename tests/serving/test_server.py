@@ -15,9 +15,9 @@ from PIL import Image
 
 pytest.importorskip("kserve")
 
+from sare_tf.artifacts import load_descriptor_model, store_image_size
 from sare_tf.bench.serve import free_port, start_server, stop_server
 from sare_tf.data import GeoDataset
-from sare_tf.descriptor_model import load_descriptor_model, store_image_size
 from sare_tf.place_index import PlaceIndex
 from sare_tf.serving_client import build_predict_request, predict, predict_url
 
@@ -212,7 +212,7 @@ def test_serve_runs_a_litert_export_and_localizes_with_the_float_index(served, t
     """`serve --runtime litert`: the same descriptors as the SavedModel it came from, and the
     index built with the SavedModel accepts it (a float export keeps the weights fingerprint)."""
     pytest.importorskip("ai_edge_litert")
-    from sare_tf.export.litert_export import export_litert
+    from sare_tf.artifacts.litert_format import export_litert
 
     model = load_descriptor_model(served["saved_model"] + ".keras").model
     exported = export_litert(model, tmp_path / "litert", "tiny")
@@ -239,7 +239,7 @@ def test_serve_runs_a_litert_export_and_localizes_with_the_float_index(served, t
 
 def test_onnx_exports_describe_like_the_savedmodel_in_the_servers_batcher(served, tmp_path):
     pytest.importorskip("onnxruntime")
-    from sare_tf.export.onnx_export import export_onnx
+    from sare_tf.artifacts.onnx_format import export_onnx
     from sare_tf.serving.server import describe_function
 
     model = load_descriptor_model(served["saved_model"] + ".keras").model

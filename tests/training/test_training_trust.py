@@ -44,7 +44,7 @@ def test_epochs_zero_writes_the_cluster_initialised_model_and_its_recall(tiny_ci
     recall = summary["initial_validation"]
     assert set(recall) >= {"recall@1", "recall@5", "recall@10"}
     # The written model is the clustered one (NetVLAD initialised) and records its image size.
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.artifacts import load_descriptor_model
     from sare_tf.models import netvlad_layer
 
     loaded = load_descriptor_model(path)
@@ -168,6 +168,6 @@ def test_export_needs_no_image_size_for_a_model_trained_by_sare_tf_train(tiny_ci
         info = json.load(handle)
     assert info["image_size"] == [40, 56]
     assert info["signatures"]["serve_jpeg"]["resized_to"] == [40, 56]
-    from sare_tf.descriptor_model import load_descriptor_model
+    from sare_tf.artifacts import load_descriptor_model
 
     assert load_descriptor_model(root / "trained").image_size == (40, 56)

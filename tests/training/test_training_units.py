@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sare_tf.atomic import save_model_atomic, write_json_atomic
 from sare_tf.commands import train as train_command
 from sare_tf.data import GeoDataset
 from sare_tf.data.tuples import MiningState, TuplePipeline
@@ -24,7 +25,6 @@ from sare_tf.training import (
     halving_schedule,
     train,
 )
-from sare_tf.training.atomic import save_model_atomic, write_json_atomic
 
 
 def test_learning_rate_is_halved_every_five_epochs():

@@ -11,19 +11,35 @@ the model's image size).
 ONNX Runtime's *dynamic* quantization is not offered: it quantizes MatMul-heavy models
 (transformers, RNNs); its convolutions (ConvInteger) run slower than float on CPUs.
 
-Exports are versioned and atomic (`sare_tf.export.runtime_export`):
+Exports are versioned and atomic (`sare_tf.artifacts.runtime_export`):
 `<root>/<name>/<version>/model.onnx` with `export_info.json`, default root `onnx_models/`.
+
+Loading: Descriptors from an ONNX export with ONNX Runtime (`sare-tf export --format onnx`).
+
+`OnnxDescriptorModel(folder)` is a callable `images [B, H, W, 3] float32 RGB 0-255 -> [B, D]`,
+usable wherever sare_tf encodes images (`encode`, `evaluate`, `index build`, `serve`); inputs are
+checked (rank, channels, dtype) before they reach the session, with a clear error. ONNX Runtime's
+sessions may be called from several threads at once.
 """
 
 from __future__ import annotations
 
 import os
 
-from sare_tf.export.runtime_export import calibration_images, in_float_scope, write_runtime_export
-from sare_tf.runtimes.onnx_runtime import ONNX_FILE
+import numpy as np
+
+from sare_tf.artifacts.runtime_export import (
+    RuntimeExportFormat,
+    calibration_images,
+    check_image_batch,
+    in_float_scope,
+    read_export_info,
+    write_runtime_export,
+)
 
 QUANTIZATIONS = ("none", "int8")
 OPSET = 17
+ONNX_FILE = "model.onnx"
 
 
 def onnx_bytes(model, opset: int = OPSET) -> bytes:
@@ -109,3 +125,42 @@ def export_onnx(model, root="onnx_models", name: str = "sare", quantize: str = "
     return write_runtime_export(
         model, "onnx", QUANTIZATIONS, write_model, root, name, quantize=quantize, **options
     )
+
+
+class OnnxDescriptorModel:
+    """An ONNX export, run by ONNX Runtime on the CPU.
+
+    Attributes:
+        folder: the version folder.
+        info: its `export_info.json`.
+        image_size: the `(height, width)` it was exported for.
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, folder: str, num_threads: int | None = None):
+        import onnxruntime as ort
+
+        self.folder = os.fspath(folder)
+        self.info = read_export_info(self.folder)
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = int(num_threads)
+        self.session = ort.InferenceSession(
+            os.path.join(self.folder, ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self.image_size = tuple(self.info["image_size"]) if self.info.get("image_size") else None
+
+    def __call__(self, images) -> np.ndarray:
+        batch = check_image_batch(images, "ONNX")
+        (descriptor,) = self.session.run(None, {"image": batch})
+        return descriptor
+
+
+class OnnxFormat(RuntimeExportFormat):
+    """`onnx` exports: a version folder holding `model.onnx` and `export_info.json`."""
+
+    name = "onnx"
+    model_file = ONNX_FILE
+    runtime = OnnxDescriptorModel
+    save = staticmethod(export_onnx)

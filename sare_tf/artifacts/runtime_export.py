@@ -9,6 +9,10 @@ with the source model is known to match a float export of it).
 
 Calibration images (int8) are a seeded random subset of a dataset's database, read and resized
 to the model's image size one at a time, and unreadable files are skipped.
+
+The loading side is here too: `RuntimeExportFormat` (detect, load, describe, fingerprint),
+`read_export_info` and `check_image_batch`, the check of an image batch before it reaches a
+runtime.
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import tempfile
 
 import numpy as np
 
-from sare_tf.runtimes import INFO_FILE
+from sare_tf.artifacts.descriptor_model import DescriptorModel
+from sare_tf.artifacts.signatures import resolve_image_size, serving_model
+from sare_tf.artifacts.versions import check_name, locate_version, next_version, version_label
+from sare_tf.data.images import read_rgb, resize_image
+from sare_tf.hashing import arrays_fingerprint
 
 # Layers kept in float32 by every quantized export: the descriptor head (cheap, and the part int8
 # breaks: its normalisations span a range one int8 scale cannot hold) and the pixel preprocessing.
 FLOAT_SCOPES = ("netvlad", "pca_whitening", "descriptor", "preprocess")
+INFO_FILE = "export_info.json"
 
 
 def in_float_scope(node_name: str) -> bool:
@@ -48,8 +57,6 @@ def calibration_subset(paths, count: int, seed: int = 0) -> list[str]:
 
 def calibration_images(paths, image_size):
     """Yields each readable image of `paths` as float32 `[1, H, W, 3]` RGB 0-255 at `image_size`."""
-    from sare_tf.data.images import read_rgb, resize_image
-
     for path in paths:
         try:
             image = read_rgb(path)
@@ -96,10 +103,6 @@ def write_runtime_export(
             bad name.
         FileExistsError: `version` exists (versions are never overwritten).
     """
-    from sare_tf.descriptor_model import weights_fingerprint
-    from sare_tf.export.signatures import resolve_image_size, serving_model
-    from sare_tf.export.versioned import check_name, next_version
-
     check_quantize(fmt, quantize, quantizations, calibration_paths)
     check_name(name)
     model = serving_model(model)
@@ -125,7 +128,7 @@ def write_runtime_export(
             "quantize": quantize,
             "image_size": list(image_size),
             "descriptor_dim": int(model.outputs[0].shape[-1]),
-            "weights_fingerprint": weights_fingerprint(model),
+            "weights_fingerprint": arrays_fingerprint(w.numpy() for w in model.weights),
             "source_model": None if source_model is None else str(source_model),
             "input": "image: float32 [N, H, W, 3] RGB 0-255",
             "output": "descriptor: float32 [N, D]",
@@ -140,3 +143,80 @@ def write_runtime_export(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**info, "path": target}
+
+
+def read_export_info(folder: str) -> dict:
+    """A version folder's `export_info.json` (a clear error when it is missing or broken)."""
+    info_path = os.path.join(folder, INFO_FILE)
+    try:
+        with open(info_path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise ValueError(
+            f"{folder} has no {INFO_FILE}; export it with sare-tf export --format ..."
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{info_path} is not valid JSON ({error}).") from None
+
+
+def check_image_batch(images, runtime: str, image_size=None) -> np.ndarray:
+    """`images` as float32 `[B, H, W, 3]`, or a ValueError saying what is wrong with them.
+
+    `image_size` (height, width), when given, is the only size the runtime's graph accepts.
+    """
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(
+            f"The {runtime} model takes images of shape [batch, height, width, 3] (RGB 0-255). "
+            f"Received: shape={array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.floating) and array.dtype != np.uint8:
+        raise ValueError(f"Images must be float or uint8 RGB 0-255. Received: dtype={array.dtype}")
+    if image_size is not None and tuple(array.shape[1:3]) != tuple(image_size):
+        raise ValueError(
+            f"The {runtime} model was exported for {image_size[0]}x{image_size[1]} images. "
+            f"Received: {array.shape[1]}x{array.shape[2]} (resize first; sare-tf does)."
+        )
+    return array.astype(np.float32, copy=False)
+
+
+class RuntimeExportFormat:
+    """What the ONNX and LiteRT formats share: a model file beside `export_info.json` in a
+    version folder, loaded by a runtime class `runtime(folder)` (a callable on image batches
+    with `.info` and `.image_size`). Subclasses set `name`, `model_file`, `runtime`, `save`."""
+
+    name: str
+    model_file: str
+    runtime: type
+
+    @classmethod
+    def detect(cls, path: str) -> str | None:
+        return locate_version(path, cls.model_file)
+
+    @classmethod
+    def load(
+        cls, folder: str, precision: str | None = None, safe_mode: bool = True
+    ) -> DescriptorModel:
+        if precision not in (None, "float32"):
+            raise ValueError(
+                f"A {cls.name} export runs as exported ({folder}); `precision` applies to .keras "
+                f"models only. Received: precision={precision!r}"
+            )
+        runtime = cls.runtime(folder)
+        quantized = runtime.info.get("quantize", "none")
+        return DescriptorModel(
+            runtime, version_label(folder), folder, cls.name, runtime.image_size,
+            f"{'float32' if quantized == 'none' else quantized} ({cls.name})",
+        )  # fmt: skip
+
+    @staticmethod
+    def describe(loaded: DescriptorModel) -> dict:
+        return dict(loaded.model.info)
+
+    @staticmethod
+    def fingerprint(loaded: DescriptorModel) -> str:
+        """The source model's weights hash; quantized descriptors differ from the float
+        model's, so `:int8` / `:dynamic` marks them and an index of one refuses the other."""
+        info = loaded.model.info
+        quantized = info.get("quantize", "none")
+        return info["weights_fingerprint"] + ("" if quantized == "none" else f":{quantized}")

@@ -25,6 +25,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from sare_tf.artifacts.descriptor_model import resolve_image_size as resolve
 from sare_tf.data.graph_decoding import decode_like_pipeline, is_supported_image
 from sare_tf.data.images import resize_image
 from sare_tf.models import embedding_of
@@ -79,11 +80,9 @@ def serving_model(model: keras.Model) -> keras.Model:
 def resolve_image_size(model: keras.Model, image_size=None) -> tuple[int, int]:
     """The `(height, width)` that `serve_jpeg` resizes decoded images to.
 
-    The size asked for, else the size the model records (`sare_tf.descriptor_model`); one of
+    The size asked for, else the size the model records (`sare_tf.artifacts.descriptor_model`); one of
     the two is required.
     """
-    from sare_tf.descriptor_model import resolve_image_size as resolve
-
     return resolve(
         serving_model(model), image_size, required=True, purpose="serve_jpeg resizes to it"
     )

@@ -1,4 +1,4 @@
-"""TF Serving's folder layout: numbered versions of a named model, each written atomically.
+"""The SavedModel format: TF Serving's versions of a named model, written atomically, read back.
 
 ```
 <root>/<name>/              TF Serving's model base path (--model_base_path)
@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import json
 import os
-import re
 import shutil
 import tempfile
 
@@ -30,18 +29,24 @@ import keras
 import tensorflow as tf
 
 from sare_tf._version import __version__
-from sare_tf.descriptor_model import weights_fingerprint
-from sare_tf.export.signatures import (
+from sare_tf.artifacts.descriptor_model import DescriptorModel
+from sare_tf.artifacts.signatures import (
     DESCRIPTOR_OUTPUT,
+    SERVING_DEFAULT,
     build_export_archive,
     resolve_image_size,
     serving_model,
     signature_summary,
 )
+from sare_tf.artifacts.versions import (
+    check_name,
+    locate_version,
+    next_version,
+    version_label,
+)
+from sare_tf.hashing import arrays_fingerprint, folder_fingerprint
 
 EXPORT_INFO = os.path.join("assets.extra", "export_info.json")
-# Also a valid TF Serving model name and URL path segment.
-_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,33 +64,6 @@ class ExportResult:
     saved_model_dir: str
     keras_path: str | None
     info: dict
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-        raise ValueError(
-            "The model name must be letters, digits, '_', '-' or '.', starting with a letter or "
-            f"digit (it is a folder and a TF Serving URL segment). Received: name={name!r}"
-        )
-    return name
-
-
-def list_versions(model_dir) -> list[int]:
-    """Sorted version numbers (integer-named subfolders) under a model base path."""
-    model_dir = os.fspath(model_dir)
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(
-        int(entry.name)
-        for entry in os.scandir(model_dir)
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0
-    )
-
-
-def next_version(root, name: str) -> int:
-    """The next free version number of `<root>/<name>` (1 for a new model)."""
-    versions = list_versions(os.path.join(os.fspath(root), check_name(name)))
-    return versions[-1] + 1 if versions else 1
 
 
 def _export_info(model, name, version, image_size, source_model) -> dict:
@@ -106,7 +84,7 @@ def _export_info(model, name, version, image_size, source_model) -> dict:
         "descriptor_dim": int(model.outputs[0].shape[-1]),
         "pca_whitening_dim": pca_dim,
         "dtype_policy": model.dtype_policy.name,
-        "weights_fingerprint": weights_fingerprint(model),
+        "weights_fingerprint": arrays_fingerprint(w.numpy() for w in model.weights),
         "signatures": signature_summary(model, image_size),
         "output": DESCRIPTOR_OUTPUT,
     }
@@ -207,3 +185,83 @@ def export_versioned(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(chosen, target, keras_path, info)
+
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def read_export_info(saved_model_dir: str) -> dict:
+    """`assets.extra/export_info.json` of a SavedModel, or {} when it has none (or a broken one)."""
+    info_path = os.path.join(saved_model_dir, EXPORT_INFO)
+    if not os.path.isfile(info_path):
+        return {}
+    try:
+        with open(info_path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class SavedModelFormat:
+    """A SavedModel folder, or a TF Serving base path of versions (the highest is used)."""
+
+    name = "saved_model"
+    save = staticmethod(export_versioned)
+
+    @staticmethod
+    def detect(path: str) -> str | None:
+        return locate_version(path, SAVED_MODEL_FILE) if os.path.isdir(path) else None
+
+    @staticmethod
+    def load(folder: str, precision: str | None = None, safe_mode: bool = True) -> DescriptorModel:
+        """The `serving_default` signature of the SavedModel as a descriptor model."""
+        if precision not in (None, "float32"):
+            raise ValueError(
+                "A SavedModel runs in the precision it was exported with; `precision` applies "
+                f"to .keras models only. Received: precision={precision!r}"
+            )
+        loaded = tf.saved_model.load(folder)
+        signatures = getattr(loaded, "signatures", {})
+        if SERVING_DEFAULT not in signatures:
+            raise ValueError(
+                f"The SavedModel at {folder!r} has no {SERVING_DEFAULT!r} signature. "
+                f"Received signatures: {sorted(signatures)}"
+            )
+        signature = signatures[SERVING_DEFAULT]
+        inputs = signature.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise ValueError(
+                f"The {SERVING_DEFAULT!r} signature of {folder!r} must take one image tensor. "
+                f"Received inputs: {sorted(inputs)}"
+            )
+        ((input_name, spec),) = inputs.items()
+        output_names = sorted(signature.structured_outputs)
+        output_name = DESCRIPTOR_OUTPUT if DESCRIPTOR_OUTPUT in output_names else output_names[0]
+
+        def describe(images):
+            # `loaded` must outlive the signature: the closure keeps it referenced.
+            return loaded.signatures[SERVING_DEFAULT](**{input_name: images})[output_name]
+
+        size = tuple(spec.shape[1:3]) if spec.shape.rank == 4 else (None, None)
+        info = read_export_info(folder)
+        image_size = size if all(isinstance(v, int) for v in size) else None
+        if image_size is None and info.get("image_size"):
+            image_size = tuple(int(v) for v in info["image_size"])
+        precision = info.get("dtype_policy") or "as exported"
+        return DescriptorModel(
+            describe, version_label(folder), folder, "saved_model", image_size, precision
+        )
+
+    @staticmethod
+    def describe(loaded: DescriptorModel) -> dict:
+        return read_export_info(loaded.path)
+
+    @staticmethod
+    def fingerprint(loaded: DescriptorModel) -> str:
+        """The weights hash of the Keras model it was exported from (so an index built with
+        `best.keras` accepts its export), else the hash of its files."""
+        info = read_export_info(loaded.path)
+        return info.get("weights_fingerprint") or folder_fingerprint(
+            loaded.path, skip=("assets.extra",)
+        )

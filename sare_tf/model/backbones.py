@@ -1,0 +1,70 @@
+"""The Keras graphs of the backbones named in `sare_tf.registry`.
+
+Each builder takes the preprocessed image tensor and the weights (None, "imagenet" or a local
+file) and returns a `keras.Model` whose layers the place-embedding model crops by name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from sare_tf.registry import BACKBONES, backbone_spec
+
+
+def _vgg16(inputs, weights):
+    return keras.applications.VGG16(include_top=False, weights=weights, input_tensor=inputs)
+
+
+def _resnet50(inputs, weights):
+    return keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=inputs)
+
+
+def _tiny(inputs, weights):
+    """A small VGG-style network for tests and the CPU demo (no pretrained weights exist)."""
+    x = inputs
+    for block, filters in enumerate((32, 64, 96, 128), start=1):
+        for conv in (1, 2):
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}"
+            )(x)
+        if block < 4:
+            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    model = keras.Model(inputs, x, name="tiny")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+_BUILDERS = {"vgg16": _vgg16, "resnet50": _resnet50, "tiny": _tiny}
+if set(_BUILDERS) != set(BACKBONES):
+    raise ImportError(
+        f"Backbone builders {sorted(_BUILDERS)} differ from specs {sorted(BACKBONES)}."
+    )
+
+
+def resolve_weights(weights):
+    """None, "imagenet", or the path of an existing local weights file."""
+    if weights is None or weights == "imagenet":
+        return weights
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Backbone weights file not found. Received: weights={path!r}")
+    return path
+
+
+def backbone_features(name: str, preprocessed, weights=None):
+    """The cropped feature-map tensor of backbone `name` on top of `preprocessed`.
+
+    The layers are created on the caller's graph (the backbone's own `keras.Model` is only the
+    scaffold the applications build), so every backbone layer is reachable by name from the
+    model that uses the tensor.
+    """
+    spec = backbone_spec(name)
+    scaffold = _BUILDERS[name](preprocessed, resolve_weights(weights))
+    feature_layer = scaffold.get_layer(spec.output_layer)
+    if spec.linear_output:
+        # Layers read `self.activation` at call time, and get_config reports the change.
+        feature_layer.activation = keras.activations.linear
+    return feature_layer.output

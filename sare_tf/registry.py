@@ -1,0 +1,86 @@
+"""What can be chosen by name, as data: the backbones and the losses.
+
+This module is the one owner of those names. It imports no TensorFlow, so the command line
+offers them as choices (and refuses a typo) before TensorFlow loads. The Keras graphs of the
+backbones are built from `BACKBONES` by `sare_tf.model.backbones`; the loss classes behind
+`LOSS_NAMES` are picked by `sare_tf.losses.get_loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """Where and how a backbone is cropped.
+
+    Attributes:
+        name: registry key (also the key of its graph builder in `sare_tf.model.backbones`).
+        output_layer: layer whose output is the local feature map.
+        linear_output: remove the activation of `output_layer` (NetVLAD crops VGG16 at conv5_3
+            before its ReLU: negative responses carry information).
+        preprocessing: `ImagePreprocessing` mode of its pixels.
+        default_trainable_from: first trainable layer by default (None: all trainable).
+        channels: D of the feature map.
+        stride: spatial reduction of the feature map.
+        description: where it is cropped, for users.
+    """
+
+    name: str
+    output_layer: str
+    linear_output: bool
+    preprocessing: str
+    default_trainable_from: str | None
+    channels: int
+    stride: int
+    description: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            "vgg16", "block5_conv3", True, "caffe", "block5_conv1", 512, 16,
+            "VGG16 cropped at conv5_3 before its ReLU (the NetVLAD / SARE setting); 512-d, stride 16.",
+        ),
+        BackboneSpec(
+            "resnet50", "conv4_block6_out", False, "caffe", "conv4_block1_1_conv", 1024, 16,
+            "ResNet50 cropped after its conv4 stage (conv4_block6_out); 1024-d, stride 16, "
+            "~1/4 of VGG16's FLOPs.",
+        ),
+        BackboneSpec(
+            "tiny", "block4_conv2", True, "tf", None, 128, 8,
+            "A 8-conv VGG-style network trained from scratch, for tests and the CPU demo; 128-d, "
+            "stride 8.",
+        ),
+    )
+}  # fmt: skip
+BACKBONE_NAMES = tuple(BACKBONES)
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of backbone `name`, or a ValueError listing the known ones."""
+    if name not in BACKBONES:
+        raise ValueError(
+            f"Unknown backbone. Expected one of {sorted(BACKBONES)}. Received: backbone={name!r}"
+        )
+    return BACKBONES[name]
+
+
+# Command-line loss names: the SARE family (Gaussian, Cauchy, exponential kernels; joint or
+# independent negatives), the baselines, and the Sec. 7.6 comparison of the SARE paper.
+LOSS_NAMES = (
+    "sare-joint", "sare-ind", "sare-joint-cauchy", "sare-ind-cauchy", "sare-joint-exp",
+    "sare-ind-exp", "triplet", "contrastive", "npair", "angular", "lifted", "geo-classification",
+)  # fmt: skip
+# The objectives of the SARE paper's Table 6 / Fig. 8 comparison (`sare-tf compare`'s default).
+COMPARISON_LOSSES = ("sare-joint", "sare-ind", "triplet", "contrastive", "npair", "angular",
+                     "lifted", "geo-classification")  # fmt: skip
+# Not tuple losses: trained on single images with their 25 m cell (the recipe's image mode).
+IMAGE_LOSSES = ("geo-classification",)
+
+# Which artifact formats each `--runtime` choice runs (`sare_tf.artifacts` owns the formats).
+RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",), "litert": ("litert",)}
+# Exported artefacts run by another runtime than TensorFlow (`sare-tf export --format ...`).
+RUNTIME_EXPORTS = ("onnx", "litert")
