@@ -52,17 +52,21 @@ def set_precision(policy: str = "auto", force: bool = False) -> str:
 
 
 class _RegisterWithKeras(importlib.abc.MetaPathFinder):
-    """Imports sare_tf's layers, losses and models right after `keras` finishes importing.
+    """Imports sare_tf's layers, losses and models once `keras` has finished importing.
 
     Keras finds custom classes of a `.keras` file only once they are registered, which happens
     when their modules are imported; this makes `import sare_tf` enough, without importing
-    TensorFlow before the user does.
+    TensorFlow before the user does. When Keras is first imported by a sare_tf module (say
+    `sare_tf.layers.gem`, while `sare_tf.layers` is half-initialised), registering then would
+    import that half-initialised package; registration waits until no sare_tf module is still
+    initialising, checked after each sare_tf module this finder sees loaded.
     """
 
     _searching = False
+    _keras_loaded = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "keras" or self._searching:
+        if self._searching or not (name == "keras" or name.startswith("sare_tf.")):
             return None
         # Find the real spec with the other finders. Not one-shot here: TensorFlow probes
         # `importlib.util.find_spec("keras")` before it imports Keras.
@@ -78,12 +82,28 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             execute(module)
-            if finder in sys.meta_path:
+            if name == "keras":
+                finder._keras_loaded = True
+            # `module` itself still counts as initialising until this returns.
+            if (
+                finder._keras_loaded
+                and not _sare_tf_initialising(besides=name)
+                and finder in sys.meta_path
+            ):
                 sys.meta_path.remove(finder)
-            _register()
+                _register()
 
         spec.loader.exec_module = exec_module
         return spec
+
+
+def _sare_tf_initialising(besides: str) -> bool:
+    """Whether a sare_tf submodule other than `besides` is part-way through its import."""
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+        if name.startswith("sare_tf.") and name != besides
+    )
 
 
 def _register() -> None:

@@ -12,7 +12,7 @@ LOAD = """
 import sys
 {imports}
 model = keras.models.load_model(sys.argv[1])
-print("LOADED", model.get_layer("netvlad").__class__.__name__)
+print("LOADED", model.get_layer("netvlad").__class__.__name__, type(model).__name__)
 """
 
 
@@ -22,8 +22,10 @@ print("LOADED", model.get_layer("netvlad").__class__.__name__)
         "import sare_tf\nimport keras",
         "import keras\nimport sare_tf",
         "import sare_tf, tensorflow as tf\nkeras = tf.keras",
+        # Keras first imported by a layer module while sare_tf.layers is half-initialised.
+        "import sare_tf.layers\nimport keras",
     ],
-    ids=["sare_tf-first", "keras-first", "through-tf.keras"],
+    ids=["sare_tf-first", "keras-first", "through-tf.keras", "a-subpackage-first"],
 )
 def test_keras_load_model_after_import_sare_tf(imports, tmp_path):
     from sare_tf.models import build_embedding_model
@@ -36,7 +38,7 @@ def test_keras_load_model_after_import_sare_tf(imports, tmp_path):
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "LOADED NetVLAD" in completed.stdout
+    assert "LOADED NetVLAD PlaceEmbedding" in completed.stdout
 
 
 def test_import_sare_tf_still_imports_no_tensorflow():
