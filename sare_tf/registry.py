@@ -45,9 +45,22 @@ BACKBONES: dict[str, BackboneSpec] = {
             "VGG16 cropped at conv5_3 before its ReLU (the NetVLAD / SARE setting); 512-d, stride 16.",
         ),
         BackboneSpec(
-            "resnet50", "conv4_block6_out", False, "caffe", "conv4_block1_1_conv", 1024, 16,
-            "ResNet50 cropped after its conv4 stage (conv4_block6_out); 1024-d, stride 16, "
-            "~1/4 of VGG16's FLOPs.",
+            "keras-resnet50", "conv4_block6_out", False, "caffe", "conv4_block1_1_conv", 1024, 16,
+            "Keras's own ResNet50 (keras.applications, --weights imagenet) cropped after its "
+            "conv4 stage; 1024-d, stride 16. Not torchvision's network: use resnet50 for "
+            "ported PyTorch weights.",
+        ),
+        BackboneSpec(
+            "resnet18", "layer4_1_out", False, "torch", "layer3_0_conv1", 512, 32,
+            "torchvision's ResNet-18 up to layer4 (CosPlace, EigenPlaces); 512-d, stride 32.",
+        ),
+        BackboneSpec(
+            "resnet50", "layer4_2_out", False, "torch", "layer3_0_conv1", 2048, 32,
+            "torchvision's ResNet-50 up to layer4 (CosPlace, EigenPlaces); 2048-d, stride 32.",
+        ),
+        BackboneSpec(
+            "resnet101", "layer4_2_out", False, "torch", "layer3_0_conv1", 2048, 32,
+            "torchvision's ResNet-101 up to layer4 (CosPlace, EigenPlaces); 2048-d, stride 32.",
         ),
         BackboneSpec(
             "tiny", "block4_conv2", True, "tf", None, 128, 8,
@@ -57,6 +70,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     )
 }  # fmt: skip
 BACKBONE_NAMES = tuple(BACKBONES)
+# Aggregators a model can be built with by name (`sare_tf.model.build_embedding_model`).
+AGGREGATOR_NAMES = ("netvlad", "gem")
 
 
 def backbone_spec(name: str) -> BackboneSpec:

@@ -104,9 +104,9 @@ def test_pca_dim_and_fit():
     np.testing.assert_allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-5)
 
 
-def test_resnet50_backbone_is_cropped_after_conv4():
-    spec = BACKBONES["resnet50"]
-    model = build_embedding_model("resnet50", num_clusters=2, input_shape=(64, 64, 3))
+def test_keras_resnet50_backbone_is_cropped_after_conv4():
+    spec = BACKBONES["keras-resnet50"]
+    model = build_embedding_model("keras-resnet50", num_clusters=2, input_shape=(64, 64, 3))
     assert model.output_shape == (None, 2 * spec.channels)
     assert feature_model(model).output_shape == (None, 4, 4, 1024)
     assert "conv5_block1_1_conv" not in {layer.name for layer in model.layers}

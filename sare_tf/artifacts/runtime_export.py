@@ -33,7 +33,7 @@ from sare_tf.hashing import arrays_fingerprint
 
 # Layers kept in float32 by every quantized export: the descriptor head (cheap, and the part int8
 # breaks: its normalisations span a range one int8 scale cannot hold) and the pixel preprocessing.
-FLOAT_SCOPES = ("netvlad", "pca_whitening", "descriptor", "preprocess")
+FLOAT_SCOPES = ("netvlad", "gem", "pca_whitening", "descriptor", "preprocess")
 INFO_FILE = "export_info.json"
 
 

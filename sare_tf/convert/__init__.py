@@ -8,6 +8,8 @@ Formats (each importer's module docstring holds the source's schema, as facts):
   unpickler (`torch_checkpoint`); the layouts are in `pytorch_netvlad`.
 - "netvlad-tf": netvlad_tf_open's TensorFlow checkpoint of the NetVLAD authors' MatConvNet model
   (`netvlad_tf`, with the d*K+k -> k*D+d whitening permutation).
+- "cosplace", "eigenplaces": CosPlace's and EigenPlaces' releases, torchvision ResNet + GeM + FC
+  (one layout, `resnet_gem`), read by the same allow-list unpickler.
 - "keras-vgg16": a Keras VGG16 ImageNet weights file (`.h5`): the same code path as
   `sare-tf train --weights PATH` (NetVLAD is then still to be clustered).
 
@@ -28,8 +30,12 @@ import hashlib
 import json
 import os
 
-FORMATS = ("auto", "pytorch-netvlad", "vg-benchmark", "openibl", "netvlad-tf", "keras-vgg16")
-TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl")
+FORMATS = (
+    "auto", "pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "netvlad-tf",
+    "keras-vgg16",
+)  # fmt: skip
+TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces")
+RESNET_GEM = ("cosplace", "eigenplaces")
 MATCONVNET_REFUSAL = (
     "{path}: MatConvNet .mat networks cannot be read outside MATLAB (their NetVLAD layers are "
     "classdef objects stored as opaque MCOS data). Use netvlad_tf_open's TensorFlow checkpoint of "
@@ -157,11 +163,23 @@ def _build(converted: dict, image_size):
 
 
 def _import_torch(src: str, fmt: str, image_size, pca_file, pca_dim):
-    from sare_tf.convert import pytorch_netvlad
+    from sare_tf.convert import pytorch_netvlad, resnet_gem
     from sare_tf.convert.torch_checkpoint import read_torch_checkpoint
 
     checkpoint = read_torch_checkpoint(src)
     state = pytorch_netvlad.state_dict_of(checkpoint, src)
+    if fmt in ("torch", *RESNET_GEM) and resnet_gem.is_resnet_gem(state):
+        if pca_file is not None or pca_dim is not None:
+            raise ValueError(
+                f"{src}: --pca / --pca-dim apply to openibl checkpoints, not to ResNet + GeM."
+            )
+        model, extra = resnet_gem.import_resnet_gem(state, src, image_size)
+        return model, "cosplace/eigenplaces" if fmt == "torch" else fmt, extra
+    if fmt in RESNET_GEM:
+        raise ValueError(
+            f"{src}: not a {fmt} checkpoint: no 'backbone.0.weight' [64, 3, 7, 7] (a ResNet's conv1) "
+            "with 'aggregation.1.p' (GeM) among its keys."
+        )
     layout = pytorch_netvlad.detect_layout(state, src, "auto" if fmt == "torch" else fmt)
     converted = pytorch_netvlad.check_schema(state, src, layout)
     if pca_file is not None:

@@ -1,5 +1,6 @@
-"""Keras layers of sare_tf: NetVLAD pooling, PCA whitening, preprocessing and tuple folding."""
+"""Keras layers of sare_tf: aggregators (NetVLAD, GeM), PCA whitening, preprocessing, tuple folding."""
 
+from sare_tf.layers.gem import GeM, gem_aggregate, gem_pool
 from sare_tf.layers.image_preprocessing import ImagePreprocessing
 from sare_tf.layers.netvlad import NetVLAD, cluster_descriptors, netvlad_aggregate
 from sare_tf.layers.pca_whitening import PCAWhitening, fit_pca_whitening
@@ -7,11 +8,14 @@ from sare_tf.layers.tuple_folding import FoldTuples, UnfoldTuples
 
 __all__ = [
     "FoldTuples",
+    "GeM",
     "ImagePreprocessing",
     "NetVLAD",
     "PCAWhitening",
     "UnfoldTuples",
     "cluster_descriptors",
     "fit_pca_whitening",
+    "gem_aggregate",
+    "gem_pool",
     "netvlad_aggregate",
 ]

@@ -13,6 +13,7 @@ from sare_tf.model.building import (
     embedding_of,
     feature_model,
     fit_pca_whitening_layer,
+    needs_cluster_init,
     netvlad_layer,
     with_pca_whitening,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "feature_model",
     "fit_pca_whitening_layer",
     "freeze_before",
+    "needs_cluster_init",
     "netvlad_layer",
     "upgrade_functional",
     "with_pca_whitening",

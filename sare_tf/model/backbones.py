@@ -10,6 +10,7 @@ import os
 
 import keras
 
+from sare_tf.model.torchvision_resnet import torchvision_resnet
 from sare_tf.registry import BACKBONES, backbone_spec
 
 
@@ -17,8 +18,24 @@ def _vgg16(inputs, weights):
     return keras.applications.VGG16(include_top=False, weights=weights, input_tensor=inputs)
 
 
-def _resnet50(inputs, weights):
+def _keras_resnet50(inputs, weights):
     return keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=inputs)
+
+
+def _torchvision_resnet(depth: int):
+    def build(inputs, weights):
+        if weights == "imagenet":
+            raise ValueError(
+                f"Keras has no download of torchvision's ResNet-{depth} ImageNet weights. Import "
+                "a checkpoint (sare-tf import) or pass a local .weights.h5 of this backbone. "
+                "Received: weights='imagenet'"
+            )
+        model = torchvision_resnet(inputs, depth)
+        if weights is not None:
+            model.load_weights(weights)
+        return model
+
+    return build
 
 
 def _tiny(inputs, weights):
@@ -37,7 +54,14 @@ def _tiny(inputs, weights):
     return model
 
 
-_BUILDERS = {"vgg16": _vgg16, "resnet50": _resnet50, "tiny": _tiny}
+_BUILDERS = {
+    "vgg16": _vgg16,
+    "keras-resnet50": _keras_resnet50,
+    "resnet18": _torchvision_resnet(18),
+    "resnet50": _torchvision_resnet(50),
+    "resnet101": _torchvision_resnet(101),
+    "tiny": _tiny,
+}
 if set(_BUILDERS) != set(BACKBONES):
     raise ImportError(
         f"Backbone builders {sorted(_BUILDERS)} differ from specs {sorted(BACKBONES)}."

@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import keras
 
-from sare_tf.layers import NetVLAD, PCAWhitening
+from sare_tf.layers import GeM, NetVLAD, PCAWhitening
 from sare_tf.model.place_embedding import PlaceEmbedding, copy_layer_weights
+from sare_tf.registry import AGGREGATOR_NAMES
 
 
 def build_embedding_model(
     backbone: str = "vgg16",
     num_clusters: int = 64,
     pca_dim: int | None = None,
+    aggregator: str = "netvlad",
+    fc_dim: int | None = None,
     weights: str | None = None,
     trainable_from: str | None = "default",
     input_shape: tuple = (None, None, 3),
     name: str | None = None,
 ) -> PlaceEmbedding:
-    """Builds image -> descriptor: cropped backbone, NetVLAD, optional PCA whitening, L2.
+    """Builds image -> descriptor: cropped backbone, aggregator, optional PCA whitening, L2.
 
     Args:
-        backbone: a key of `BACKBONES` ("vgg16", "resnet50", "tiny").
+        backbone: a key of `BACKBONES` ("vgg16", "resnet50", "tiny", ...).
         num_clusters: K of NetVLAD; the descriptor has `K * D` dims (D = backbone channels).
         pca_dim: add a `PCAWhitening` layer to this size (fit it with `fit_pca_whitening_layer`).
+        aggregator: "netvlad" or "gem" (`sare_tf.registry.AGGREGATOR_NAMES`).
+        fc_dim: GeM's fully connected output size (CosPlace's `fc_output_dim`); None keeps the
+            D pooled channels. Only with "gem".
         weights: None (random), "imagenet" (Keras downloads them) or a local weights file.
         trainable_from: first trainable backbone layer; earlier ones are frozen. "default" uses
             the backbone's default ("block5_conv1" for VGG16), None makes everything trainable.
@@ -38,15 +44,30 @@ def build_embedding_model(
         >>> model.output_shape
         (None, 512)
     """
+    if aggregator == "netvlad":
+        if fc_dim is not None:
+            raise ValueError(
+                f"`fc_dim` is GeM's projection; NetVLAD has none. Received: fc_dim={fc_dim}"
+            )
+        pooling, default_name = (
+            NetVLAD(num_clusters, name="netvlad"),
+            f"{backbone}_netvlad{num_clusters}",
+        )
+    elif aggregator == "gem":
+        pooling, default_name = GeM(fc_dim, name="gem"), f"{backbone}_gem{fc_dim or ''}"
+    else:
+        raise ValueError(
+            f"Unknown aggregator. Expected one of {AGGREGATOR_NAMES}. Received: aggregator={aggregator!r}"
+        )
     whitening = None if pca_dim is None else PCAWhitening(pca_dim, name="pca_whitening")
     return PlaceEmbedding(
         backbone,
-        aggregator=NetVLAD(num_clusters, name="netvlad"),
+        aggregator=pooling,
         whitening=whitening,
         trainable_from=trainable_from,
         weights=weights,
         input_shape=input_shape,
-        name=name or f"{backbone}_netvlad{num_clusters}",
+        name=name or default_name,
     )
 
 
@@ -69,6 +90,16 @@ def embedding_of(model: keras.Model) -> keras.Model:
     raise ValueError(f"No NetVLAD layer found in model {model.name!r}.")
 
 
+def needs_cluster_init(model: keras.Model) -> bool:
+    """True while the model's aggregator is a NetVLAD whose clusters are still to be set from
+    data (`sare_tf.cluster_init`); GeM and other aggregators start from their initialisers."""
+    embedding = embedding_of(model) if not isinstance(model, PlaceEmbedding) else model
+    aggregator = getattr(embedding, "aggregator", None)
+    if aggregator is None:
+        aggregator = netvlad_layer(embedding)
+    return isinstance(aggregator, NetVLAD) and not aggregator.is_initialized
+
+
 def netvlad_layer(model: keras.Model) -> NetVLAD:
     """The NetVLAD layer of an embedding model (or of a task model wrapping one)."""
     return embedding_of(model).get_layer("netvlad")
@@ -77,6 +108,8 @@ def netvlad_layer(model: keras.Model) -> NetVLAD:
 def feature_model(model: keras.Model) -> keras.Model:
     """image -> the cropped backbone's local feature map `[B, h, w, D]` (the NetVLAD input)."""
     embedding = embedding_of(model)
+    if isinstance(embedding, PlaceEmbedding):
+        return embedding.feature_model()
     return keras.Model(
         embedding.input, embedding.get_layer("netvlad").input, name=f"{embedding.name}_features"
     )

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from sare_tf.config_options import option
-from sare_tf.registry import BACKBONE_NAMES, LOSS_NAMES
+from sare_tf.registry import AGGREGATOR_NAMES, BACKBONE_NAMES, LOSS_NAMES
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -30,7 +30,9 @@ class TrainConfig:
         out: run folder (checkpoints, backup, TensorBoard logs, summary.json).
         loss: loss name (`sare_tf.losses.LOSS_NAMES`: "sare-joint", "sare-ind", ...,
             "triplet", "contrastive").
-        backbone: "vgg16", "resnet50" or "tiny" (None: vgg16, or the initial model's).
+        backbone: a name of `sare_tf.registry.BACKBONES` (None: vgg16, or the initial model's).
+        aggregator: "netvlad" or "gem" (None: netvlad, or the initial model's).
+        fc_dim: GeM's fully connected output size (None: no projection).
         weights: backbone weights: None (random), "imagenet" or a local weights file.
         initial_model: start from this `.keras` embedding model instead of building one; the
             model settings (backbone, num_clusters, weights) must then be left out (None) or
@@ -97,9 +99,20 @@ class TrainConfig:
     )
     backbone: str | None = option(
         None,
-        "vgg16 (default), resnet50 or tiny (tests, demo); not with --initial-model",
+        "vgg16 (default); resnet18/50/101 are torchvision's; tiny for tests and the demo; "
+        "not with --initial-model",
         group="model",
         choices=BACKBONE_NAMES,
+    )
+    aggregator: str | None = option(
+        None,
+        "netvlad (default) or gem (GeM pooling, with --fc-dim as CosPlace / EigenPlaces); not "
+        "with --initial-model",
+        group="model",
+        choices=AGGREGATOR_NAMES,
+    )
+    fc_dim: int | None = option(
+        None, "GeM's fully connected output size (default: no projection)", group="model"
     )
     weights: str | None = option(
         None, "backbone weights: 'imagenet' (downloaded by Keras) or a local weights file "

@@ -167,6 +167,7 @@ def check_initial_model_settings(config: TrainConfig, described: dict) -> None:
         for flag, given, actual in (
             ("backbone", config.backbone, described["backbone"]),
             ("num_clusters", config.num_clusters, described["num_clusters"]),
+            ("aggregator", config.aggregator, described["aggregator"]),
         )
         if given is not None and given != actual
     ]
@@ -275,6 +276,8 @@ class TrainingRun:
                 embedding_model = build_embedding_model(
                     config.backbone or DEFAULT_BACKBONE,
                     num_clusters=config.num_clusters or DEFAULT_NUM_CLUSTERS,
+                    aggregator=config.aggregator or "netvlad",
+                    fc_dim=config.fc_dim,
                     weights=config.weights,
                     trainable_from=config.trainable_from,
                 )
@@ -304,7 +307,7 @@ class TrainingRun:
 
     def _initialise(self, resuming: bool) -> int:
         """Resumes from the backup or clusters NetVLAD; returns the epoch to start at."""
-        from sare_tf.models import netvlad_layer
+        from sare_tf.model import needs_cluster_init
         from sare_tf.training.multiworker import broadcast_from_chief, check_same_backup_position
 
         config = self.config
@@ -316,7 +319,7 @@ class TrainingRun:
                 f"Resuming the run in {self.folder.path} from its backup "
                 f"(epoch {max(position[0], 0) + 1})."
             )
-        elif not netvlad_layer(self.embedding).is_initialized:
+        elif needs_cluster_init(self.embedding):
             from sare_tf.cluster_init import initialize_netvlad
 
             start = time.perf_counter()

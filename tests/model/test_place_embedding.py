@@ -125,4 +125,6 @@ def test_pca_whitening_keeps_the_class_and_the_backbone_weights():
 def test_unknown_backbone_is_refused_with_the_names():
     with pytest.raises(ValueError, match="Unknown backbone.*tiny"):
         PlaceEmbedding("vgg17")
-    assert set(BACKBONE_NAMES) == {"vgg16", "resnet50", "tiny"}
+    assert set(BACKBONE_NAMES) == {
+        "vgg16", "keras-resnet50", "resnet18", "resnet50", "resnet101", "tiny"
+    }  # fmt: skip
