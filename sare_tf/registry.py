@@ -63,6 +63,20 @@ BACKBONES: dict[str, BackboneSpec] = {
             "torchvision's ResNet-101 up to layer4 (CosPlace, EigenPlaces); 2048-d, stride 32.",
         ),
         BackboneSpec(
+            "resnet50-layer3", "layer3_5_out", False, "torch", "layer3_0_conv1", 1024, 16,
+            "torchvision's ResNet-50 cropped after layer3 (BoQ); 1024-d, stride 16.",
+        ),
+        BackboneSpec(
+            "dinov2-vits14", "patch_tokens", False, "torch", "blocks_10", 384, 14,
+            "DINOv2 ViT-S/14 patch tokens before the final norm (BoQ); 384-d, stride 14, any "
+            "multiple of 14.",
+        ),
+        BackboneSpec(
+            "dinov2-vitb14", "patch_tokens", False, "torch", "blocks_10", 768, 14,
+            "DINOv2 ViT-B/14 patch tokens before the final norm (BoQ); 768-d, stride 14, any "
+            "multiple of 14.",
+        ),
+        BackboneSpec(
             "tiny", "block4_conv2", True, "tf", None, 128, 8,
             "A 8-conv VGG-style network trained from scratch, for tests and the CPU demo; 128-d, "
             "stride 8.",

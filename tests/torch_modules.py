@@ -140,3 +140,74 @@ def torch_forward(torch, module, images_rgb255: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         out = module(torch.from_numpy(pixels)).numpy()
     return out.transpose(0, 2, 3, 1) if out.ndim == 4 else out
+
+
+def build_dinov2_vit(torch, dim: int = 384, depth: int = 2, heads: int = 6, grid: int = 37, seed=0):
+    """A DINOv2 ViT/14 in torch as the authors define it (patch conv, [CLS], position embeddings
+    of a `grid`-square grid resized by torch's bicubic with the 0.1 offset, pre-norm blocks with
+    LayerScale, exact GELU). `depth` blocks, random weights; `forward` returns the tokens before
+    the final norm and `norm` is the final LayerNorm."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+            self.attn = nn.Module()
+            self.attn.qkv = nn.Linear(dim, 3 * dim)
+            self.attn.proj = nn.Linear(dim, dim)
+            self.ls1 = nn.Module()
+            self.ls1.gamma = nn.Parameter(torch.rand(dim) * 0.5 + 0.1)
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+            self.mlp = nn.Module()
+            self.mlp.fc1 = nn.Linear(dim, 4 * dim)
+            self.mlp.fc2 = nn.Linear(4 * dim, dim)
+            self.ls2 = nn.Module()
+            self.ls2.gamma = nn.Parameter(torch.rand(dim) * 0.5 + 0.1)
+
+        def forward(self, x):
+            batch, tokens, _ = x.shape
+            qkv = self.attn.qkv(self.norm1(x)).reshape(batch, tokens, 3, heads, dim // heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+            attention = ((q @ k.transpose(-2, -1)) * (dim // heads) ** -0.5).softmax(dim=-1)
+            out = (attention @ v).transpose(1, 2).reshape(batch, tokens, dim)
+            x = x + self.attn.proj(out) * self.ls1.gamma
+            return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x)))) * self.ls2.gamma
+
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Module()
+            self.patch_embed.proj = nn.Conv2d(3, dim, 14, 14)
+            self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+            self.pos_embed = nn.Parameter(torch.randn(1, 1 + grid * grid, dim))
+            self.mask_token = nn.Parameter(torch.zeros(1, dim))
+            self.blocks = nn.ModuleList([Block() for _ in range(depth)])
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+        def forward(self, images):
+            batch, _, height, width = images.shape
+            x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
+            x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
+            h0, w0 = height // 14, width // 14
+            if (h0, w0) == (grid, grid) and height == width:
+                return self._blocks(x + self.pos_embed)
+            patch_pos = F.interpolate(
+                self.pos_embed[:, 1:].reshape(1, grid, grid, dim).permute(0, 3, 1, 2),
+                scale_factor=((h0 + 0.1) / grid, (w0 + 0.1) / grid),
+                mode="bicubic",
+                antialias=False,
+            )
+            assert patch_pos.shape[-2:] == (h0, w0)
+            pos = torch.cat(
+                (self.pos_embed[:, :1], patch_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)), 1
+            )
+            return self._blocks(x + pos)
+
+        def _blocks(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    torch.manual_seed(seed)
+    return ViT().eval()

@@ -10,6 +10,7 @@ import os
 
 import keras
 
+from sare_tf.model.dinov2_vit import dinov2_vit
 from sare_tf.model.torchvision_resnet import torchvision_resnet
 from sare_tf.registry import BACKBONES, backbone_spec
 
@@ -22,15 +23,17 @@ def _keras_resnet50(inputs, weights):
     return keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=inputs)
 
 
-def _torchvision_resnet(depth: int):
+def _ported(build_graph, what: str):
+    """A builder of a ported torch backbone: random or local weights; "imagenet" is refused."""
+
     def build(inputs, weights):
         if weights == "imagenet":
             raise ValueError(
-                f"Keras has no download of torchvision's ResNet-{depth} ImageNet weights. Import "
-                "a checkpoint (sare-tf import) or pass a local .weights.h5 of this backbone. "
+                f"Keras has no download of {what}'s pretrained weights. Import a checkpoint "
+                "(sare-tf import) or pass a local .weights.h5 of this backbone. "
                 "Received: weights='imagenet'"
             )
-        model = torchvision_resnet(inputs, depth)
+        model = build_graph(inputs)
         if weights is not None:
             model.load_weights(weights)
         return model
@@ -57,9 +60,14 @@ def _tiny(inputs, weights):
 _BUILDERS = {
     "vgg16": _vgg16,
     "keras-resnet50": _keras_resnet50,
-    "resnet18": _torchvision_resnet(18),
-    "resnet50": _torchvision_resnet(50),
-    "resnet101": _torchvision_resnet(101),
+    "resnet18": _ported(lambda x: torchvision_resnet(x, 18), "torchvision's ResNet-18"),
+    "resnet50": _ported(lambda x: torchvision_resnet(x, 50), "torchvision's ResNet-50"),
+    "resnet101": _ported(lambda x: torchvision_resnet(x, 101), "torchvision's ResNet-101"),
+    "resnet50-layer3": _ported(
+        lambda x: torchvision_resnet(x, 50, last_stage=3), "torchvision's ResNet-50"
+    ),
+    "dinov2-vits14": _ported(lambda x: dinov2_vit(x, "small"), "DINOv2 ViT-S/14"),
+    "dinov2-vitb14": _ported(lambda x: dinov2_vit(x, "base"), "DINOv2 ViT-B/14"),
     "tiny": _tiny,
 }
 if set(_BUILDERS) != set(BACKBONES):

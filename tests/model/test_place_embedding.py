@@ -126,5 +126,6 @@ def test_unknown_backbone_is_refused_with_the_names():
     with pytest.raises(ValueError, match="Unknown backbone.*tiny"):
         PlaceEmbedding("vgg17")
     assert set(BACKBONE_NAMES) == {
-        "vgg16", "keras-resnet50", "resnet18", "resnet50", "resnet101", "tiny"
+        "vgg16", "keras-resnet50", "resnet18", "resnet50", "resnet101", "resnet50-layer3",
+        "dinov2-vits14", "dinov2-vitb14", "tiny",
     }  # fmt: skip
