@@ -211,3 +211,80 @@ def build_dinov2_vit(torch, dim: int = 384, depth: int = 2, heads: int = 6, grid
 
     torch.manual_seed(seed)
     return ViT().eval()
+
+
+def build_boq(torch, in_channels, proj_channels, num_queries, num_layers, row_dim, seed=0):
+    """BoQ's aggregator with the authors' module names (`proj_c`, `norm_input`, `boqs.{i}`
+    with `encoder` (torch's TransformerEncoderLayer), `queries`, `self_attn`, `norm_q`,
+    `cross_attn`, `norm_out`; `fc`), built from torch's own attention modules; `forward` returns
+    the descriptor only."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            heads = proj_channels // 64
+            self.encoder = nn.TransformerEncoderLayer(
+                d_model=proj_channels, nhead=heads, dim_feedforward=4 * proj_channels,
+                batch_first=True, dropout=0.0,
+            )  # fmt: skip
+            self.queries = nn.Parameter(torch.randn(1, num_queries, proj_channels))
+            self.self_attn = nn.MultiheadAttention(proj_channels, num_heads=heads, batch_first=True)
+            self.norm_q = nn.LayerNorm(proj_channels)
+            self.cross_attn = nn.MultiheadAttention(
+                proj_channels, num_heads=heads, batch_first=True
+            )
+            self.norm_out = nn.LayerNorm(proj_channels)
+
+        def forward(self, x):
+            x = self.encoder(x)
+            q = self.queries.repeat(x.size(0), 1, 1)
+            q = self.norm_q(q + self.self_attn(q, q, q)[0])
+            return x, self.norm_out(self.cross_attn(q, x, x)[0])
+
+    class BoQ(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj_c = nn.Conv2d(in_channels, proj_channels, kernel_size=3, padding=1)
+            self.norm_input = nn.LayerNorm(proj_channels)
+            self.boqs = nn.ModuleList([Block() for _ in range(num_layers)])
+            self.fc = nn.Linear(num_layers * num_queries, row_dim)
+
+        def forward(self, x):
+            x = self.norm_input(self.proj_c(x).flatten(2).permute(0, 2, 1))
+            outs = []
+            for block in self.boqs:
+                x, out = block(x)
+                outs.append(out)
+            out = self.fc(torch.cat(outs, dim=1).permute(0, 2, 1)).flatten(1)
+            return torch.nn.functional.normalize(out, p=2, dim=-1)
+
+    torch.manual_seed(seed)
+    boq = BoQ()
+    with torch.no_grad():  # trained-looking norms, so that a swapped gamma / beta shows
+        for module in boq.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+            if isinstance(module, nn.MultiheadAttention):
+                module.in_proj_bias.uniform_(-0.2, 0.2)
+    return boq.eval()
+
+
+def calibrate_batchnorm(torch, module, images_rgb255):
+    """BatchNorm statistics measured on these images (cumulative average, as after training):
+    random statistics let a deep random ResNet map every image to nearly one feature map."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.reset_running_stats()
+            layer.momentum = None
+    module.train()
+    with torch.no_grad():
+        torch_forward_train(torch, module, images_rgb255)
+    return module.eval()
+
+
+def torch_forward_train(torch, module, images_rgb255):
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    pixels = ((images_rgb255 / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
+    return module(torch.from_numpy(pixels))

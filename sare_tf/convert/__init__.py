@@ -10,6 +10,7 @@ Formats (each importer's module docstring holds the source's schema, as facts):
   (`netvlad_tf`, with the d*K+k -> k*D+d whitening permutation).
 - "cosplace", "eigenplaces": CosPlace's and EigenPlaces' releases, torchvision ResNet + GeM + FC
   (one layout, `resnet_gem`), read by the same allow-list unpickler.
+- "boq": Bag-of-Queries releases, ResNet-50 (to layer3) or DINOv2 ViT/14 + BoQ (`boq`).
 - "keras-vgg16": a Keras VGG16 ImageNet weights file (`.h5`): the same code path as
   `sare-tf train --weights PATH` (NetVLAD is then still to be clustered).
 
@@ -31,10 +32,10 @@ import json
 import os
 
 FORMATS = (
-    "auto", "pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "netvlad-tf",
-    "keras-vgg16",
+    "auto", "pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "boq",
+    "netvlad-tf", "keras-vgg16",
 )  # fmt: skip
-TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces")
+TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "boq")
 RESNET_GEM = ("cosplace", "eigenplaces")
 MATCONVNET_REFUSAL = (
     "{path}: MatConvNet .mat networks cannot be read outside MATLAB (their NetVLAD layers are "
@@ -163,7 +164,7 @@ def _build(converted: dict, image_size):
 
 
 def _import_torch(src: str, fmt: str, image_size, pca_file, pca_dim):
-    from sare_tf.convert import pytorch_netvlad, resnet_gem
+    from sare_tf.convert import boq, pytorch_netvlad, resnet_gem
     from sare_tf.convert.torch_checkpoint import read_torch_checkpoint
 
     checkpoint = read_torch_checkpoint(src)
@@ -175,6 +176,15 @@ def _import_torch(src: str, fmt: str, image_size, pca_file, pca_dim):
             )
         model, extra = resnet_gem.import_resnet_gem(state, src, image_size)
         return model, "cosplace/eigenplaces" if fmt == "torch" else fmt, extra
+    if fmt in ("torch", "boq") and boq.is_boq(state):
+        if pca_file is not None or pca_dim is not None:
+            raise ValueError(f"{src}: --pca / --pca-dim apply to openibl checkpoints, not to BoQ.")
+        model, extra = boq.import_boq(state, src, image_size)
+        return model, "boq", extra
+    if fmt == "boq":
+        raise ValueError(
+            f"{src}: not a BoQ checkpoint: no 'aggregator.proj_c.weight' with 'aggregator.boqs.0.queries'."
+        )
     if fmt in RESNET_GEM:
         raise ValueError(
             f"{src}: not a {fmt} checkpoint: no 'backbone.0.weight' [64, 3, 7, 7] (a ResNet's conv1) "

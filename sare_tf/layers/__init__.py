@@ -1,5 +1,6 @@
-"""Keras layers of sare_tf: aggregators (NetVLAD, GeM), PCA whitening, preprocessing, tuple folding."""
+"""Keras layers of sare_tf: aggregators (NetVLAD, GeM, BoQ), PCA whitening, preprocessing, tuple folding."""
 
+from sare_tf.layers.boq import BoQ
 from sare_tf.layers.gem import GeM, gem_aggregate, gem_pool
 from sare_tf.layers.image_preprocessing import ImagePreprocessing
 from sare_tf.layers.netvlad import NetVLAD, cluster_descriptors, netvlad_aggregate
@@ -7,6 +8,7 @@ from sare_tf.layers.pca_whitening import PCAWhitening, fit_pca_whitening
 from sare_tf.layers.tuple_folding import FoldTuples, UnfoldTuples
 
 __all__ = [
+    "BoQ",
     "FoldTuples",
     "GeM",
     "ImagePreprocessing",
