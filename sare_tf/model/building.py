@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from sare_tf.layers import GeM, NetVLAD, PCAWhitening
+from sare_tf.layers import BoQ, GeM, NetVLAD, PCAWhitening
 from sare_tf.model.place_embedding import PlaceEmbedding, copy_layer_weights
 from sare_tf.registry import AGGREGATOR_NAMES
 
@@ -26,7 +26,8 @@ def build_embedding_model(
         backbone: a key of `BACKBONES` ("vgg16", "resnet50", "tiny", ...).
         num_clusters: K of NetVLAD; the descriptor has `K * D` dims (D = backbone channels).
         pca_dim: add a `PCAWhitening` layer to this size (fit it with `fit_pca_whitening_layer`).
-        aggregator: "netvlad" or "gem" (`sare_tf.registry.AGGREGATOR_NAMES`).
+        aggregator: "netvlad", "gem" or "boq" (`sare_tf.registry.AGGREGATOR_NAMES`); BoQ with
+            the authors' settings (512 channels, 384 on DINOv2; 64 queries, 2 blocks, 32 rows).
         fc_dim: GeM's fully connected output size (CosPlace's `fc_output_dim`); None keeps the
             D pooled channels. Only with "gem".
         weights: None (random), "imagenet" (Keras downloads them) or a local weights file.
@@ -55,6 +56,14 @@ def build_embedding_model(
         )
     elif aggregator == "gem":
         pooling, default_name = GeM(fc_dim, name="gem"), f"{backbone}_gem{fc_dim or ''}"
+    elif aggregator == "boq":
+        if fc_dim is not None:
+            raise ValueError(
+                f"`fc_dim` is GeM's projection; BoQ has none. Received: fc_dim={fc_dim}"
+            )
+        # The authors' settings: 64 queries, 2 blocks, 32 rows; C = 512 (ResNet) / 384 (ViT).
+        channels = 384 if backbone.startswith("dinov2") else 512
+        pooling, default_name = BoQ(channels, name="boq"), f"{backbone}_boq"
     else:
         raise ValueError(
             f"Unknown aggregator. Expected one of {AGGREGATOR_NAMES}. Received: aggregator={aggregator!r}"

@@ -76,6 +76,12 @@ def interpolate_position_embeddings(patch_embeddings, grid_size: int, height, wi
     return ops.reshape(resized, (-1, depth))
 
 
+def exact_gelu(x):
+    """`x * Phi(x)` with erf (torch's `nn.GELU()`); written out because TensorFlow's exact gelu
+    uses erfc, which ONNX has no operator for."""
+    return 0.5 * x * (1.0 + ops.erf(x * (2.0**-0.5)))
+
+
 def _layer_norm(x, gamma, beta):
     x = ops.cast(x, "float32")
     mean = ops.mean(x, axis=-1, keepdims=True)
@@ -200,7 +206,7 @@ class ViTBlock(keras.layers.Layer):
         normed = ops.cast(_layer_norm(x, self.norm1_gamma, self.norm1_beta), dtype)
         x = x + self._attention(normed) * self.ls1
         normed = ops.cast(_layer_norm(x, self.norm2_gamma, self.norm2_beta), dtype)
-        hidden = ops.gelu(ops.matmul(normed, self.fc1_kernel) + self.fc1_bias, approximate=False)
+        hidden = exact_gelu(ops.matmul(normed, self.fc1_kernel) + self.fc1_bias)
         return x + (ops.matmul(hidden, self.fc2_kernel) + self.fc2_bias) * self.ls2
 
     def compute_output_shape(self, input_shape):

@@ -106,8 +106,8 @@ class TrainConfig:
     )
     aggregator: str | None = option(
         None,
-        "netvlad (default) or gem (GeM pooling, with --fc-dim as CosPlace / EigenPlaces); not "
-        "with --initial-model",
+        "netvlad (default), gem (GeM pooling, with --fc-dim as CosPlace / EigenPlaces) or boq "
+        "(Bag-of-Queries with the authors' settings); not with --initial-model",
         group="model",
         choices=AGGREGATOR_NAMES,
     )
