@@ -77,6 +77,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             "multiple of 14.",
         ),
         BackboneSpec(
+            "dinov2-vitb14-tokens", "norm", False, "torch", "blocks_10", 768, 14,
+            "DINOv2 ViT-B/14 [CLS] + patch tokens after the final norm (MegaLoc); 768-d, stride "
+            "14, any multiple of 14; for token aggregators (salad).",
+        ),
+        BackboneSpec(
             "tiny", "block4_conv2", True, "tf", None, 128, 8,
             "A 8-conv VGG-style network trained from scratch, for tests and the CPU demo; 128-d, "
             "stride 8.",

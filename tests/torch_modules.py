@@ -9,6 +9,8 @@ torchvision itself is not used: its wheels need a CUDA build of torch's operator
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -288,3 +290,81 @@ def torch_forward_train(torch, module, images_rgb255):
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     pixels = ((images_rgb255 / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
     return module(torch.from_numpy(pixels))
+
+
+def build_megaloc(
+    torch, vit, num_clusters=8, cluster_dim=16, token_dim=12, mlp_dim=32, feat_dim=40, seed=0
+):
+    """MegaLoc's `MegaLoc` module layout (`backbone` = a DINOv2 ViT whose final norm is applied,
+    `aggregator.agg` = the optimal-transport aggregator, `aggregator.linear`), written from the
+    paper and MegaLoc's MIT-licensed definition; `forward` returns the L2-normalised descriptor."""
+    nn, F = torch.nn, torch.nn.functional
+    channels = vit.norm.normalized_shape[0]
+
+    def log_otp(log_a, log_b, costs, iterations=3):
+        u, v = torch.zeros_like(log_a), torch.zeros_like(log_b)
+        for _ in range(iterations):
+            u = log_a - torch.logsumexp(costs + v.unsqueeze(1), dim=2)
+            v = log_b - torch.logsumexp(costs + u.unsqueeze(2), dim=1)
+        return costs + u.unsqueeze(2) + v.unsqueeze(1)
+
+    def matching_probs(scores, dust_bin):
+        batch, m, n = scores.shape
+        augmented = torch.cat([scores, dust_bin.expand(batch, 1, n)], dim=1)
+        norm = -torch.tensor(math.log(n + m))
+        log_a = norm.expand(m + 1).clone()
+        log_a[-1] = log_a[-1] + math.log(n - m)
+        log_b = norm.expand(n)
+        return log_otp(log_a.expand(batch, -1), log_b.expand(batch, -1), augmented) - norm
+
+    class Agg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token_features = nn.Sequential(
+                nn.Linear(channels, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, token_dim)
+            )
+            self.cluster_features = nn.Sequential(
+                nn.Conv2d(channels, mlp_dim, 1),
+                nn.Dropout(0.3),
+                nn.ReLU(),
+                nn.Conv2d(mlp_dim, cluster_dim, 1),
+            )
+            self.score = nn.Sequential(
+                nn.Conv2d(channels, mlp_dim, 1),
+                nn.Dropout(0.3),
+                nn.ReLU(),
+                nn.Conv2d(mlp_dim, num_clusters, 1),
+            )
+            self.dust_bin = nn.Parameter(torch.tensor(1.3))
+
+        def forward(self, features, token):
+            f = self.cluster_features(features).flatten(2)
+            p = torch.exp(matching_probs(self.score(features).flatten(2), self.dust_bin))[:, :-1, :]
+            v = (f.unsqueeze(2) * p.unsqueeze(1)).sum(dim=-1)  # [B, cluster_dim, K]
+            out = torch.cat(
+                [F.normalize(self.token_features(token), dim=-1), F.normalize(v, dim=1).flatten(1)],
+                -1,
+            )
+            return F.normalize(out, dim=-1)
+
+    class MegaLoc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = vit
+            self.aggregator = nn.Module()
+            self.aggregator.agg = Agg()
+            self.aggregator.linear = nn.Linear(token_dim + num_clusters * cluster_dim, feat_dim)
+
+        def forward(self, images):
+            batch, _, height, width = images.shape
+            tokens = self.backbone.norm(self.backbone(images))
+            patches = (
+                tokens[:, 1:].reshape(batch, height // 14, width // 14, -1).permute(0, 3, 1, 2)
+            )
+            out = self.aggregator.linear(self.aggregator.agg(patches, tokens[:, 0]))
+            return F.normalize(out, dim=-1)
+
+    torch.manual_seed(seed)
+    model = MegaLoc().eval()
+    del model.backbone.mask_token  # MegaLoc's own DINOv2 has none
+    return model

@@ -11,6 +11,8 @@ Formats (each importer's module docstring holds the source's schema, as facts):
 - "cosplace", "eigenplaces": CosPlace's and EigenPlaces' releases, torchvision ResNet + GeM + FC
   (one layout, `resnet_gem`), read by the same allow-list unpickler.
 - "boq": Bag-of-Queries releases, ResNet-50 (to layer3) or DINOv2 ViT/14 + BoQ (`boq`).
+- "megaloc": MegaLoc's `model.safetensors` (DINOv2 + optimal-transport aggregation, `megaloc`),
+  read by a safetensors reader of sare_tf's own (`safetensors_file`; the format holds no code).
 - "keras-vgg16": a Keras VGG16 ImageNet weights file (`.h5`): the same code path as
   `sare-tf train --weights PATH` (NetVLAD is then still to be clustered).
 
@@ -33,7 +35,7 @@ import os
 
 FORMATS = (
     "auto", "pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "boq",
-    "netvlad-tf", "keras-vgg16",
+    "megaloc", "netvlad-tf", "keras-vgg16",
 )  # fmt: skip
 TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "boq")
 RESNET_GEM = ("cosplace", "eigenplaces")
@@ -64,6 +66,8 @@ def detect_format(path: str) -> str:
         raise ValueError(MATCONVNET_REFUSAL.format(path=path))
     if name.endswith((".pth", ".pth.tar", ".pt", ".tar")):
         return "torch"
+    if name.endswith(".safetensors"):
+        return "megaloc"
     if name.endswith(".h5"):
         return "keras-vgg16"
     if os.path.isdir(path) or name.endswith((".index", ".meta")) or ".data-" in name:
@@ -128,6 +132,11 @@ def import_checkpoint(
             raise FileNotFoundError(f"Checkpoint not found: {src}")
         model, fmt, extra = _import_torch(src, fmt, image_size, pca_file, pca_dim)
         source, files = src, [src]
+    elif fmt == "megaloc":
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"Checkpoint not found: {src}")
+        model, extra = _import_megaloc(src, image_size)
+        source, files = src, [src]
     elif fmt == "keras-vgg16":
         from sare_tf.artifacts import store_image_size
         from sare_tf.models import build_embedding_model
@@ -161,6 +170,19 @@ def _build(converted: dict, image_size):
     model = build_model(converted, image_size)
     freeze_before(model, "block5_conv1")  # the NetVLAD / SARE fine-tuning default
     return model
+
+
+def _import_megaloc(src: str, image_size):
+    from sare_tf.convert.megaloc import import_megaloc, is_megaloc
+    from sare_tf.convert.safetensors_file import read_safetensors
+
+    state = read_safetensors(src)
+    if not is_megaloc(state):
+        raise ValueError(
+            f"{src}: not a MegaLoc checkpoint: no 'aggregator.agg.dust_bin' with "
+            f"'backbone.cls_token' (first keys: {sorted(state)[:8]})."
+        )
+    return import_megaloc(state, src, image_size)
 
 
 def _import_torch(src: str, fmt: str, image_size, pca_file, pca_dim):

@@ -78,7 +78,15 @@ def dinov2_layer_weights(state: dict, prefix: str, path: str, final_norm: bool =
 
 
 def load_layer_weights(model, weights: dict, path: str) -> None:
-    """Sets each named layer of `model`; a wrong shape is named with the layer and both shapes."""
+    """Sets each named backbone layer of `model`; a backbone layer the checkpoint has no tensors
+    for (a shallower network), or a wrong shape, is named with the layer."""
+    backbone = [layer.name for layer in model.feature_model().layers if layer.weights]
+    missing = [name for name in backbone if name not in weights]
+    if missing:
+        raise ValueError(
+            f"{path}: the checkpoint has no tensors for backbone layers {missing[:10]} "
+            f"({len(missing)} of {len(backbone)}; e.g. fewer transformer blocks than the model)."
+        )
     for name, arrays in weights.items():
         layer = model.get_layer(name)
         wanted = [tuple(w.shape) for w in layer.weights]

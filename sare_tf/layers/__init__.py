@@ -1,10 +1,11 @@
-"""Keras layers of sare_tf: aggregators (NetVLAD, GeM, BoQ), PCA whitening, preprocessing, tuple folding."""
+"""Keras layers of sare_tf: aggregators (NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, tuple folding."""
 
 from sare_tf.layers.boq import BoQ
 from sare_tf.layers.gem import GeM, gem_aggregate, gem_pool
 from sare_tf.layers.image_preprocessing import ImagePreprocessing
 from sare_tf.layers.netvlad import NetVLAD, cluster_descriptors, netvlad_aggregate
 from sare_tf.layers.pca_whitening import PCAWhitening, fit_pca_whitening
+from sare_tf.layers.salad import Salad, sinkhorn_log_assignment
 from sare_tf.layers.tuple_folding import FoldTuples, UnfoldTuples
 
 __all__ = [
@@ -14,10 +15,12 @@ __all__ = [
     "ImagePreprocessing",
     "NetVLAD",
     "PCAWhitening",
+    "Salad",
     "UnfoldTuples",
     "cluster_descriptors",
     "fit_pca_whitening",
     "gem_aggregate",
     "gem_pool",
     "netvlad_aggregate",
+    "sinkhorn_log_assignment",
 ]

@@ -250,10 +250,14 @@ class PatchTokenMap(keras.layers.Layer):
         return {**super().get_config(), "final_norm": self.final_norm}
 
 
-def dinov2_vit(inputs, variant: str = "base", final_norm: bool = False, name: str | None = None):
+def dinov2_vit(
+    inputs, variant: str = "base", final_norm: bool = False, tokens: bool = False, name=None
+):
     """The DINOv2 ViT-`variant`/14 graph on preprocessed `inputs` (ImageNet mean/std).
 
-    Returns a `keras.Model` from `inputs` to the `[B, H/14, W/14, D]` patch-token map ("patch_tokens").
+    Returns a `keras.Model` from `inputs` to the `[B, H/14, W/14, D]` patch-token map
+    ("patch_tokens"), or with `tokens=True` to `[B, 1 + H/14 * W/14, D]`, [CLS] first, after the
+    final LayerNorm ("norm"), for aggregators that use the [CLS] token (MegaLoc's).
     """
     if variant not in VARIANTS:
         raise ValueError(
@@ -266,5 +270,8 @@ def dinov2_vit(inputs, variant: str = "base", final_norm: bool = False, name: st
     x = ViTTokens(PRETRAINING_GRID, name="tokens")(patches)
     for index in range(depth):
         x = ViTBlock(heads, name=f"blocks_{index}")(x)
-    x = PatchTokenMap(final_norm, name="patch_tokens")([x, patches])
+    if tokens:
+        x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm")(x)
+    else:
+        x = PatchTokenMap(final_norm, name="patch_tokens")([x, patches])
     return keras.Model(inputs, x, name=name or f"dinov2_vit{variant[0]}14")
