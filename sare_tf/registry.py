@@ -1,4 +1,4 @@
-"""What can be chosen by name, as data: the backbones and the losses.
+"""What can be chosen by name, as data: the backbones, the losses and the pretrained presets.
 
 This module is the one owner of those names. It imports no TensorFlow, so the command line
 offers them as choices (and refuses a typo) before TensorFlow loads. The Keras graphs of the
@@ -118,3 +118,73 @@ IMAGE_LOSSES = ("geo-classification",)
 RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",), "litert": ("litert",)}
 # Exported artefacts run by another runtime than TensorFlow (`sare-tf export --format ...`).
 RUNTIME_EXPORTS = ("onnx", "litert")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A released pretrained model `sare-tf import --preset NAME` downloads and imports.
+
+    Attributes:
+        name: the preset's name.
+        url: where the authors publish the file.
+        format: the importer (`sare_tf.convert.FORMATS`).
+        licence: the licence as the authors' repository states it.
+        trained_on: what the authors trained it on.
+        image_size: `(height, width)` recorded in the model: the authors' resolution.
+        descriptor_dim: the descriptor size the file must give.
+        recall: the authors' Recall@1/5/10 as `{dataset: (r1, r5, r10)}`, from `recall_source`.
+        recall_source: where those figures are published (None: none quoted here).
+        sha256: the file's sha256 where the authors publish one; otherwise the first download's is
+            recorded in the cache and later ones are checked against it.
+    """
+
+    name: str
+    url: str
+    format: str
+    licence: str
+    trained_on: str
+    image_size: tuple[int, int]
+    descriptor_dim: int
+    recall: dict | None = None
+    recall_source: str | None = None
+    sha256: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+_COSPLACE = "https://github.com/gmberton/CosPlace/releases/download/v1.0/"
+_EIGENPLACES = "https://github.com/gmberton/EigenPlaces/releases/download/v1.0/"
+_BOQ = "https://github.com/amaralibey/Bag-of-Queries/releases/download/v1.0/"
+_BOQ_README = "BoQ's README (Performance)"
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("cosplace-resnet18-512", _COSPLACE + "ResNet18_512_cosplace.pth", "cosplace",
+               "MIT", "SF-XL", (512, 512), 512),
+        Preset("cosplace-resnet50-2048", _COSPLACE + "ResNet50_2048_cosplace.pth", "cosplace",
+               "MIT", "SF-XL", (512, 512), 2048),
+        Preset("eigenplaces-resnet50-2048", _EIGENPLACES + "ResNet50_2048_eigenplaces.pth",
+               "eigenplaces", "MIT", "SF-XL", (512, 512), 2048),
+        Preset("boq-resnet50-16384", _BOQ + "resnet50_16384.pth", "boq", "MIT", "GSV-Cities",
+               (384, 384), 16384,
+               {"Pitts30k-test": (92.4, 96.5, 97.4), "MSLS-val": (91.2, 95.3, 96.1)}, _BOQ_README),
+        Preset("boq-dinov2-12288", _BOQ + "dinov2_12288.pth", "boq", "MIT", "GSV-Cities",
+               (322, 322), 12288,
+               {"Pitts30k-test": (93.7, 97.1, 97.9), "MSLS-val": (93.8, 96.8, 97.0)}, _BOQ_README),
+        Preset("megaloc", "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",
+               "megaloc", "MIT", "a mix of VPR and landmark datasets (the MegaLoc paper)",
+               (476, 644), 8448),
+    )
+}  # fmt: skip
+PRESET_NAMES = tuple(PRESETS)
+
+
+def preset_spec(name: str) -> Preset:
+    """The `Preset` named `name`, or a ValueError listing the known ones."""
+    if name not in PRESETS:
+        raise ValueError(
+            f"Unknown preset. Expected one of {sorted(PRESETS)}. Received: preset={name!r}"
+        )
+    return PRESETS[name]
