@@ -11,7 +11,8 @@ Each module measures one thing and writes a JSON report under `runs/bench/`:
 - `retrieval`: exact evaluation wall time and compressed-index recall / speed;
 - `serve`: a loopback load test of `sare-tf serve` (latency, throughput, batching, RSS);
 - `index`: building and querying a place index of 1,000,000 descriptors;
-- `import_checkpoint`: importing a full-size NetVLAD + WPCA checkpoint (time, memory, agreement).
+- `import_checkpoint`: importing a full-size NetVLAD + WPCA checkpoint (time, memory, agreement);
+- `models`: today's models (ResNet / DINOv2 + GeM / BoQ / MegaLoc) beside PyTorch's modules.
 
 Every module provides `HELP`, `DESCRIPTION`, `add_arguments(parser)`, `run(args) -> int` and
 `main(argv=None) -> int`, and imports TensorFlow only inside functions (importing this package
@@ -22,5 +23,5 @@ from __future__ import annotations
 
 BENCHMARKS = (
     "peak", "extraction", "training", "mining", "pipeline", "retrieval", "serve", "index",
-    "import_checkpoint",
+    "import_checkpoint", "models",
 )  # fmt: skip

@@ -315,3 +315,16 @@ def test_index_and_import_benchmarks_at_tiny_size(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert results["model"]["descriptor_dim"] == 32 and results["cosine_min"] >= 0.9999
     assert results["import_seconds"] > 0 and results["import_peak_gib"] > 0
+
+
+def test_models_times_sare_tf_beside_pytorch_in_the_same_run(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "models.json"
+    assert cli.main(["bench", "models", "--models", "cosplace-resnet18", "--batch-size", "1",
+                     "--batches", "1", "--rounds", "1", "--json", str(path)]) == 0  # fmt: skip
+    report = _report(path)
+    (result,) = report["results"]
+    assert result["model"] == "cosplace-resnet18" and result["image_size"] == [512, 512]
+    assert _positive(result["sare_tf"], result["torch"])
+    assert result["ratio"] == pytest.approx(result["sare_tf"] / result["torch"])
+    assert "cosplace-resnet18" in capsys.readouterr().out

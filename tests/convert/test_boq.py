@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_modules import (  # noqa: E402
+from sare_tf.bench.torch_models import (  # noqa: E402
     build_boq,
     build_dinov2_vit,
     build_resnet,
@@ -17,7 +17,6 @@ from torch_modules import (  # noqa: E402
     resnet_features,
     torch_forward,
 )
-
 from sare_tf.convert import import_checkpoint  # noqa: E402
 from sare_tf.convert.boq import boq_settings, set_boq_weights  # noqa: E402
 from sare_tf.layers import BoQ  # noqa: E402

@@ -13,8 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from torch_modules import build_dinov2_vit, build_megaloc, torch_forward  # noqa: E402
-
+from sare_tf.bench.torch_models import build_dinov2_vit, build_megaloc, torch_forward  # noqa: E402
 from sare_tf.convert import import_checkpoint  # noqa: E402
 from sare_tf.convert.safetensors_file import read_safetensors  # noqa: E402
 from sare_tf.layers import sinkhorn_log_assignment  # noqa: E402

@@ -14,8 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_modules import build_geolocalization_net  # noqa: E402
-
+from sare_tf.bench.torch_models import build_geolocalization_net  # noqa: E402
 from sare_tf.cli import main  # noqa: E402
 from sare_tf.convert.presets import download_preset, import_preset  # noqa: E402
 from sare_tf.hashing import file_sha256  # noqa: E402

@@ -11,9 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_modules import build_geolocalization_net, torch_forward  # noqa: E402
-
 from sare_tf.artifacts import load_descriptor_model  # noqa: E402
+from sare_tf.bench.torch_models import build_geolocalization_net, torch_forward  # noqa: E402
 from sare_tf.cli import main  # noqa: E402
 from sare_tf.convert import import_checkpoint  # noqa: E402
 

@@ -13,7 +13,7 @@ from sare_tf.model.dinov2_vit import interpolation_matrix
 
 torch = pytest.importorskip("torch")
 
-from torch_modules import build_dinov2_vit, torch_forward  # noqa: E402
+from sare_tf.bench.torch_models import build_dinov2_vit, torch_forward  # noqa: E402
 
 
 def _torch_bicubic_matrix(out_size, in_size):

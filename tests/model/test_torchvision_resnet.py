@@ -12,7 +12,7 @@ from sare_tf.model.torchvision_resnet import keras_layer_name, stage_output_name
 
 torch = pytest.importorskip("torch")
 
-from torch_modules import build_resnet, resnet_features, torch_forward  # noqa: E402
+from sare_tf.bench.torch_models import build_resnet, resnet_features, torch_forward  # noqa: E402
 
 
 def _keras_backbone(depth: int, torch_backbone):

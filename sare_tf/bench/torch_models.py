@@ -1,10 +1,14 @@
-"""The authors' torch modules, rebuilt for the tests (facts from their sources, written anew).
+"""The authors' torch modules, rebuilt (facts from their sources, written anew): the references
+the tests check importers and layers against, and what `sare-tf bench models` times beside
+sare_tf. Every builder takes the `torch` module as its first argument: importing this module
+needs no torch (it is a test / benchmark extra).
 
 - torchvision's ResNet (v1.5: stride on the bottleneck's 3x3; `BasicBlock` for 18/34);
 - CosPlace's / EigenPlaces' `GeoLocalizationNet`: `backbone` = ResNet children up to layer4,
   `aggregation` = Sequential(L2Norm, GeM, Flatten, Linear, L2Norm).
 
-torchvision itself is not used: its wheels need a CUDA build of torch's operators.
+torchvision itself is not used (its wheels need a CUDA build of torch's operators); attention
+uses torch's `scaled_dot_product_attention`, as the DINOv2 code does.
 """
 
 from __future__ import annotations
@@ -171,8 +175,9 @@ def build_dinov2_vit(torch, dim: int = 384, depth: int = 2, heads: int = 6, grid
             batch, tokens, _ = x.shape
             qkv = self.attn.qkv(self.norm1(x)).reshape(batch, tokens, 3, heads, dim // heads)
             q, k, v = qkv.permute(2, 0, 3, 1, 4)
-            attention = ((q @ k.transpose(-2, -1)) * (dim // heads) ** -0.5).softmax(dim=-1)
-            out = (attention @ v).transpose(1, 2).reshape(batch, tokens, dim)
+            out = (
+                F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, tokens, dim)
+            )
             x = x + self.attn.proj(out) * self.ls1.gamma
             return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x)))) * self.ls2.gamma
 
