@@ -13,11 +13,13 @@ Formats (each importer's module docstring holds the source's schema, as facts):
 - "boq": Bag-of-Queries releases, ResNet-50 (to layer3) or DINOv2 ViT/14 + BoQ (`boq`).
 - "megaloc": MegaLoc's `model.safetensors` (DINOv2 + optimal-transport aggregation, `megaloc`),
   read by a safetensors reader of sare_tf's own (`safetensors_file`; the format holds no code).
+- "hloc-netvlad": the NetVLAD authors' MatConvNet models as plain MATLAB structs (hloc's
+  `Pitts30K_struct.mat` / `TokyoTM_struct.mat`, read with scipy: `hloc_netvlad`).
 - "keras-vgg16": a Keras VGG16 ImageNet weights file (`.h5`): the same code path as
   `sare-tf train --weights PATH` (NetVLAD is then still to be clustered).
 
-MatConvNet `.mat` networks are refused with the route to take: their NetVLAD layers are MATLAB
-classdef objects, which MATLAB saves as opaque MCOS data that scipy (or any reader outside MATLAB)
+The authors' original MatConvNet `.mat` networks are refused with the route to take (the struct
+versions above are read): their NetVLAD layers are MATLAB classdef objects, which MATLAB saves as opaque MCOS data that scipy (or any reader outside MATLAB)
 returns as undocumented bytes; netvlad_tf_open needed MATLAB (`net_class2struct.m`) to turn them
 into structs first, and publishes the converted best model as the TF checkpoint read here.
 
@@ -35,16 +37,17 @@ import os
 
 FORMATS = (
     "auto", "pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "boq",
-    "megaloc", "netvlad-tf", "keras-vgg16",
+    "megaloc", "netvlad-tf", "hloc-netvlad", "keras-vgg16",
 )  # fmt: skip
 TORCH = ("pytorch-netvlad", "vg-benchmark", "openibl", "cosplace", "eigenplaces", "boq")
 RESNET_GEM = ("cosplace", "eigenplaces")
 MATCONVNET_REFUSAL = (
-    "{path}: MatConvNet .mat networks cannot be read outside MATLAB (their NetVLAD layers are "
-    "classdef objects stored as opaque MCOS data). Use netvlad_tf_open's TensorFlow checkpoint of "
-    "the same model (vd16_pitts30k_conv5_3_vlad_preL2_intra_white) with --format netvlad-tf, or "
-    "convert your own .mat with netvlad_tf_open's matlab/net_class2struct.m and "
-    "mat_to_checkpoint.py first."
+    "{path}: not a NetVLAD network of plain MATLAB structs (a 'net' with 'layers' holding "
+    "'weights'). The authors' original MatConvNet .mat networks cannot be read outside MATLAB "
+    "(their NetVLAD layers are classdef objects stored as opaque MCOS data). Use hloc's struct "
+    "version (Pitts30K_struct.mat, TokyoTM_struct.mat), netvlad_tf_open's TensorFlow checkpoint "
+    "of the same model (vd16_pitts30k_conv5_3_vlad_preL2_intra_white) with --format netvlad-tf, "
+    "or convert your own .mat with netvlad_tf_open's matlab/net_class2struct.m first."
 )
 
 
@@ -63,7 +66,7 @@ def detect_format(path: str) -> str:
     state dict's keys), "netvlad-tf" or "keras-vgg16"."""
     name = os.path.basename(path.rstrip("/")).lower()
     if name.endswith(".mat"):
-        raise ValueError(MATCONVNET_REFUSAL.format(path=path))
+        return "hloc-netvlad"
     if name.endswith((".pth", ".pth.tar", ".pt", ".tar")):
         return "torch"
     if name.endswith(".safetensors"):
@@ -112,8 +115,6 @@ def import_checkpoint(
         raise ValueError(f"The output must be a .keras file. Received: out={out!r}")
     if format not in FORMATS:
         raise ValueError(f"Unknown format. Expected one of {FORMATS}. Received: format={format!r}")
-    if src.lower().endswith(".mat"):
-        raise ValueError(MATCONVNET_REFUSAL.format(path=src))
     fmt = format
     if fmt == "auto":
         fmt = detect_format(src)
@@ -131,6 +132,14 @@ def import_checkpoint(
         if not os.path.isfile(src):
             raise FileNotFoundError(f"Checkpoint not found: {src}")
         model, fmt, extra = _import_torch(src, fmt, image_size, pca_file, pca_dim)
+        source, files = src, [src]
+    elif fmt == "hloc-netvlad":
+        from sare_tf.convert import hloc_netvlad
+
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"Checkpoint not found: {src}")
+        net = hloc_netvlad.read_struct_mat(src, MATCONVNET_REFUSAL.format(path=src))
+        model, extra = _build(hloc_netvlad.check_schema(net, src), image_size), {}
         source, files = src, [src]
     elif fmt == "megaloc":
         if not os.path.isfile(src):

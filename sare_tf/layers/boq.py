@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from sare_tf.layers._dtype import float32_compute_policy
+from sare_tf.layers.building_blocks import add_dense, check_positive_ints
 from sare_tf.layers.netvlad import l2_normalize
 
 LAYER_NORM_EPSILON = 1e-5
@@ -117,10 +118,10 @@ class BoQ(keras.layers.Layer):
         num_heads: int | None = None,
         **kwargs,
     ):
-        for name, value in (("proj_channels", proj_channels), ("num_queries", num_queries),
-                            ("num_layers", num_layers), ("row_dim", row_dim)):  # fmt: skip
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        check_positive_ints(
+            proj_channels=proj_channels, num_queries=num_queries, num_layers=num_layers,
+            row_dim=row_dim,
+        )  # fmt: skip
         num_heads = num_heads or max(proj_channels // 64, 1)
         if proj_channels % num_heads:
             raise ValueError(
@@ -150,12 +151,6 @@ class BoQ(keras.layers.Layer):
             self.add_weight(name=f"{prefix}_beta", shape=(c,), initializer="zeros"),
         )
 
-    def _dense_weights(self, prefix: str, fan_in: int, fan_out: int) -> tuple:
-        return (
-            self.add_weight(name=f"{prefix}_kernel", shape=(fan_in, fan_out), initializer="glorot_uniform"),
-            self.add_weight(name=f"{prefix}_bias", shape=(fan_out,), initializer="zeros"),
-        )  # fmt: skip
-
     def build(self, input_shape):
         in_channels = input_shape[-1]
         if in_channels is None:
@@ -177,8 +172,8 @@ class BoQ(keras.layers.Layer):
                 "encoder": {
                     "self_attn": self._attention_weights(f"{p}_encoder_self_attn"),
                     "norm1": self._norm_weights(f"{p}_encoder_norm1"),
-                    "linear1": self._dense_weights(f"{p}_encoder_linear1", c, 4 * c),
-                    "linear2": self._dense_weights(f"{p}_encoder_linear2", 4 * c, c),
+                    "linear1": add_dense(self, f"{p}_encoder_linear1", c, 4 * c),
+                    "linear2": add_dense(self, f"{p}_encoder_linear2", 4 * c, c),
                     "norm2": self._norm_weights(f"{p}_encoder_norm2"),
                 },
                 "self_attn": self._attention_weights(f"{p}_self_attn"),
@@ -186,7 +181,7 @@ class BoQ(keras.layers.Layer):
                 "cross_attn": self._attention_weights(f"{p}_cross_attn"),
                 "norm_out": self._norm_weights(f"{p}_norm_out"),
             })  # fmt: skip
-        self.fc = self._dense_weights("fc", self.num_layers * self.num_queries, self.row_dim)
+        self.fc = add_dense(self, "fc", self.num_layers * self.num_queries, self.row_dim)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: int(in_channels)})
 
     def call(self, inputs):

@@ -26,6 +26,7 @@ import keras
 from keras import ops
 
 from sare_tf.layers._dtype import float32_compute_policy
+from sare_tf.layers.building_blocks import add_dense, check_positive_ints
 from sare_tf.layers.netvlad import l2_normalize
 
 SINKHORN_ITERATIONS = 3
@@ -90,21 +91,14 @@ class Salad(keras.layers.Layer):
         output_dim: int | None = None,
         **kwargs,
     ):
-        for name, value in (("num_clusters", num_clusters), ("cluster_dim", cluster_dim),
-                            ("token_dim", token_dim), ("mlp_dim", mlp_dim)):  # fmt: skip
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        check_positive_ints(
+            num_clusters=num_clusters, cluster_dim=cluster_dim, token_dim=token_dim, mlp_dim=mlp_dim
+        )
         kwargs["dtype"] = float32_compute_policy(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.num_clusters, self.cluster_dim, self.token_dim = num_clusters, cluster_dim, token_dim
         self.mlp_dim, self.output_dim = mlp_dim, output_dim
         self.input_spec = keras.layers.InputSpec(ndim=3)
-
-    def _dense(self, name, fan_in, fan_out):
-        return (
-            self.add_weight(name=f"{name}_kernel", shape=(fan_in, fan_out), initializer="glorot_uniform"),
-            self.add_weight(name=f"{name}_bias", shape=(fan_out,), initializer="zeros"),
-        )  # fmt: skip
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -113,14 +107,17 @@ class Salad(keras.layers.Layer):
                 f"Salad needs a known channel count. Received: input_shape={input_shape}"
             )
         c, h = int(channels), self.mlp_dim
-        self.token_mlp = (self._dense("token_1", c, h), self._dense("token_2", h, self.token_dim))
+        self.token_mlp = (
+            add_dense(self, "token_1", c, h),
+            add_dense(self, "token_2", h, self.token_dim),
+        )
         self.cluster_mlp = (
-            self._dense("cluster_1", c, h),
-            self._dense("cluster_2", h, self.cluster_dim),
+            add_dense(self, "cluster_1", c, h),
+            add_dense(self, "cluster_2", h, self.cluster_dim),
         )
         self.score_mlp = (
-            self._dense("score_1", c, h),
-            self._dense("score_2", h, self.num_clusters),
+            add_dense(self, "score_1", c, h),
+            add_dense(self, "score_2", h, self.num_clusters),
         )
         self.dust_bin = self.add_weight(
             name="dust_bin", shape=(), initializer=keras.initializers.Constant(1.0)
@@ -128,7 +125,7 @@ class Salad(keras.layers.Layer):
         self.projection = None
         if self.output_dim is not None:
             size = self.token_dim + self.num_clusters * self.cluster_dim
-            self.projection = self._dense("projection", size, self.output_dim)  # fmt: skip
+            self.projection = add_dense(self, "projection", size, self.output_dim)  # fmt: skip
 
     def call(self, inputs):
         tokens = ops.cast(inputs, "float32")
