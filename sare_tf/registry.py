@@ -90,7 +90,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 }  # fmt: skip
 BACKBONE_NAMES = tuple(BACKBONES)
 # Aggregators a model can be built with by name (`sare_tf.model.build_embedding_model`).
-AGGREGATOR_NAMES = ("netvlad", "gem", "boq")
+AGGREGATOR_NAMES = ("netvlad", "crn-netvlad", "gem", "boq")
 
 
 def backbone_spec(name: str) -> BackboneSpec:

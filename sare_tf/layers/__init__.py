@@ -1,6 +1,7 @@
-"""Keras layers of sare_tf: aggregators (NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, tuple folding."""
+"""Keras layers of sare_tf: aggregators (NetVLAD, CRN-NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, tuple folding."""
 
 from sare_tf.layers.boq import BoQ
+from sare_tf.layers.crn import CRNNetVLAD
 from sare_tf.layers.gem import GeM, gem_aggregate, gem_pool
 from sare_tf.layers.image_preprocessing import ImagePreprocessing
 from sare_tf.layers.netvlad import NetVLAD, cluster_descriptors, netvlad_aggregate
@@ -10,6 +11,7 @@ from sare_tf.layers.tuple_folding import FoldTuples, UnfoldTuples
 
 __all__ = [
     "BoQ",
+    "CRNNetVLAD",
     "FoldTuples",
     "GeM",
     "ImagePreprocessing",

@@ -27,7 +27,9 @@ def soft_assign(normalized_features, assignment_kernel, assignment_bias=None):
     return ops.softmax(logits, axis=-1)
 
 
-def netvlad_aggregate(features, assignment_kernel, centroids, assignment_bias=None):
+def netvlad_aggregate(
+    features, assignment_kernel, centroids, assignment_bias=None, location_weights=None
+):
     """The NetVLAD maths as a pure function of tensors.
 
     Args:
@@ -35,6 +37,8 @@ def netvlad_aggregate(features, assignment_kernel, centroids, assignment_bias=No
         assignment_kernel: `[1, 1, D, K]` kernel of the bias-free 1x1 assignment convolution.
         centroids: `[K, D]` cluster centres.
         assignment_bias: optional `[K]` bias of the assignment convolution (NetVLAD "v2").
+        location_weights: optional `[B, H, W]` weight of each location's contribution (the
+            contextual reweighting of CRN: `V_k = sum_i m_i a_k(x_i) (x_i - c_k)`).
 
     Returns:
         `[B, K * D]` descriptors, cluster-major (`index = k * D + d`), intra-normalised per
@@ -43,6 +47,8 @@ def netvlad_aggregate(features, assignment_kernel, centroids, assignment_bias=No
     num_clusters, depth = centroids.shape[0], centroids.shape[1]
     features = l2_normalize(features, axis=-1)
     assignment = soft_assign(features, assignment_kernel, assignment_bias)  # [B, H, W, K]
+    if location_weights is not None:
+        assignment = assignment * location_weights[..., None]
     batch = ops.shape(features)[0]
     features = ops.reshape(features, (batch, -1, depth))  # [B, HW, D]
     assignment = ops.reshape(assignment, (batch, -1, num_clusters))  # [B, HW, K]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from sare_tf.layers import BoQ, GeM, NetVLAD, PCAWhitening
+from sare_tf.layers import BoQ, CRNNetVLAD, GeM, NetVLAD, PCAWhitening
 from sare_tf.model.place_embedding import PlaceEmbedding, copy_layer_weights
 from sare_tf.registry import AGGREGATOR_NAMES
 
@@ -26,7 +26,8 @@ def build_embedding_model(
         backbone: a key of `BACKBONES` ("vgg16", "resnet50", "tiny", ...).
         num_clusters: K of NetVLAD; the descriptor has `K * D` dims (D = backbone channels).
         pca_dim: add a `PCAWhitening` layer to this size (fit it with `fit_pca_whitening_layer`).
-        aggregator: "netvlad", "gem" or "boq" (`sare_tf.registry.AGGREGATOR_NAMES`); BoQ with
+        aggregator: "netvlad", "crn-netvlad" (NetVLAD reweighted by CRN), "gem" or "boq"
+            (`sare_tf.registry.AGGREGATOR_NAMES`); BoQ with
             the authors' settings (512 channels, 384 on DINOv2; 64 queries, 2 blocks, 32 rows).
         fc_dim: GeM's fully connected output size (CosPlace's `fc_output_dim`); None keeps the
             D pooled channels. Only with "gem".
@@ -53,6 +54,15 @@ def build_embedding_model(
         pooling, default_name = (
             NetVLAD(num_clusters, name="netvlad"),
             f"{backbone}_netvlad{num_clusters}",
+        )
+    elif aggregator == "crn-netvlad":
+        if fc_dim is not None:
+            raise ValueError(
+                f"`fc_dim` is GeM's projection; NetVLAD has none. Received: fc_dim={fc_dim}"
+            )
+        pooling, default_name = (
+            CRNNetVLAD(num_clusters, name="netvlad"),
+            f"{backbone}_crn_netvlad{num_clusters}",
         )
     elif aggregator == "gem":
         pooling, default_name = GeM(fc_dim, name="gem"), f"{backbone}_gem{fc_dim or ''}"

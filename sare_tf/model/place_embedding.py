@@ -132,7 +132,8 @@ class PlaceEmbedding(keras.Model):
 
     @property
     def aggregator_name(self) -> str:
-        return type(self.aggregator).__name__.lower()
+        kind = type(self.aggregator)
+        return getattr(kind, "aggregator_name", kind.__name__.lower())
 
     @property
     def whitening_dim(self) -> int | None:

@@ -106,7 +106,8 @@ class TrainConfig:
     )
     aggregator: str | None = option(
         None,
-        "netvlad (default), gem (GeM pooling, with --fc-dim as CosPlace / EigenPlaces) or boq "
+        "netvlad (default), crn-netvlad (NetVLAD reweighted by CRN), gem (GeM pooling, with "
+        "--fc-dim as CosPlace / EigenPlaces) or boq "
         "(Bag-of-Queries with the authors' settings); not with --initial-model",
         group="model",
         choices=AGGREGATOR_NAMES,

@@ -28,6 +28,7 @@ COMBINATIONS = [
     ("resnet18", "boq", None, (64, 96), 512 * 32),
     ("dinov2-vits14", "gem", 32, (70, 98), 32),
     ("dinov2-vits14", "boq", None, (70, 98), 384 * 32),
+    ("tiny", "crn-netvlad", None, (64, 96), 64 * 128),  # NetVLAD + CRN, clusters initialised
 ]
 
 
