@@ -17,10 +17,12 @@ from sare_tf.model import build_embedding_model
 
 # The stated int8 tolerances (minimum cosine to Keras, ONNX and LiteRT), on these random models;
 # measured on AMD EPYC (8 calibration images): ResNet-18 + GeM 0.9995 / 0.9992, DINOv2 ViT-S +
-# BoQ 0.9999 / 0.9825 (LiteRT quantizes the transformer's matmuls too; `pytest -s` prints them).
+# BoQ 0.9999 / 0.9825 (LiteRT quantizes the transformer's matmuls too). The ViT's int8 exports
+# (calibrating a 12-block transformer takes minutes here) are left out of the suite (None): the
+# float exports are checked; measure int8 with `sare-tf export` and `scripts/compare_runtimes.py`.
 MODELS = [
     ("resnet18", "gem", 16, (64, 96), (0.99, 0.99)),
-    ("dinov2-vits14", "boq", None, (70, 98), (0.995, 0.97)),
+    ("dinov2-vits14", "boq", None, (70, 98), (None, None)),
 ]
 
 
@@ -51,6 +53,9 @@ def test_new_models_exports_agree_with_keras(
         "litert": ["--format", "litert"],
         "litert-int8": ["--format", "litert", "--quantize", "int8", *calibration],
     }
+    for label, tolerance in zip(("onnx-int8", "litert-int8"), int8_cosines, strict=True):
+        if tolerance is None:
+            del runs[label]
     cosines = {}
     for label, flags in runs.items():
         root = tmp_path / label
@@ -63,4 +68,5 @@ def test_new_models_exports_agree_with_keras(
             np.testing.assert_allclose(got, reference, atol=1e-5)
             assert model_fingerprint(loaded) == model_fingerprint(load_descriptor_model(keras_path))
     print("min cosine to Keras:", cosines)
-    assert cosines["onnx-int8"] >= int8_cosines[0] and cosines["litert-int8"] >= int8_cosines[1]
+    for label, tolerance in zip(("onnx-int8", "litert-int8"), int8_cosines, strict=True):
+        assert tolerance is None or cosines[label] >= tolerance, label

@@ -120,41 +120,8 @@ def import_checkpoint(
         fmt = detect_format(src)
     if pca_file is not None and fmt not in ("torch", "openibl"):
         raise ValueError(f"--pca (an OpenIBL PCA file) applies to openibl checkpoints, not {fmt}.")
-    if fmt == "netvlad-tf":
-        from sare_tf.convert import netvlad_tf
-
-        prefix = netvlad_tf.checkpoint_prefix(src)
-        files = netvlad_tf.checkpoint_files(prefix)
-        converted = netvlad_tf.check_schema(netvlad_tf.read_tf_checkpoint(prefix), prefix)
-        model = _build(converted, image_size)
-        extra, source = {"files": [os.path.basename(f) for f in files]}, prefix
-    elif fmt in ("torch", *TORCH):
-        if not os.path.isfile(src):
-            raise FileNotFoundError(f"Checkpoint not found: {src}")
-        model, fmt, extra = _import_torch(src, fmt, image_size, pca_file, pca_dim)
-        source, files = src, [src]
-    elif fmt == "hloc-netvlad":
-        from sare_tf.convert import hloc_netvlad
-
-        if not os.path.isfile(src):
-            raise FileNotFoundError(f"Checkpoint not found: {src}")
-        net = hloc_netvlad.read_struct_mat(src, MATCONVNET_REFUSAL.format(path=src))
-        model, extra = _build(hloc_netvlad.check_schema(net, src), image_size), {}
-        source, files = src, [src]
-    elif fmt == "megaloc":
-        if not os.path.isfile(src):
-            raise FileNotFoundError(f"Checkpoint not found: {src}")
-        model, extra = _import_megaloc(src, image_size)
-        source, files = src, [src]
-    elif fmt == "keras-vgg16":
-        from sare_tf.artifacts import store_image_size
-        from sare_tf.models import build_embedding_model
-
-        if not os.path.isfile(src):
-            raise FileNotFoundError(f"Weights file not found: {src}")
-        model, extra = build_embedding_model("vgg16", weights=src), {}
-        store_image_size(model, image_size)
-        source, files = src, [src]
+    reader = _read_torch if fmt in ("torch", *TORCH) else READERS[fmt]
+    model, fmt, extra, source, files = reader(src, fmt, image_size, pca_file, pca_dim)
     from sare_tf.artifacts import describe_model
 
     described = describe_model(model)
@@ -170,6 +137,58 @@ def import_checkpoint(
     }
     write_json_atomic(f"{out}.json", sidecar)
     return json.loads(json.dumps(sidecar))
+
+
+def _existing_file(path: str, what: str = "Checkpoint") -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def _read_netvlad_tf(src, fmt, image_size, pca_file, pca_dim):
+    from sare_tf.convert import netvlad_tf
+
+    prefix = netvlad_tf.checkpoint_prefix(src)
+    files = netvlad_tf.checkpoint_files(prefix)
+    converted = netvlad_tf.check_schema(netvlad_tf.read_tf_checkpoint(prefix), prefix)
+    extra = {"files": [os.path.basename(f) for f in files]}
+    return _build(converted, image_size), fmt, extra, prefix, files
+
+
+def _read_hloc_netvlad(src, fmt, image_size, pca_file, pca_dim):
+    from sare_tf.convert import hloc_netvlad
+
+    net = hloc_netvlad.read_struct_mat(_existing_file(src), MATCONVNET_REFUSAL.format(path=src))
+    return _build(hloc_netvlad.check_schema(net, src), image_size), fmt, {}, src, [src]
+
+
+def _read_megaloc(src, fmt, image_size, pca_file, pca_dim):
+    model, extra = _import_megaloc(_existing_file(src), image_size)
+    return model, fmt, extra, src, [src]
+
+
+def _read_keras_vgg16(src, fmt, image_size, pca_file, pca_dim):
+    from sare_tf.artifacts import store_image_size
+    from sare_tf.models import build_embedding_model
+
+    model = build_embedding_model("vgg16", weights=_existing_file(src, "Weights file"))
+    store_image_size(model, image_size)
+    return model, fmt, {}, src, [src]
+
+
+def _read_torch(src, fmt, image_size, pca_file, pca_dim):
+    model, fmt, extra = _import_torch(_existing_file(src), fmt, image_size, pca_file, pca_dim)
+    return model, fmt, extra, src, [src]
+
+
+# Each reader: (src, format, image_size, pca_file, pca_dim) -> (model, format, extra, source,
+# files hashed); PyTorch files go to `_read_torch`, which tells their projects apart by the keys.
+READERS = {
+    "netvlad-tf": _read_netvlad_tf,
+    "hloc-netvlad": _read_hloc_netvlad,
+    "megaloc": _read_megaloc,
+    "keras-vgg16": _read_keras_vgg16,
+}
 
 
 def _build(converted: dict, image_size):
