@@ -77,6 +77,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             "multiple of 14.",
         ),
         BackboneSpec(
+            "dinov2-vits14-tokens", "norm", False, "torch", "blocks_10", 384, 14,
+            "DINOv2 ViT-S/14 [CLS] + patch tokens after the final norm; 384-d, stride 14, any "
+            "multiple of 14; for token aggregators (salad).",
+        ),
+        BackboneSpec(
             "dinov2-vitb14-tokens", "norm", False, "torch", "blocks_10", 768, 14,
             "DINOv2 ViT-B/14 [CLS] + patch tokens after the final norm (MegaLoc); 768-d, stride "
             "14, any multiple of 14; for token aggregators (salad).",
@@ -90,7 +95,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 }  # fmt: skip
 BACKBONE_NAMES = tuple(BACKBONES)
 # Aggregators a model can be built with by name (`sare_tf.model.build_embedding_model`).
-AGGREGATOR_NAMES = ("netvlad", "crn-netvlad", "gem", "boq")
+AGGREGATOR_NAMES = ("netvlad", "crn-netvlad", "gem", "boq", "salad")
 
 
 def backbone_spec(name: str) -> BackboneSpec:

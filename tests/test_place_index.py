@@ -269,3 +269,28 @@ def test_confidence_report_by_hand():
         "recall": 1.0,
     }
     assert report["rows"][1] == {"threshold": 0.3, "accepted": 0.5, "precision": 1.0, "recall": 1.0}
+
+
+@pytest.mark.slow
+def test_todays_models_index_and_localize_through_their_exports(test_split, tiny_city, tmp_path):
+    """A ResNet + GeM model exported as ONNX builds an index the `.keras` model's photos are
+    localized against (one fingerprint across formats), from the command line."""
+    from sare_tf.cli import main
+    from sare_tf.model import build_embedding_model
+
+    model = build_embedding_model("resnet18", aggregator="gem", fc_dim=16)
+    model.image_size = (64, 96)
+    model.save(tmp_path / "resnet.keras")
+    assert main(["export", "--model", str(tmp_path / "resnet.keras"), "--format", "onnx",
+                 "--name", "r18", "--root", str(tmp_path / "onnx"), "--quiet"]) == 0  # fmt: skip
+    assert main(["index", "build", "--model", str(tmp_path / "onnx" / "r18"), "--dataset",
+                 tiny_city["test"], "--out", str(tmp_path / "index"), "--quiet"]) == 0  # fmt: skip
+    index = PlaceIndex.load(tmp_path / "index")
+    keras_model = load_descriptor_model(tmp_path / "resnet.keras")
+    queries, _ = encode(keras_model, test_split.query_image_paths()[:5], progress=False)
+    db_desc, _ = encode(keras_model, test_split.db_image_paths(), progress=False)
+    _, ids = index.search(queries, k=5)
+    _, want = search(queries, db_desc, k=5)
+    np.testing.assert_array_equal(ids, want)
+    answers = index.localize(queries, k=5)
+    assert [[m["db_id"] for m in a["matches"]] for a in answers] == want.tolist()

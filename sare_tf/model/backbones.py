@@ -68,6 +68,9 @@ _BUILDERS = {
     ),
     "dinov2-vits14": _ported(lambda x: dinov2_vit(x, "small"), "DINOv2 ViT-S/14"),
     "dinov2-vitb14": _ported(lambda x: dinov2_vit(x, "base"), "DINOv2 ViT-B/14"),
+    "dinov2-vits14-tokens": _ported(
+        lambda x: dinov2_vit(x, "small", tokens=True), "DINOv2 ViT-S/14"
+    ),
     "dinov2-vitb14-tokens": _ported(
         lambda x: dinov2_vit(x, "base", tokens=True), "DINOv2 ViT-B/14"
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from sare_tf.layers import BoQ, CRNNetVLAD, GeM, NetVLAD, PCAWhitening
+from sare_tf.layers import BoQ, CRNNetVLAD, GeM, NetVLAD, PCAWhitening, Salad
 from sare_tf.model.place_embedding import PlaceEmbedding, copy_layer_weights
 from sare_tf.registry import AGGREGATOR_NAMES
 
@@ -26,11 +26,12 @@ def build_embedding_model(
         backbone: a key of `BACKBONES` ("vgg16", "resnet50", "tiny", ...).
         num_clusters: K of NetVLAD; the descriptor has `K * D` dims (D = backbone channels).
         pca_dim: add a `PCAWhitening` layer to this size (fit it with `fit_pca_whitening_layer`).
-        aggregator: "netvlad", "crn-netvlad" (NetVLAD reweighted by CRN), "gem" or "boq"
-            (`sare_tf.registry.AGGREGATOR_NAMES`); BoQ with
+        aggregator: "netvlad", "crn-netvlad" (NetVLAD reweighted by CRN), "gem", "boq" or
+            "salad" (MegaLoc's, on a "-tokens" backbone) (`sare_tf.registry.AGGREGATOR_NAMES`);
+            BoQ with
             the authors' settings (512 channels, 384 on DINOv2; 64 queries, 2 blocks, 32 rows).
-        fc_dim: GeM's fully connected output size (CosPlace's `fc_output_dim`); None keeps the
-            D pooled channels. Only with "gem".
+        fc_dim: the fully connected output size of GeM (CosPlace's `fc_output_dim`; None keeps
+            the D pooled channels) or of salad (MegaLoc: 8448; None: no projection).
         weights: None (random), "imagenet" (Keras downloads them) or a local weights file.
         trainable_from: first trainable backbone layer; earlier ones are frozen. "default" uses
             the backbone's default ("block5_conv1" for VGG16), None makes everything trainable.
@@ -74,6 +75,14 @@ def build_embedding_model(
         # The authors' settings: 64 queries, 2 blocks, 32 rows; C = 512 (ResNet) / 384 (ViT).
         channels = 384 if backbone.startswith("dinov2") else 512
         pooling, default_name = BoQ(channels, name="boq"), f"{backbone}_boq"
+    elif aggregator == "salad":
+        if not backbone.endswith("-tokens"):
+            raise ValueError(
+                "salad aggregates [CLS] + patch tokens: use a '-tokens' backbone (e.g. "
+                f"dinov2-vitb14-tokens). Received: backbone={backbone!r}"
+            )
+        # MegaLoc's settings (64 clusters of 256, a 256-d scene token), + FC to fc_dim if given.
+        pooling, default_name = Salad(output_dim=fc_dim, name="salad"), f"{backbone}_salad"
     else:
         raise ValueError(
             f"Unknown aggregator. Expected one of {AGGREGATOR_NAMES}. Received: aggregator={aggregator!r}"

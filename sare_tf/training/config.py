@@ -107,13 +107,16 @@ class TrainConfig:
     aggregator: str | None = option(
         None,
         "netvlad (default), crn-netvlad (NetVLAD reweighted by CRN), gem (GeM pooling, with "
-        "--fc-dim as CosPlace / EigenPlaces) or boq "
-        "(Bag-of-Queries with the authors' settings); not with --initial-model",
+        "--fc-dim as CosPlace / EigenPlaces), boq "
+        "(Bag-of-Queries with the authors' settings) or salad (MegaLoc's optimal transport on a "
+        "-tokens backbone, --fc-dim for its projection); not with --initial-model",
         group="model",
         choices=AGGREGATOR_NAMES,
     )
     fc_dim: int | None = option(
-        None, "GeM's fully connected output size (default: no projection)", group="model"
+        None,
+        "GeM's or salad's fully connected output size (default: no projection)",
+        group="model",
     )
     weights: str | None = option(
         None, "backbone weights: 'imagenet' (downloaded by Keras) or a local weights file "

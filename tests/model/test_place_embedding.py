@@ -127,5 +127,5 @@ def test_unknown_backbone_is_refused_with_the_names():
         PlaceEmbedding("vgg17")
     assert set(BACKBONE_NAMES) == {
         "vgg16", "keras-resnet50", "resnet18", "resnet50", "resnet101", "resnet50-layer3",
-        "dinov2-vits14", "dinov2-vitb14", "dinov2-vitb14-tokens", "tiny",
+        "dinov2-vits14", "dinov2-vitb14", "dinov2-vits14-tokens", "dinov2-vitb14-tokens", "tiny",
     }  # fmt: skip

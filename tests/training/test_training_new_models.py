@@ -29,6 +29,7 @@ COMBINATIONS = [
     ("dinov2-vits14", "gem", 32, (70, 98), 32),
     ("dinov2-vits14", "boq", None, (70, 98), 384 * 32),
     ("tiny", "crn-netvlad", None, (64, 96), 64 * 128),  # NetVLAD + CRN, clusters initialised
+    ("dinov2-vits14-tokens", "salad", 64, (126, 126), 64),  # 81 patches > 64 clusters
 ]
 
 
