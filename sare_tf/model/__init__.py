@@ -9,6 +9,7 @@
 """
 
 from sare_tf.model.building import (
+    aggregator_layer,
     build_embedding_model,
     embedding_of,
     feature_model,
@@ -22,6 +23,7 @@ from sare_tf.model.tasks import GeoClassifier, TupleModel, build_geo_classifier,
 from sare_tf.registry import BACKBONE_NAMES, BACKBONES, BackboneSpec, backbone_spec
 
 __all__ = [
+    "aggregator_layer",
     "BACKBONES",
     "BACKBONE_NAMES",
     "BackboneSpec",

@@ -9,6 +9,33 @@ from sare_tf.model.place_embedding import PlaceEmbedding, copy_layer_weights
 from sare_tf.registry import AGGREGATOR_NAMES
 
 
+def aggregator_layer(aggregator: str, backbone: str, num_clusters: int = 64, fc_dim=None):
+    """The aggregator layer named `aggregator` (`sare_tf.registry.AGGREGATOR_NAMES`) with the
+    settings of the method it comes from; `fc_dim` is the projection of gem and salad only."""
+    if aggregator not in AGGREGATOR_NAMES:
+        raise ValueError(
+            f"Unknown aggregator. Expected one of {AGGREGATOR_NAMES}. Received: aggregator={aggregator!r}"
+        )
+    if fc_dim is not None and aggregator not in ("gem", "salad"):
+        raise ValueError(
+            f"`fc_dim` is the projection of gem and salad; {aggregator} has none. "
+            f"Received: fc_dim={fc_dim}"
+        )
+    if aggregator == "salad" and not backbone.endswith("-tokens"):
+        raise ValueError(
+            "salad aggregates [CLS] + patch tokens: use a '-tokens' backbone (e.g. "
+            f"dinov2-vitb14-tokens). Received: backbone={backbone!r}"
+        )
+    if aggregator in ("netvlad", "crn-netvlad"):
+        return (NetVLAD if aggregator == "netvlad" else CRNNetVLAD)(num_clusters, name="netvlad")
+    if aggregator == "gem":
+        return GeM(fc_dim, name="gem")
+    if aggregator == "boq":  # the authors': 64 queries, 2 blocks, 32 rows, C 512 / 384 (ViT)
+        return BoQ(384 if backbone.startswith("dinov2") else 512, name="boq")
+    # MegaLoc's settings: 64 clusters of 256, a 256-d scene token, + FC to fc_dim if given.
+    return Salad(output_dim=fc_dim, name="salad")
+
+
 def build_embedding_model(
     backbone: str = "vgg16",
     num_clusters: int = 64,
@@ -47,46 +74,10 @@ def build_embedding_model(
         >>> model.output_shape
         (None, 512)
     """
-    if aggregator == "netvlad":
-        if fc_dim is not None:
-            raise ValueError(
-                f"`fc_dim` is GeM's projection; NetVLAD has none. Received: fc_dim={fc_dim}"
-            )
-        pooling, default_name = (
-            NetVLAD(num_clusters, name="netvlad"),
-            f"{backbone}_netvlad{num_clusters}",
-        )
-    elif aggregator == "crn-netvlad":
-        if fc_dim is not None:
-            raise ValueError(
-                f"`fc_dim` is GeM's projection; NetVLAD has none. Received: fc_dim={fc_dim}"
-            )
-        pooling, default_name = (
-            CRNNetVLAD(num_clusters, name="netvlad"),
-            f"{backbone}_crn_netvlad{num_clusters}",
-        )
-    elif aggregator == "gem":
-        pooling, default_name = GeM(fc_dim, name="gem"), f"{backbone}_gem{fc_dim or ''}"
-    elif aggregator == "boq":
-        if fc_dim is not None:
-            raise ValueError(
-                f"`fc_dim` is GeM's projection; BoQ has none. Received: fc_dim={fc_dim}"
-            )
-        # The authors' settings: 64 queries, 2 blocks, 32 rows; C = 512 (ResNet) / 384 (ViT).
-        channels = 384 if backbone.startswith("dinov2") else 512
-        pooling, default_name = BoQ(channels, name="boq"), f"{backbone}_boq"
-    elif aggregator == "salad":
-        if not backbone.endswith("-tokens"):
-            raise ValueError(
-                "salad aggregates [CLS] + patch tokens: use a '-tokens' backbone (e.g. "
-                f"dinov2-vitb14-tokens). Received: backbone={backbone!r}"
-            )
-        # MegaLoc's settings (64 clusters of 256, a 256-d scene token), + FC to fc_dim if given.
-        pooling, default_name = Salad(output_dim=fc_dim, name="salad"), f"{backbone}_salad"
-    else:
-        raise ValueError(
-            f"Unknown aggregator. Expected one of {AGGREGATOR_NAMES}. Received: aggregator={aggregator!r}"
-        )
+    pooling = aggregator_layer(aggregator, backbone, num_clusters, fc_dim)
+    default_name = f"{backbone}_{aggregator}" + (
+        f"{num_clusters}" if isinstance(pooling, NetVLAD) else f"{fc_dim or ''}"
+    )
     whitening = None if pca_dim is None else PCAWhitening(pca_dim, name="pca_whitening")
     return PlaceEmbedding(
         backbone,
@@ -95,7 +86,7 @@ def build_embedding_model(
         trainable_from=trainable_from,
         weights=weights,
         input_shape=input_shape,
-        name=name or default_name,
+        name=name or default_name.replace("-", "_"),
     )
 
 
