@@ -23,6 +23,7 @@ from sare_tf.model import build_embedding_model
 MODELS = [
     ("resnet18", "gem", 16, (64, 96), (0.99, 0.99)),
     ("dinov2-vits14", "boq", None, (70, 98), (None, None)),
+    ("tiny", "crn-netvlad", None, (64, 96), (None, None)),  # the CRN graph's ops convert too
 ]
 
 
@@ -39,7 +40,7 @@ def _cosines(a, b):
 def test_new_models_exports_agree_with_keras(
     tiny_city, tmp_path, backbone, aggregator, fc_dim, size, int8_cosines
 ):
-    model = build_embedding_model(backbone, aggregator=aggregator, fc_dim=fc_dim)
+    model = build_embedding_model(backbone, num_clusters=4, aggregator=aggregator, fc_dim=fc_dim)
     model.image_size = size
     keras_path = tmp_path / "model.keras"
     model.save(keras_path)
