@@ -1,4 +1,5 @@
-"""The package's shape: no import circle between modules, no private name used across modules.
+"""The package's shape: no import circle between modules or between folders, no private name
+used across modules.
 
 Imports are read from the source (module level and inside functions alike: a lazy import is
 still a dependency), with the standard library's `ast`.
@@ -94,6 +95,21 @@ def test_no_import_circle_between_modules():
         for name, targets in _graph().items()
     }
     assert _cycles(graph) == []
+
+
+def _folder(module: str) -> str:
+    """The top-level part of the package a module belongs to (`sare_tf.evaluation.recall` ->
+    `sare_tf.evaluation`; a top-level module is its own part)."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_circle_between_folders():
+    folders: dict[str, set[str]] = {}
+    for name, targets in _graph().items():
+        for target in targets:
+            if _folder(target) != _folder(name):
+                folders.setdefault(_folder(name), set()).add(_folder(target))
+    assert _cycles(folders) == []
 
 
 def test_no_private_name_is_imported_across_modules():

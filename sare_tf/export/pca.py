@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from sare_tf.encoding import encode
 from sare_tf.models import embedding_of, with_pca_whitening
 
 
@@ -27,11 +28,9 @@ def netvlad_descriptors(
 ) -> np.ndarray:
     """NetVLAD descriptors `[N, K*D]` of image files (the input PCA whitening is fitted on).
 
-    Extracted with `sare_tf.evaluation.extract_descriptors` (same image loading as evaluation).
+    Extracted with `sare_tf.encoding.encode` (the one encoder: same image loading as evaluation).
     """
-    from sare_tf.evaluation import extract_descriptors
-
-    descriptors = extract_descriptors(
+    descriptors, _ = encode(
         netvlad_output_model(model),
         list(image_paths),
         image_size=image_size,
