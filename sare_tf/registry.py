@@ -25,6 +25,8 @@ class BackboneSpec:
         channels: D of the feature map.
         stride: spatial reduction of the feature map.
         description: where it is cropped, for users.
+        revision: the graph's version under this name; a model saved with an earlier one is
+            rebuilt with the backbone `BACKBONE_REVISIONS` names for it.
     """
 
     name: str
@@ -35,6 +37,7 @@ class BackboneSpec:
     channels: int
     stride: int
     description: str
+    revision: int = 1
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -86,14 +89,31 @@ BACKBONES: dict[str, BackboneSpec] = {
             "DINOv2 ViT-B/14 [CLS] + patch tokens after the final norm (MegaLoc); 768-d, stride "
             "14, any multiple of 14; for token aggregators (salad).",
         ),
+        # Before "tiny": a functional .keras file of the plain network is recognised by layer
+        # names, which both share (`recognised_backbone` takes the first match).
         BackboneSpec(
-            "tiny", "block4_conv2", True, "tf", None, 128, 8,
-            "A 8-conv VGG-style network trained from scratch, for tests and the CPU demo; 128-d, "
-            "stride 8.",
+            "tiny-plain", "block4_conv2", True, "tf", None, 128, 8,
+            "The 8-conv VGG-style network without normalisation that `tiny` was before (files "
+            "saved with it load as this); collapses under Adam from about 3e-4; 128-d, stride 8.",
+        ),
+        BackboneSpec(
+            "tiny", "block4_conv2", False, "tf", None, 128, 8,
+            "A small 8-conv VGG-style network with group normalisation, trained from scratch, "
+            "for tests and the CPU demo; 128-d, stride 8.",
+            revision=2,
         ),
     )
 }  # fmt: skip
 BACKBONE_NAMES = tuple(BACKBONES)
+# (name, revision) a model was saved with -> the backbone that builds that graph today.
+BACKBONE_REVISIONS = {("tiny", 1): "tiny-plain"}
+
+
+def saved_backbone(name: str, revision: int = 1) -> str:
+    """The backbone that rebuilds the graph a model saved as `name` at `revision` had."""
+    return BACKBONE_REVISIONS.get((name, revision), name)
+
+
 # Aggregators a model can be built with by name (`sare_tf.model.build_embedding_model`).
 AGGREGATOR_NAMES = ("netvlad", "crn-netvlad", "gem", "boq", "salad")
 

@@ -138,8 +138,8 @@ def test_local_weights_file_is_loaded(tmp_path):
         "tiny", num_clusters=2, weights=str(path), input_shape=(32, 32, 3)
     )
     np.testing.assert_array_equal(
-        loaded.get_layer("block4_conv2").kernel.numpy(),
-        source.get_layer("block4_conv2").kernel.numpy(),
+        loaded.get_layer("block4_conv2_linear").kernel.numpy(),
+        source.get_layer("block4_conv2_linear").kernel.numpy(),
     )
 
 

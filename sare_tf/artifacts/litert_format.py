@@ -76,13 +76,20 @@ def tflite_converter(model, image_size):
 
 
 def backbone_layer_names(model) -> list[str]:
-    """The layers quantized by `int8`: every layer with weights or pooling outside FLOAT_SCOPES."""
+    """The layers quantized by `int8`: every layer with weights or pooling outside FLOAT_SCOPES.
+
+    Normalisations that compute statistics at inference (group and layer normalisation) stay
+    float32 like the head: a mean of squares spans orders of magnitude that one int8 scale
+    does not hold (batch normalisation at inference is an affine map and quantizes well).
+    """
     import keras
 
+    statistics = (keras.layers.GroupNormalization, keras.layers.LayerNormalization)
     return [
         layer.name
         for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer) and not in_float_scope(layer.name)
+        if not isinstance(layer, (keras.layers.InputLayer, *statistics))
+        and not in_float_scope(layer.name)
     ]
 
 

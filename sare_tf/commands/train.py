@@ -61,9 +61,17 @@ def run(args: argparse.Namespace) -> int:
     if recalls:
         print(f"  last epoch: {recalls}")
     if best:
+        value = best.get("val_recall@5")
         print(
-            f"  best model: {os.path.join(out, best['path'])} "
-            f"(epoch {best['epoch']}, R@5 {100 * best['val_recall@5']:.1f}%)"
+            f"  best model: {os.path.join(out, best['path'])} (epoch {best['epoch']}, "
+            + (f"R@5 {100 * value:.1f}%)" if value is not None else "restored after a collapse)")
         )
+    for record in summary.get("collapse") or []:
+        print(
+            f"  collapse at epoch {record['epoch']}: restored epoch {record.get('restored_epoch')}"
+            f", learning rate x{record.get('lr_scale', 1.0):g} from then on"
+        )
+    if summary.get("stopped"):
+        print(f"  {summary['stopped']}")
     print(f"  summary: {os.path.join(out, 'summary.json')}")
     return 0

@@ -41,14 +41,50 @@ def _ported(build_graph, what: str):
     return build
 
 
-def _tiny(inputs, weights):
-    """A small VGG-style network for tests and the CPU demo (no pretrained weights exist)."""
+def _tiny_plain(inputs, weights):
+    """The first `tiny` network: VGG-style, no normalisation (models saved with it still load)."""
     x = inputs
     for block, filters in enumerate((32, 64, 96, 128), start=1):
         for conv in (1, 2):
             x = keras.layers.Conv2D(
                 filters, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}"
             )(x)
+        if block < 4:
+            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    model = keras.Model(inputs, x, name="tiny")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+TINY_GN_GROUPS = 8
+
+
+def _tiny(inputs, weights):
+    """A small VGG-style network with group normalisation, for tests and the CPU demo.
+
+    No pretrained weights exist: it is trained from scratch. Group normalisation (per image, so
+    training and inference compute the same thing, unlike batch normalisation's running
+    statistics) keeps every layer's output at one scale whatever a step did to its weights; the
+    plain network (`tiny-plain`) lets one Adam step multiply its feature maps, and its training
+    from scratch learns more slowly and collapses more often (docs/training_collapse.md). The
+    last convolution has no bias and its normalisation no offset: an offset shared by every
+    location of every image is the direction a collapse takes.
+    """
+    x = inputs
+    for block, filters in enumerate((32, 64, 96, 128), start=1):
+        for conv in (1, 2):
+            last = block == 4 and conv == 2
+            name = f"block{block}_conv{conv}"
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                name=f"{name}_linear" if last else name,
+            )(x)  # fmt: skip
+            x = keras.layers.GroupNormalization(
+                TINY_GN_GROUPS, center=not last, name=name if last else f"block{block}_norm{conv}"
+            )(x)
+            if not last:
+                x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
         if block < 4:
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     model = keras.Model(inputs, x, name="tiny")
@@ -74,6 +110,7 @@ _BUILDERS = {
     "dinov2-vitb14-tokens": _ported(
         lambda x: dinov2_vit(x, "base", tokens=True), "DINOv2 ViT-B/14"
     ),
+    "tiny-plain": _tiny_plain,
     "tiny": _tiny,
 }
 if set(_BUILDERS) != set(BACKBONES):

@@ -21,7 +21,7 @@ from sare_tf.image_size import check_image_size
 from sare_tf.layers import ImagePreprocessing, NetVLAD, PCAWhitening
 from sare_tf.model.backbones import backbone_features
 from sare_tf.model.compute_policy import backbone_policy, set_backbone_policy
-from sare_tf.registry import BACKBONES, backbone_spec
+from sare_tf.registry import BACKBONES, backbone_spec, saved_backbone
 
 DESCRIPTOR_LAYER = "descriptor"
 _SERIALIZED_LAYERS = ("aggregator", "whitening", "preprocessing")
@@ -180,6 +180,7 @@ class PlaceEmbedding(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "backbone": self.backbone_name,
+            "backbone_revision": BACKBONES[self.backbone_name].revision,
             "aggregator": keras.saving.serialize_keras_object(self.aggregator),
             "whitening": None
             if self.whitening is None
@@ -193,6 +194,8 @@ class PlaceEmbedding(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        # A model saved before its backbone's graph changed is rebuilt with the graph it had.
+        config["backbone"] = saved_backbone(config["backbone"], config.pop("backbone_revision", 1))
         for key in _SERIALIZED_LAYERS:
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(

@@ -120,9 +120,12 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         embedding_model: what to save; default the embedding model inside the trained model.
         best: the value to beat (a resumed run passes the best it had reached).
         last_path: also save the model after every epoch here (None: no).
+        collapse: the run's `CollapseDetector` (it runs first): a collapsed epoch is never the
+            best; after a recovery, `last_path` holds the restored weights.
 
     Attributes:
-        best: the best value so far; `best_epoch` its epoch (1-based, None before any).
+        best: the best value so far; `best_epoch` its epoch (1-based, None before any; 0 for
+            the weights from the start of training that a collapse recovery restored).
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         best: float = -math.inf,
         best_epoch: int | None = None,
         last_path=None,
+        collapse=None,
     ):
         super().__init__()
         self.path = os.fspath(path)
@@ -141,15 +145,22 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best = best
         self.best_epoch = best_epoch
         self.last_path = None if last_path is None else os.fspath(last_path)
+        self.collapse = collapse
 
     def on_epoch_end(self, epoch, logs=None):
         from sare_tf.models import embedding_of
 
         model = self.embedding_model or embedding_of(self.model)
         value = (logs or {}).get(self.monitor)
-        if value is not None and np.isfinite(value) and value > self.best:
+        collapsed = self.collapse is not None and self.collapse.collapsed_at(epoch)
+        if not collapsed and value is not None and np.isfinite(value) and value > self.best:
             save_model_atomic(model, self.path)
             self.best, self.best_epoch = float(value), epoch + 1
+        elif collapsed and self.best_epoch is None:
+            # The detector restored weights from before the collapse: until an epoch beats
+            # them, they are the best model there is (its validation value unknown).
+            save_model_atomic(model, self.path)
+            self.best_epoch = self.collapse.collapsed[-1].get("restored_epoch", 0)
         if self.last_path is not None and np.isfinite((logs or {}).get("loss", 0.0)):
             save_model_atomic(model, self.last_path)
 
@@ -200,7 +211,6 @@ class RunSummary(keras.callbacks.Callback):
         self.validation = validation
         self.checkpoint = checkpoint
         self.collapse = collapse
-        self._previous_collapse = list(summary.get("collapse") or [])
         self._started = False
         self._epoch_start = 0.0
         self._refreshes_at_start = 0
@@ -233,13 +243,15 @@ class RunSummary(keras.callbacks.Callback):
             record["validation_seconds"] = round(self.validation.seconds[epoch], 3)
         self.summary["epochs"].append(record)
         if self.checkpoint is not None and self.checkpoint.best_epoch is not None:
+            best = self.checkpoint.best
             self.summary["best"] = {
                 "epoch": self.checkpoint.best_epoch,
-                self.checkpoint.monitor: self.checkpoint.best,
+                self.checkpoint.monitor: best if math.isfinite(best) else None,
                 "path": os.path.basename(self.checkpoint.path),
             }
         if self.collapse is not None and self.collapse.collapsed:
-            self.summary["collapse"] = self._previous_collapse + self.collapse.collapsed
+            # The detector holds the resumed run's records too.
+            self.summary["collapse"] = self.collapse.collapsed
         self.write()
 
 
@@ -316,28 +328,54 @@ def mean_pairwise_distance(descriptors: np.ndarray) -> float:
 
 
 class CollapseDetector(keras.callbacks.Callback):
-    """Warns when the embedding collapses: every descriptor at nearly the same point.
+    """Detects an embedding collapse (every descriptor at nearly one point) and recovers from it.
 
-    A collapsed embedding gives a finite loss (the NaN guard cannot see it) that sits at the
-    loss's *uniform value* (`uniform_loss`: ln(1 + N) for joint SARE). When the epoch's running
-    loss stays within `rel_tol` of that value at every batch, the detector encodes
-    `probe_paths` (a few fixed database images) and measures their mean pairwise descriptor
-    distance; below `min_distance` (unit-norm descriptors: about 1.41 when spread, 0 when
-    collapsed) the epoch is recorded as collapsed and a warning names the likely cause.
+    A collapsed embedding gives a finite loss (the NaN guard cannot see it), near the loss's
+    *uniform value* (`uniform_loss`: ln(1 + N) for joint SARE), where its gradient vanishes:
+    training does not leave it by itself, and the loss alone does not show it (a high rate
+    makes it jump around that value). So at every epoch end the detector encodes `probe_paths`
+    (fixed database images; 32 images cost little beside an epoch) and measures their mean
+    pairwise descriptor distance (unit-norm descriptors: about 1.4 when spread, 0 when
+    collapsed). The epoch is collapsed when that distance fell below `deep_distance` times its
+    value at the start of training, or below `relative_distance` times it (and below
+    `max_distance`) while the epoch's loss is within `loss_tolerance` of the uniform value.
+    (Randomly initialised backbones often contract to a quarter of their starting spread in
+    their first epoch while the loss falls: that is learning, not a collapse.) Then, with
+    `recover`:
+
+    1. the weights of the last epoch end whose probes were not contracted (or of the start) are
+       restored, and the optimizer's moments are cleared (they point into the collapse);
+    2. the learning rate is multiplied by `lr_factor` from the next epoch on (`lr_scale`, which
+       the run's schedule multiplies in);
+    3. a warning says so, and the record goes to `summary.json` ("collapse");
+    4. after `max_recoveries` collapses the run stops early, saying what was tried.
+
+    The best checkpoint never takes a collapsed epoch (`BestModelCheckpoint(collapse=...)`).
 
     Args:
         uniform_value: the loss's value on a collapsed embedding (`uniform_loss`).
-        probe_paths: images encoded to confirm (only when the loss is stuck).
+        probe_paths: images encoded at every epoch end.
         image_size: their `(height, width)`.
         embedding_model: the image -> descriptor model being trained.
-        learning_rate: the run's initial learning rate, for the message.
-        rel_tol: how close to the uniform value counts as "at" it.
-        min_distance: mean pairwise distance below which descriptors count as collapsed.
+        learning_rate: the run's initial learning rate, for the messages.
+        relative_distance: the share of the starting distance below which the probes count as
+            collapsed when the loss sits at its uniform value.
+        max_distance: probes farther apart than this never count as collapsed.
+        deep_distance: the share of the starting distance below which the probes count as
+            collapsed whatever the loss.
+        loss_tolerance: how close (relative) to the uniform value the loss must be to count as
+            sitting at it.
         batch_size: images per encoding batch.
+        recover: restore and lower the learning rate (False: only warn and record).
+        lr_factor: what each recovery multiplies the learning rate by.
+        max_recoveries: collapses after which the run stops.
+        previous: the collapse records of the run this one resumes.
 
     Attributes:
         collapsed: one record per collapsed epoch (`epoch`, `loss`, `uniform_loss`,
-            `mean_pairwise_distance`).
+            `mean_pairwise_distance`, and with recovery `restored_epoch`, `lr_scale`).
+        lr_scale: the product of the recoveries' factors so far (1.0 before any).
+        stopped: the message of an early stop, or None.
     """
 
     def __init__(
@@ -347,9 +385,15 @@ class CollapseDetector(keras.callbacks.Callback):
         image_size,
         embedding_model,
         learning_rate: float | None = None,
-        rel_tol: float = 0.01,
-        min_distance: float = 0.1,
+        relative_distance: float = 0.4,
+        max_distance: float = 0.5,
+        deep_distance: float = 0.1,
+        loss_tolerance: float = 0.02,
         batch_size: int = 16,
+        recover: bool = True,
+        lr_factor: float = 0.1,
+        max_recoveries: int = 3,
+        previous=None,
     ):
         super().__init__()
         self.uniform_value = float(uniform_value)
@@ -357,30 +401,46 @@ class CollapseDetector(keras.callbacks.Callback):
         self.image_size = image_size
         self.embedding_model = embedding_model
         self.learning_rate = learning_rate
-        self.rel_tol = rel_tol
-        self.min_distance = min_distance
+        self.relative_distance = relative_distance
+        self.max_distance = max_distance
+        self.deep_distance = deep_distance
+        self.loss_tolerance = loss_tolerance
         self.batch_size = batch_size
-        self.collapsed: list[dict] = []
-        self._stuck = True
-        self._loss = None
+        self.recover = recover
+        self.lr_factor = lr_factor
+        self.max_recoveries = max_recoveries
+        # A resumed run goes on at the rate its recoveries had reached.
+        self.collapsed: list[dict] = [dict(record) for record in previous or []]
+        self.lr_scale = min((r.get("lr_scale", 1.0) for r in self.collapsed), default=1.0)
+        self.stopped: str | None = None
+        self.start_distance = float("nan")
+        self._good_weights = None
+        self._good_epoch = 0
 
-    def _at_uniform(self, loss) -> bool:
-        return abs(float(loss) - self.uniform_value) <= self.rel_tol * abs(self.uniform_value)
+    def _snapshot(self) -> list:
+        # Every weight of the trained model (a classifier head too), trainable or not.
+        return [variable.numpy() for variable in self.model.weights]
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._stuck, self._loss = True, None
+    def on_train_begin(self, logs=None):
+        self._good_weights = self._snapshot()
+        if self.probe_paths:
+            self.start_distance = self._probe_distance()
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None or not np.isfinite(loss):
-            self._stuck = False
-            return
-        self._loss = float(loss)
-        self._stuck = self._stuck and self._at_uniform(loss)
+    def is_collapsed(self, distance: float, loss: float) -> bool:
+        """Whether probes `distance` apart after an epoch of mean loss `loss` are collapsed."""
+        if distance < self.deep_distance * self.start_distance:
+            return True
+        at_uniform = abs(loss - self.uniform_value) <= self.loss_tolerance * self.uniform_value
+        return self._contracted(distance) and at_uniform
 
-    def on_epoch_end(self, epoch, logs=None):
-        if not (self._stuck and self._loss is not None and self.probe_paths):
-            return
+    def _contracted(self, distance: float) -> bool:
+        return distance < min(self.max_distance, self.relative_distance * self.start_distance)
+
+    def collapsed_at(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (0-based, as Keras counts) was found collapsed."""
+        return any(record["epoch"] == epoch + 1 for record in self.collapsed)
+
+    def _probe_distance(self) -> float:
         from sare_tf.encoding import encode
 
         descriptors, valid = encode(
@@ -390,23 +450,61 @@ class CollapseDetector(keras.callbacks.Callback):
             batch_size=self.batch_size,
             progress=False,
         )
-        distance = mean_pairwise_distance(descriptors[valid])
-        if not distance < self.min_distance:
+        return mean_pairwise_distance(descriptors[valid])
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss", float("nan"))
+        distance = self._probe_distance() if self.probe_paths else float("nan")
+        if not self.is_collapsed(distance, float(loss)):
+            if not self._contracted(distance):
+                # Only spread weights are worth coming back to.
+                self._good_weights = self._snapshot()
+                self._good_epoch = epoch + 1
             return
         record = {
             "epoch": epoch + 1,
-            "loss": self._loss,
+            "loss": float(loss),
             "uniform_loss": self.uniform_value,
             "mean_pairwise_distance": distance,
+            "start_distance": self.start_distance,
         }
         self.collapsed.append(record)
         lr = f" (lr={self.learning_rate:g})" if self.learning_rate else ""
         message = (
-            f"Embedding collapse at epoch {epoch + 1}: the loss stayed at its uniform value "
-            f"{self.uniform_value:.4f} (every descriptor alike) for the whole epoch, and the mean "
-            f"pairwise descriptor distance of {len(descriptors[valid])} probe images is "
-            f"{distance:.4f} (spread descriptors: ~1.4). The likely cause is a too high learning "
-            f"rate{lr}: lower it. The best model by validation recall is kept."
+            f"Embedding collapse at epoch {epoch + 1}: the mean pairwise descriptor distance of "
+            f"{len(self.probe_paths)} probe images fell to {distance:.4f} from {self.start_distance:.4f} "
+            f"at the start (every descriptor alike; the loss {float(loss):.4f}, its value for "
+            f"identical descriptors {self.uniform_value:.4f}). The likely cause is a too high "
+            f"learning rate{lr}."
         )
+        if self.recover:
+            message += self._recover(epoch, record)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         print(f"WARNING: {message}")
+
+    def _recover(self, epoch: int, record: dict) -> str:
+        for variable, value in zip(self.model.weights, self._good_weights, strict=True):
+            variable.assign(value)
+        optimizer = getattr(self.model, "optimizer", None)
+        for variable in getattr(optimizer, "variables", []):
+            if not variable.path.endswith(("iteration", "iterations", "learning_rate")):
+                variable.assign(np.zeros(variable.shape, variable.dtype))
+        self.lr_scale *= self.lr_factor
+        record.update(restored_epoch=self._good_epoch, lr_scale=self.lr_scale)
+        restored = f"epoch {self._good_epoch}" if self._good_epoch else "the start of training"
+        if len(self.collapsed) >= self.max_recoveries:
+            self.model.stop_training = True
+            self.stopped = (
+                f"Stopped after {len(self.collapsed)} collapses: each time the weights of the last "
+                f"good epoch were restored, the optimizer's moments cleared and the learning rate "
+                f"multiplied by {self.lr_factor:g} (now x{self.lr_scale:g}). Train with a lower "
+                "--lr, --optimizer sgd, or from a pretrained --initial-model."
+            )
+            record["stopped"] = True
+            return f" Restored the weights of {restored}. {self.stopped}"
+        return (
+            f" Restored the weights of {restored}, cleared the optimizer's moments and "
+            f"multiplied the learning rate by {self.lr_factor:g} (now x{self.lr_scale:g} the "
+            "schedule's); training goes on. The best model by validation recall never comes "
+            "from a collapsed epoch."
+        )

@@ -67,7 +67,7 @@ __all__ = [
     "train",
 ]
 
-# Database images encoded to confirm a suspected embedding collapse (only when the loss is stuck).
+# Database images encoded at every epoch end to watch for an embedding collapse.
 COLLAPSE_PROBE_IMAGES = 32
 
 
@@ -87,11 +87,13 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
             policy; it must not be inside another strategy scope).
 
     Returns:
-        The summary dict (also in `config.out/summary.json`): "status" ("completed", or
-        "initialized" for `epochs=0`), "config", "seed", "model" (what was trained: backbone,
+        The summary dict (also in `config.out/summary.json`): "status" ("completed",
+        "initialized" for `epochs=0`, "stopped_collapsed" with "stopped" when collapse recovery
+        gave up), "config", "seed", "model" (what was trained: backbone,
         NetVLAD K, descriptor and image size), "datasets", "precision", "strategy", "epochs"
         (per-epoch loss, learning rate, validation recall, timings), "best", "mining",
-        "collapse" (epochs where the embedding collapsed), "timings", "paths".
+        "collapse" (epochs where the embedding collapsed and how each was recovered: restored
+        epoch, learning-rate scale), "timings", "paths".
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (summary status "diverged").
@@ -481,14 +483,6 @@ class TrainingRun:
         config, folder = self.config, self.folder
         validation = self._validation()
         best = folder.summary.get("best") or {}
-        self.checkpoint = cb.BestModelCheckpoint(
-            folder.file(BEST_MODEL_FILE),
-            embedding_model=self.embedding,
-            best=best.get("val_recall@5", float("-inf")),
-            best_epoch=best.get("epoch"),
-            last_path=folder.file(LAST_MODEL_FILE),
-        )
-        self.nan_guard = cb.NaNGuard()
         probes = self.train_data.db_image_paths()[:COLLAPSE_PROBE_IMAGES]
         # A collapsed embedding gives every image the same logits: about ln(C) at the start.
         uniform = (
@@ -503,20 +497,33 @@ class TrainingRun:
             self.embedding,
             learning_rate=config.lr,
             batch_size=config.eval_batch_size,
+            previous=folder.summary.get("collapse"),
         )
+        self.checkpoint = cb.BestModelCheckpoint(
+            folder.file(BEST_MODEL_FILE),
+            embedding_model=self.embedding,
+            # None: the best so far are weights a collapse recovery restored (value unknown).
+            best=float("-inf") if best.get("val_recall@5") is None else best["val_recall@5"],
+            best_epoch=best.get("epoch"),
+            last_path=folder.file(LAST_MODEL_FILE),
+            collapse=self.collapse,
+        )
+        self.nan_guard = cb.NaNGuard()
         self.run_summary = cb.RunSummary(
             folder.summary_path, folder.summary, mining, validation, self.checkpoint, self.collapse
         )
+        schedule = cb.halving_schedule(config.lr, config.lr_halve_every)
         callbacks = [
             *([mining] if mining is not None else []),
+            # A collapse recovery lowers the rate: the schedule times the detector's scale.
             keras.callbacks.LearningRateScheduler(
-                cb.halving_schedule(config.lr, config.lr_halve_every)
+                lambda epoch, lr: schedule(epoch) * self.collapse.lr_scale
             ),
             *([validation] if validation is not None else []),
+            self.collapse,  # before the checkpoint: a collapsed epoch is never the best
             self.checkpoint,
             self.nan_guard,
             keras.callbacks.TerminateOnNaN(),
-            self.collapse,
             self.run_summary,
         ]
         if config.tensorboard:
@@ -547,6 +554,8 @@ class TrainingRun:
             folder.add_mining(self.config.mining_mode, mining.refreshes)
         folder.add_timing("total_seconds", time.perf_counter() - start)
         failure = self.nan_guard.failure
+        if failure is None and self.collapse.stopped:
+            return folder.finish("stopped_collapsed", stopped=self.collapse.stopped)
         if failure is None:
             return folder.finish("completed")
         folder.finish("diverged", failure=failure)

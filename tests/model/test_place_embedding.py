@@ -22,6 +22,7 @@ from sare_tf.model import (
 
 DATA = pathlib.Path(__file__).parent / "data"
 LEGACY = DATA / "legacy_tiny_netvlad4_pca16"
+TINY_PLAIN = DATA / "place_embedding_tiny_plain_netvlad4"
 
 
 def _images(count=2, size=(48, 64), seed=0):
@@ -109,6 +110,25 @@ def test_a_keras_file_written_before_the_class_existed_still_loads():
     np.testing.assert_allclose(descriptors, expected["descriptors"], atol=1e-6)
     # The fingerprint of its weights is unchanged by the upgrade (indexes built with it match).
     assert model_fingerprint(loaded) == upgrade_functional(legacy).fingerprint
+    assert loaded.model.backbone_name == "tiny-plain"  # the graph it was written with
+
+
+def test_a_model_saved_before_its_backbone_changed_loads_with_the_graph_it_had():
+    """`tiny` gained group normalisation; files saved with the plain graph rebuild that graph."""
+    expected = np.load(f"{TINY_PLAIN}.npz")
+    loaded = keras.models.load_model(f"{TINY_PLAIN}.keras")
+    assert isinstance(loaded, PlaceEmbedding) and loaded.backbone_name == "tiny-plain"
+    assert loaded.image_size == (48, 64)
+    np.testing.assert_allclose(
+        loaded.predict(expected["images"], verbose=0), expected["descriptors"], atol=1e-6
+    )
+    assert loaded.fingerprint == str(expected["fingerprint"])
+    # Saved again today, it records its revision and comes back as the same graph.
+    assert loaded.get_config()["backbone_revision"] == 1
+    assert PlaceEmbedding.from_config(loaded.get_config()).backbone_name == "tiny-plain"
+    today = PlaceEmbedding("tiny", NetVLAD(4, name="netvlad"), input_shape=(48, 64, 3))
+    assert today.get_config()["backbone_revision"] == 2
+    assert "GroupNormalization" in {type(layer).__name__ for layer in today.layers}
 
 
 def test_pca_whitening_keeps_the_class_and_the_backbone_weights():
@@ -128,4 +148,5 @@ def test_unknown_backbone_is_refused_with_the_names():
     assert set(BACKBONE_NAMES) == {
         "vgg16", "keras-resnet50", "resnet18", "resnet50", "resnet101", "resnet50-layer3",
         "dinov2-vits14", "dinov2-vitb14", "dinov2-vits14-tokens", "dinov2-vitb14-tokens", "tiny",
+        "tiny-plain",
     }  # fmt: skip

@@ -45,8 +45,13 @@ def test_gradient_methods_through_a_savedmodel_equal_those_of_the_keras_model(
     assert through_savedmodel.shape == (2, 64, 96)
     # The SavedModel runs the same maths through other kernels (grappler may fuse conv + ReLU):
     # float32 rounding can flip a ReLU or max-pool decision at a near-tie, which reroutes the
-    # gradient of a handful of pixels. Everything else must agree to 1e-4.
-    close = np.isclose(through_savedmodel, through_keras, rtol=0, atol=1e-4)
+    # gradient of a handful of pixels. Group normalisation makes every pixel's gradient depend
+    # on image-wide statistics, so smoothgrad's noisy copies spread that rounding: maps scaled
+    # to a maximum of 1 agree to 1e-4 (saliency) and 4e-3 (smoothgrad) nearly everywhere.
+    assert np.abs(through_keras).max() == pytest.approx(1.0)
+    close = np.isclose(
+        through_savedmodel, through_keras, rtol=0, atol=1e-4 if method == "saliency" else 4e-3
+    )
     assert close.mean() > 0.995, f"{(~close).sum()} of {close.size} pixels differ"
     correlation = np.corrcoef(through_savedmodel.ravel(), through_keras.ravel())[0, 1]
     assert correlation > 0.999

@@ -204,7 +204,7 @@ def test_one_step_on_two_workers_matches_one_device(tmp_path):
         assert max(float(np.abs(a - b).max()) for a, b in zip(weights, single, strict=True)) < 1e-6
     assert abs(single_loss - np.log(3.0)) > 1e-3  # not the all-equal degenerate loss
     update = max(float(np.abs(a - b).max()) for a, b in zip(single, before, strict=True))
-    assert update > 1e-3  # the step moved the weights (by far more than the tolerance)
+    assert update > 1e-4  # the step moved the weights (by far more than the tolerance)
 
 
 RECIPE_SCRIPT = textwrap.dedent(

@@ -114,17 +114,30 @@ def test_killed_run_resumes_from_backup_and_finishes(tiny_city, tmp_path):
     assert "cluster_init_seconds" in summary["timings"]  # kept from the first run
     assert not (out / "backup").exists()  # removed once the run finished
     assert not list(out.glob(".*tmp*"))
+    # No halving within 5 epochs; a collapse recovery (this rate may contract the tiny
+    # embedding) scales the rate from the next epoch on, in the resumed run too.
+    collapses = summary.get("collapse") or []
+    expected = [
+        0.05 * min([c["lr_scale"] for c in collapses if c["epoch"] < epoch], default=1.0)
+        for epoch in range(1, EPOCHS + 1)
+    ]
     lrs = [r["learning_rate"] for r in summary["epochs"]]
-    np.testing.assert_allclose(lrs, [0.05] * EPOCHS, rtol=1e-6)  # halving every 5 epochs
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
 
     val = GeoDataset.from_dbstruct(tiny_city["val"])
     recalls = [r["val_recall@5"] for r in summary["epochs"]]
-    last = keras.models.load_model(out / "last.keras")
-    assert _recall_at_5(last, val) == pytest.approx(recalls[-1])
+    collapsed = {c["epoch"] for c in collapses}
+    if EPOCHS not in collapsed:  # else last.keras holds the restored weights
+        last = keras.models.load_model(out / "last.keras")
+        assert _recall_at_5(last, val) == pytest.approx(recalls[-1])
+    good = {epoch: r for epoch, r in enumerate(recalls, start=1) if epoch not in collapsed}
     best = keras.models.load_model(out / "best.keras")
-    assert summary["best"]["val_recall@5"] == pytest.approx(max(recalls))
-    assert summary["best"]["epoch"] == 1 + int(np.argmax(recalls))
-    assert _recall_at_5(best, val) == pytest.approx(max(recalls))
+    if good:
+        assert summary["best"]["val_recall@5"] == pytest.approx(max(good.values()))
+        assert summary["best"]["epoch"] in good and good[summary["best"]["epoch"]] == max(
+            good.values()
+        )
+        assert _recall_at_5(best, val) == pytest.approx(max(good.values()))
 
     validation = _scalars(out / "tensorboard" / "validation")
     assert validation["epoch_recall@5"] == pytest.approx(dict(enumerate(recalls)))

@@ -145,7 +145,9 @@ def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path,
     with open(tmp_path / "collapse" / "summary.json") as handle:
         assert json.load(handle)["collapse"] == collapse
     # A healthy run records no collapse.
-    healthy = train(_config(tiny_city, tmp_path / "healthy"))
+    healthy = train(
+        _config(tiny_city, tmp_path / "healthy", optimizer="adam", lr=1e-4, epochs=2)
+    )
     assert "collapse" not in healthy
 
 
@@ -171,3 +173,70 @@ def test_export_needs_no_image_size_for_a_model_trained_by_sare_tf_train(tiny_ci
     from sare_tf.artifacts import load_descriptor_model
 
     assert load_descriptor_model(root / "trained").image_size == (40, 56)
+
+
+def _spread(path, tiny_city):
+    from sare_tf.artifacts import load_descriptor_model
+    from sare_tf.data import GeoDataset
+    from sare_tf.encoding import encode
+    from sare_tf.training.callbacks import mean_pairwise_distance
+
+    paths = GeoDataset.load(tiny_city["train"]).db_image_paths()[:32]
+    descriptors, valid = encode(load_descriptor_model(path), paths, progress=False)
+    return mean_pairwise_distance(descriptors[valid])
+
+
+def test_a_collapse_is_undone_the_rate_lowered_and_never_the_best_model(
+    tiny_city, tmp_path, capsys
+):
+    """A far too high rate collapses the embedding at the first epoch: the run restores the
+    weights from before it, lowers the rate, says so, and ends with spread descriptors."""
+    config = _config(
+        tiny_city, tmp_path / "run", optimizer="adam", lr=0.5, epochs=4, steps_per_epoch=6,
+        weight_decay=0.0,
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="Restored the weights of"):
+        summary = train(config)
+    collapse = summary["collapse"]
+    assert collapse[0]["epoch"] == 1 and collapse[0]["restored_epoch"] == 0
+    assert [r["lr_scale"] for r in collapse] == pytest.approx(
+        [0.1**k for k in range(1, len(collapse) + 1)]
+    )
+    rates = [record["learning_rate"] for record in summary["epochs"]]
+    assert rates[0] == pytest.approx(0.5) and rates[1] == pytest.approx(0.05)
+    assert "training goes on" in capsys.readouterr().out
+    collapsed_epochs = {record["epoch"] for record in collapse}
+    assert summary["best"]["epoch"] not in collapsed_epochs
+    for name in ("best.keras", "last.keras"):
+        assert _spread(tmp_path / "run" / name, tiny_city) >= 0.5, name
+    assert summary["status"] in ("completed", "stopped_collapsed")
+
+
+def test_a_run_that_keeps_collapsing_stops_and_says_what_was_tried(
+    tiny_city, tmp_path, monkeypatch
+):
+    from sare_tf.training import callbacks
+
+    # A detector that finds every epoch collapsed: the stop path, whatever the data.
+    monkeypatch.setattr(callbacks.CollapseDetector, "is_collapsed", lambda self, *_: True)
+    with pytest.warns(RuntimeWarning):
+        summary = train(_config(tiny_city, tmp_path / "run", epochs=3, steps_per_epoch=2))
+    assert summary["status"] == "stopped_collapsed" and len(summary["collapse"]) == 3
+    assert "Stopped after 3 collapses" in summary["stopped"] and "--lr" in summary["stopped"]
+    assert len(summary["epochs"]) == 3
+    # No epoch was ever good: best.keras holds the restored weights of the start of training.
+    assert summary["best"] == {"epoch": 0, "val_recall@5": None, "path": "best.keras"}
+    assert (tmp_path / "run" / "best.keras").is_file()
+
+
+def test_a_collapse_is_a_deep_contraction_or_a_contraction_at_the_uniform_loss():
+    from sare_tf.training.callbacks import CollapseDetector
+
+    detector = CollapseDetector(np.log(6.0), [], (48, 64), embedding_model=None)
+    detector.start_distance = 1.3
+    assert detector.is_collapsed(0.05, 1.5)  # below a tenth of the start, whatever the loss
+    assert detector.is_collapsed(0.35, 1.80)  # contracted, loss within 2 % of ln 6 = 1.792
+    assert not detector.is_collapsed(0.35, 1.50)  # contracted while the loss falls: learning
+    assert not detector.is_collapsed(0.60, 1.79)  # spread kept (above 0.5)
+    detector.start_distance = 0.78  # a random ViT + BoQ contracting in its first epoch
+    assert not detector.is_collapsed(0.19, 1.568 * np.log(6.0) / np.log(4.0))
