@@ -116,6 +116,15 @@ def _recall_table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
+def _timeline(timings: dict, total: float) -> str:
+    """Seconds per stage, with each stage's share of the whole run."""
+    lines = ["stage        seconds   share"]
+    for name, seconds in timings.items():
+        lines.append(f"{name:10}{seconds:10.1f}{100 * seconds / max(total, 1e-9):7.0f}%")
+    lines.append(f"{'total':10}{total:10.1f}")
+    return "\n".join(lines)
+
+
 def _saliency_queries(first_correct_before, first_correct_after, count: int) -> list[int]:
     """Queries that training fixed first (the interesting ones), then others, in id order."""
     import numpy as np
@@ -269,7 +278,11 @@ def run_demo(config: DemoConfig | None = None) -> dict:
         "timings": steps.timings,
         "precision": policy,
         "config": {**dataclasses.asdict(config), "training": training.to_dict()},
-        "training": {"epochs": summary.get("epochs"), "best": summary.get("best")},
+        "training": {
+            "epochs": summary.get("epochs"),
+            "best": summary.get("best"),
+            "collapse": summary.get("collapse", []),
+        },
         "paths": {
             "run": config.out,
             "recall_curve": curve_path,
@@ -283,6 +296,7 @@ def run_demo(config: DemoConfig | None = None) -> dict:
     print("\n" + "=" * 60)
     print(f"sare-tf demo finished in {seconds / 60:.1f} min ({policy})")
     print(_recall_table(before.metrics, after.metrics))
+    print(_timeline(steps.timings, seconds))
     print(f"metrics:       {os.path.join(config.out, 'metrics.json')}")
     print(f"recall curve:  {curve_path}")
     print(f"saliency:      {saliency_dir}/")

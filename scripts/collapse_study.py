@@ -115,7 +115,9 @@ def layer_statistics(model, images) -> dict:
     assignment /= assignment.sum(-1, keepdims=True)
     entropy = -(assignment * np.log(assignment + 1e-30)).sum(-1).mean() / math.log(kernel.shape[1])
     centroids = np.asarray(netvlad.centroids, np.float64)
-    residuals = np.einsum("bnk,bnd->bkd", assignment, flat) - assignment.sum(1)[..., None] * centroids
+    residuals = (
+        np.einsum("bnk,bnd->bkd", assignment, flat) - assignment.sum(1)[..., None] * centroids
+    )
     norms = np.linalg.norm(residuals, axis=-1)
     stats["netvlad"] = {
         "assignment_entropy": round(float(entropy), 3),
@@ -137,7 +139,10 @@ def steps(args) -> None:
 
     train_data, val_data = city(args.data_dir)
     images = np.stack(
-        [load_image(path, IMAGE_SIZE).numpy() for path in train_data.db_image_paths()[:PROBE_IMAGES]]
+        [
+            load_image(path, IMAGE_SIZE).numpy()
+            for path in train_data.db_image_paths()[:PROBE_IMAGES]
+        ]
     )
     records = []
 
@@ -157,7 +162,9 @@ def steps(args) -> None:
             variables = run.fit_model.trainable_variables
             gradients = tape.gradient(loss, variables)
             record["gradient_over_weight"] = {
-                variable.path.split("/")[-2]: round(float(tf.norm(g) / (tf.norm(variable) + 1e-12)), 6)
+                variable.path.split("/")[-2]: round(
+                    float(tf.norm(g) / (tf.norm(variable) + 1e-12)), 6
+                )
                 for variable, g in zip(variables, gradients, strict=True)
                 if g is not None and variable.path.endswith("kernel")
             }
@@ -207,9 +214,15 @@ def steps(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("sweep", "steps"), help="a sweep of runs, or one run step by step")
-    parser.add_argument("--backbone", nargs="+", default=["tiny", "tiny-plain"], help="backbones (steps: the first)")
-    parser.add_argument("--lr", nargs="+", type=float, default=[1e-3, 1e-2], help="Adam learning rates")
+    parser.add_argument(
+        "what", choices=("sweep", "steps"), help="a sweep of runs, or one run step by step"
+    )
+    parser.add_argument(
+        "--backbone", nargs="+", default=["tiny", "tiny-plain"], help="backbones (steps: the first)"
+    )
+    parser.add_argument(
+        "--lr", nargs="+", type=float, default=[1e-3, 1e-2], help="Adam learning rates"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="run seeds")
     parser.add_argument(
         "--precision", nargs="+", default=["float32"], help="float32 and/or mixed_bfloat16 (forced)"
@@ -219,7 +232,9 @@ def main(argv=None) -> int:
         "--num-candidates", type=int, default=100,
         help="random database images a query's negatives are mined from (5 = random negatives)",
     )  # fmt: skip
-    parser.add_argument("--data-dir", default="data/synthetic_city", help="where the tiny city is made")
+    parser.add_argument(
+        "--data-dir", default="data/synthetic_city", help="where the tiny city is made"
+    )
     args = parser.parse_args(argv)
     (sweep if args.what == "sweep" else steps)(args)
     return 0

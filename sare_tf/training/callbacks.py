@@ -121,7 +121,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         best: the value to beat (a resumed run passes the best it had reached).
         last_path: also save the model after every epoch here (None: no).
         collapse: the run's `CollapseDetector` (it runs first): a collapsed epoch is never the
-            best; after a recovery, `last_path` holds the restored weights.
+            best, an epoch whose descriptors kept their spread beats one whose descriptors
+            contracted; after a recovery, `last_path` holds the restored weights.
+        best_spread: whether the best of a resumed run had spread descriptors.
 
     Attributes:
         best: the best value so far; `best_epoch` its epoch (1-based, None before any; 0 for
@@ -137,6 +139,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         best_epoch: int | None = None,
         last_path=None,
         collapse=None,
+        best_spread: bool = True,
     ):
         super().__init__()
         self.path = os.fspath(path)
@@ -146,6 +149,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best_epoch = best_epoch
         self.last_path = None if last_path is None else os.fspath(last_path)
         self.collapse = collapse
+        # Before any best, any epoch beats the start value.
+        self.best_spread = best_epoch is not None and best_spread
 
     def on_epoch_end(self, epoch, logs=None):
         from sare_tf.models import embedding_of
@@ -153,14 +158,18 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         model = self.embedding_model or embedding_of(self.model)
         value = (logs or {}).get(self.monitor)
         collapsed = self.collapse is not None and self.collapse.collapsed_at(epoch)
-        if not collapsed and value is not None and np.isfinite(value) and value > self.best:
+        # An epoch whose descriptors kept their spread beats any that lost it; then the value.
+        spread = self.collapse is None or not self.collapse.contracted_at(epoch)
+        finite = value is not None and np.isfinite(value)
+        if not collapsed and finite and (spread, value) > (self.best_spread, self.best):
             save_model_atomic(model, self.path)
-            self.best, self.best_epoch = float(value), epoch + 1
+            self.best, self.best_epoch, self.best_spread = float(value), epoch + 1, spread
         elif collapsed and self.best_epoch is None:
             # The detector restored weights from before the collapse: until an epoch beats
             # them, they are the best model there is (its validation value unknown).
             save_model_atomic(model, self.path)
             self.best_epoch = self.collapse.collapsed[-1].get("restored_epoch", 0)
+            self.best_spread = True  # restored weights are spread ones
         if self.last_path is not None and np.isfinite((logs or {}).get("loss", 0.0)):
             save_model_atomic(model, self.last_path)
 
@@ -247,6 +256,7 @@ class RunSummary(keras.callbacks.Callback):
             self.summary["best"] = {
                 "epoch": self.checkpoint.best_epoch,
                 self.checkpoint.monitor: best if math.isfinite(best) else None,
+                "spread": self.checkpoint.best_spread,
                 "path": os.path.basename(self.checkpoint.path),
             }
         if self.collapse is not None and self.collapse.collapsed:
@@ -413,6 +423,7 @@ class CollapseDetector(keras.callbacks.Callback):
         self.collapsed: list[dict] = [dict(record) for record in previous or []]
         self.lr_scale = min((r.get("lr_scale", 1.0) for r in self.collapsed), default=1.0)
         self.stopped: str | None = None
+        self.contracted_epochs: set[int] = set()
         self.start_distance = float("nan")
         self._good_weights = None
         self._good_epoch = 0
@@ -440,6 +451,10 @@ class CollapseDetector(keras.callbacks.Callback):
         """Whether epoch `epoch` (0-based, as Keras counts) was found collapsed."""
         return any(record["epoch"] == epoch + 1 for record in self.collapsed)
 
+    def contracted_at(self, epoch: int) -> bool:
+        """Whether the probes of epoch `epoch` (0-based) had lost most of their spread."""
+        return epoch + 1 in self.contracted_epochs
+
     def _probe_distance(self) -> float:
         from sare_tf.encoding import encode
 
@@ -455,6 +470,8 @@ class CollapseDetector(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss", float("nan"))
         distance = self._probe_distance() if self.probe_paths else float("nan")
+        if self._contracted(distance):
+            self.contracted_epochs.add(epoch + 1)
         if not self.is_collapsed(distance, float(loss)):
             if not self._contracted(distance):
                 # Only spread weights are worth coming back to.

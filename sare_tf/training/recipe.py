@@ -505,6 +505,7 @@ class TrainingRun:
             # None: the best so far are weights a collapse recovery restored (value unknown).
             best=float("-inf") if best.get("val_recall@5") is None else best["val_recall@5"],
             best_epoch=best.get("epoch"),
+            best_spread=best.get("spread", True),
             last_path=folder.file(LAST_MODEL_FILE),
             collapse=self.collapse,
         )

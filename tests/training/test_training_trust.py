@@ -145,9 +145,7 @@ def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path,
     with open(tmp_path / "collapse" / "summary.json") as handle:
         assert json.load(handle)["collapse"] == collapse
     # A healthy run records no collapse.
-    healthy = train(
-        _config(tiny_city, tmp_path / "healthy", optimizer="adam", lr=1e-4, epochs=2)
-    )
+    healthy = train(_config(tiny_city, tmp_path / "healthy", optimizer="adam", lr=1e-4, epochs=2))
     assert "collapse" not in healthy
 
 
@@ -225,7 +223,9 @@ def test_a_run_that_keeps_collapsing_stops_and_says_what_was_tried(
     assert "Stopped after 3 collapses" in summary["stopped"] and "--lr" in summary["stopped"]
     assert len(summary["epochs"]) == 3
     # No epoch was ever good: best.keras holds the restored weights of the start of training.
-    assert summary["best"] == {"epoch": 0, "val_recall@5": None, "path": "best.keras"}
+    assert summary["best"] == {
+        "epoch": 0, "val_recall@5": None, "spread": True, "path": "best.keras"
+    }  # fmt: skip
     assert (tmp_path / "run" / "best.keras").is_file()
 
 
