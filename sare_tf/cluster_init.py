@@ -28,8 +28,18 @@ def _image_batches(
         lambda path: safe_load_image(path, image_size, bad_images),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    dataset = dataset.filter(lambda image, ok: ok).map(lambda image, ok: image)
+    dataset = dataset.filter(_was_read).map(_image_only)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# Named functions, not two lambdas on one line: AutoGraph cannot tell such lambdas apart and
+# prints a long warning on every training run.
+def _was_read(image, ok):
+    return ok
+
+
+def _image_only(image, ok):
+    return image
 
 
 def sample_local_descriptors(
