@@ -240,3 +240,20 @@ def test_a_collapse_is_a_deep_contraction_or_a_contraction_at_the_uniform_loss()
     assert not detector.is_collapsed(0.60, 1.79)  # spread kept (above 0.5)
     detector.start_distance = 0.78  # a random ViT + BoQ contracting in its first epoch
     assert not detector.is_collapsed(0.19, 1.568 * np.log(6.0) / np.log(4.0))
+
+
+@pytest.mark.parametrize("loss", ["triplet", "contrastive", "npair"])
+def test_every_tuple_loss_gets_the_same_guard(tiny_city, tmp_path, loss):
+    """The guard looks at the descriptors, not at the loss: a collapse under the triplet,
+    contrastive or N-pair loss is undone the same way, and never becomes the best model."""
+    config = _config(
+        tiny_city, tmp_path / loss, loss=loss, optimizer="adam", lr=0.5, epochs=2,
+        steps_per_epoch=6, weight_decay=0.0,
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="Restored the weights of"):
+        summary = train(config)
+    first = summary["collapse"][0]
+    assert first["epoch"] == 1 and first["restored_epoch"] == 0 and first["lr_scale"] == 0.1
+    assert summary["epochs"][1]["learning_rate"] == pytest.approx(0.05)
+    assert summary["best"]["epoch"] not in {record["epoch"] for record in summary["collapse"]}
+    assert _spread(tmp_path / loss / "best.keras", tiny_city) >= 0.5
