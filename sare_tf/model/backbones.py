@@ -41,6 +41,13 @@ def _ported(build_graph, what: str):
     return build
 
 
+def _with_weights(model: keras.Model, weights) -> keras.Model:
+    """The scaffold of a network without downloads, with a local weights file loaded if given."""
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
 def _tiny_plain(inputs, weights):
     """The first `tiny` network: VGG-style, no normalisation (models saved with it still load)."""
     x = inputs
@@ -51,10 +58,7 @@ def _tiny_plain(inputs, weights):
             )(x)
         if block < 4:
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    model = keras.Model(inputs, x, name="tiny")
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return _with_weights(keras.Model(inputs, x, name="tiny"), weights)
 
 
 TINY_GN_GROUPS = 8
@@ -87,10 +91,7 @@ def _tiny(inputs, weights):
                 x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
         if block < 4:
             x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    model = keras.Model(inputs, x, name="tiny")
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return _with_weights(keras.Model(inputs, x, name="tiny"), weights)
 
 
 _BUILDERS = {
