@@ -44,6 +44,15 @@ def test_quick_demo_runs_end_to_end_and_reruns(tmp_path):
         )
     assert metrics["seconds"] > 0
     assert "sare-tf demo finished" in first.stdout
+    # The recipe and why, the CPU, and the stage timeline, each stage timed in metrics.json.
+    assert "recipe: tiny backbone" in first.stdout and "precision:" in first.stdout
+    assert set(metrics["timings"]) == {
+        "city", "model", "before", "train", "after", "export", "plots", "metrics"
+    }  # fmt: skip
+    assert sum(metrics["timings"].values()) <= metrics["seconds"] + 1.0
+    for stage in metrics["timings"]:
+        assert f"\n{stage} " in first.stdout  # a line of the timeline
+    assert metrics["training"]["collapse"] == []
 
     version_1 = tmp_path / "saved_models" / "sare_demo" / "1"
     assert (version_1 / "saved_model.pb").is_file()
