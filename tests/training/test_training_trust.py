@@ -242,6 +242,7 @@ def test_a_collapse_is_a_deep_contraction_or_a_contraction_at_the_uniform_loss()
     assert not detector.is_collapsed(0.19, 1.568 * np.log(6.0) / np.log(4.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "npair"])
 def test_every_tuple_loss_gets_the_same_guard(tiny_city, tmp_path, loss):
     """The guard looks at the descriptors, not at the loss: a collapse under the triplet,
