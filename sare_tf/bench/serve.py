@@ -35,14 +35,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help="model to serve (default: a random tiny model at 96x128)"
     )
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 8, 32],
+        help="concurrent clients, one load test per value (default 1 8 32)",
+    )  # fmt: skip
     parser.add_argument(
         "--requests", type=int, default=200, help="requests per client (default 200)"
     )
+    parser.add_argument(
+        "--formats", nargs="+", default=["saved_model", "onnx_int8"],
+        choices=("saved_model", "onnx_int8"),
+        help="serve the SavedModel and / or its ONNX int8 export (needs the runtimes extra)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--invalid-share", type=float, default=0.0,
+        help="share of requests with an invalid body (a soak test: they must get 4xx, the valid "
+        "ones 200)",
+    )  # fmt: skip
     parser.add_argument("--max-batch", type=int, default=16, help="server --max-batch")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="server --batch-wait-ms")
     parser.add_argument(
-        "--max-seconds", type=float, default=600.0, help="stop sending after this long"
+        "--max-seconds", type=float, default=600.0, help="stop each load test after this long"
     )
     add_json_argument(parser, "serve")
 
@@ -137,37 +150,70 @@ def _jpegs(count: int = 8) -> list[str]:
     return encoded
 
 
-def load_test(url: str, clients: int, requests: int, max_seconds: float) -> dict:
-    """Runs the clients; returns latencies (s), error messages and the wall time."""
+INVALID_BODIES = (
+    b"{not json",
+    b'{"signature_name": "serve_jpeg", "instances": [{"b64": "%%%"}]}',
+    b'{"signature_name": "serve_jpeg", "instances": [{"b64": "aGVsbG8="}]}',
+    b'{"signature_name": "nope", "instances": [1]}',
+    b'{"instances": [{"image": [[1, 2]]}]}',
+)
+
+
+def _send(url: str, body: bytes, timeout: float = 60.0) -> int | str:
+    """The HTTP status of one POST, or the connection error's text."""
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            answer.read()
+            return answer.status
+    except urllib.error.HTTPError as error:
+        error.read()
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as failure:
+        return str(failure)
+
+
+def load_test(
+    url: str, clients: int, requests: int, max_seconds: float, invalid_share: float = 0.0
+) -> dict:
+    """Runs `clients` threads of `requests` POSTs each (stopping after `max_seconds`).
+
+    Returns:
+        `latencies` (s) of valid requests answered 200, `failures` of valid requests (status or
+        error text), `invalid` counts by status, and the wall `seconds`.
+    """
     bodies = [
         json.dumps(
             {"signature_name": "serve_jpeg", "instances": [{"image_bytes": {"b64": image}}]}
         ).encode()
         for image in _jpegs()
     ]
-    latencies, errors = [], []
+    latencies, failures, invalid = [], [], {}
     lock = threading.Lock()
     stop_at = time.monotonic() + max_seconds
 
     def client(number: int) -> None:
+        rng = np.random.default_rng(number)
         for i in range(requests):
             if time.monotonic() > stop_at:
                 return
-            request = urllib.request.Request(
-                url, data=bodies[(number + i) % len(bodies)],
-                headers={"Content-Type": "application/json"}, method="POST",
-            )  # fmt: skip
+            is_invalid = rng.random() < invalid_share
+            body = (
+                INVALID_BODIES[i % len(INVALID_BODIES)]
+                if is_invalid
+                else bodies[(number + i) % len(bodies)]
+            )
             start = time.perf_counter()
-            try:
-                with urllib.request.urlopen(request, timeout=60) as answer:
-                    ok = answer.status == 200 and b"predictions" in answer.read()
-                error = None if ok else "answer without predictions"
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as failure:
-                error = str(failure)
+            status = _send(url, body)
             with lock:
-                latencies.append(time.perf_counter() - start)
-                if error:
-                    errors.append(error)
+                if is_invalid:
+                    invalid[str(status)] = invalid.get(str(status), 0) + 1
+                elif status == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    failures.append(status)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -175,56 +221,171 @@ def load_test(url: str, clients: int, requests: int, max_seconds: float) -> dict
         thread.start()
     for thread in threads:
         thread.join()
-    return {"latencies": latencies, "errors": errors, "seconds": time.perf_counter() - started}
+    return {
+        "latencies": latencies,
+        "failures": failures,
+        "invalid": invalid,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def in_process_rate(model_path: str, batch: int, seconds: float = 5.0) -> dict:
+    """Images/s of the model called in this process on decoded batches of `batch` (the
+    ceiling of what the server can reach), and with the server's decoding included."""
+    from sare_tf.artifacts import load_descriptor_model
+    from sare_tf.serving.images import decode_images
+    from sare_tf.serving.servables import describe_function
+
+    loaded = load_descriptor_model(model_path)
+    describe = describe_function(loaded)
+    values = [{"b64": image} for image in _jpegs(batch)]
+    images = decode_images("serve_jpeg", values, loaded.image_size)
+    describe(images)  # warm-up
+
+    def rate(step) -> float:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            step()
+            count += batch
+        return count / (time.perf_counter() - started)
+
+    return {
+        "model_images_per_s": round(rate(lambda: describe(images)), 2),
+        "decode_and_model_images_per_s": round(
+            rate(lambda: describe(decode_images("serve_jpeg", values, loaded.image_size))), 2
+        ),
+    }
+
+
+def _summary(result: dict, clients: int) -> dict:
+    latencies = np.asarray(result["latencies"]) * 1000.0
+    answered = len(latencies)
+
+    def percentile(q):
+        return round(float(np.percentile(latencies, q)), 2) if answered else None
+
+    server_errors = [f for f in result["failures"] if not (isinstance(f, int) and f < 500)]
+    server_errors += [
+        s for s, n in result["invalid"].items() for _ in range(n) if not s.startswith("4")
+    ]
+    return {
+        "clients": clients,
+        "answered": answered,
+        "valid_failures": len(result["failures"]),
+        "failure_examples": [str(f) for f in result["failures"][:5]],
+        "server_errors": len(server_errors),
+        "invalid_answers": result["invalid"],
+        "p50_ms": percentile(50),
+        "p95_ms": percentile(95),
+        "p99_ms": percentile(99),
+        "images_per_s": round(answered / result["seconds"], 2),
+    }
+
+
+def _onnx_int8(saved_model_base: str, folder: str) -> str:
+    from sare_tf.artifacts import load_descriptor_model
+    from sare_tf.artifacts.onnx_format import export_onnx
+
+    if saved_model_base.endswith(".keras"):
+        source = saved_model_base
+    else:  # the .keras file sare-tf export writes beside each version
+        versions = [int(v) for v in os.listdir(saved_model_base) if v.isdigit()]
+        source = os.path.join(saved_model_base, f"{max(versions)}.keras")
+    model = load_descriptor_model(source).model
+    calibration = os.path.join(folder, "calibration")
+    os.makedirs(calibration, exist_ok=True)
+    paths = []
+    for number, image in enumerate(_jpegs(8)):
+        path = os.path.join(calibration, f"{number}.jpg")
+        with open(path, "wb") as handle:
+            handle.write(base64.b64decode(image))
+        paths.append(path)
+    exported = export_onnx(
+        model, os.path.join(folder, "onnx"), "bench", quantize="int8", calibration_paths=paths
+    )
+    return exported["path"]
+
+
+def bench_format(model: str, label: str, args, scratch: str) -> dict:
+    """In-process rate, then one load test per client count against a fresh server."""
+    rates = in_process_rate(model, args.max_batch)
+    port = free_port()
+    extra = [
+        "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms),
+        "--max-in-flight", str(max(args.clients) * 2), "--max-queued", str(max(args.clients) * 2),
+        "--poll-seconds", "0",
+    ]  # fmt: skip
+    process = start_server(model, "bench", port, extra, os.path.join(scratch, f"{label}.log"))
+    url = f"http://127.0.0.1:{port}/v1/models/bench:predict"
+    levels = []
+    try:
+        load_test(url, 2, 5, 60)  # warm-up
+        rss_before = rss_mib(process.pid)
+        for clients in args.clients:
+            result = load_test(url, clients, args.requests, args.max_seconds, args.invalid_share)
+            level = _summary(result, clients)
+            level["ratio_to_in_process"] = round(
+                level["images_per_s"] / rates["model_images_per_s"], 3
+            )
+            levels.append(level)
+            print(
+                f"  {label}, {clients:>3} clients: {level['answered']} answered, "
+                f"{level['valid_failures']} valid failed, {level['server_errors']} server errors; "
+                f"p50 {level['p50_ms']} ms, p99 {level['p99_ms']} ms; {level['images_per_s']} "
+                f"img/s = {level['ratio_to_in_process']}x the in-process batched rate",
+                flush=True,
+            )
+        rss_after = rss_mib(process.pid)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/v1/sare-tf/status", timeout=10
+        ) as answer:
+            status = json.loads(answer.read())
+    finally:
+        stop_server(process)
+    batcher = next(iter(status["models"]["bench"]["batchers"].values()))
+    print(
+        f"  {label}: in process {rates['model_images_per_s']} img/s (model on decoded batches of "
+        f"{args.max_batch}), {rates['decode_and_model_images_per_s']} img/s with decoding; "
+        f"server RSS {rss_before} -> {rss_after} MiB; {batcher['model_calls']} model calls for "
+        f"{batcher['images']} images",
+        flush=True,
+    )
+    return {
+        "format": label, "model": model, **rates, "levels": levels,
+        "server_rss_mib_before": rss_before, "server_rss_mib_after": rss_after,
+        "server_status": status,
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     report = report_header("serve")
+    results = []
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or _tiny_model(scratch)
-        port = free_port()
-        extra = ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms)]
-        process = start_server(model, "bench", port, extra, os.path.join(scratch, "server.log"))
-        try:
-            base = f"http://127.0.0.1:{port}/v1"
-            load_test(f"{base}/models/bench:predict", 2, 5, 60)  # warm-up
-            rss_before = rss_mib(process.pid)
-            result = load_test(
-                f"{base}/models/bench:predict", args.clients, args.requests, args.max_seconds
-            )
-            rss_after = rss_mib(process.pid)
-            with urllib.request.urlopen(f"{base}/sare-tf/stats", timeout=10) as answer:
-                stats = json.loads(answer.read())
-        finally:
-            stop_server(process)
-    latencies = np.asarray(result["latencies"]) * 1000.0
-    sent = len(latencies)
-    summary = {
-        "model": args.model or "random tiny NetVLAD(8) at 96x128",
-        "clients": args.clients,
-        "requests_per_client": args.requests,
-        "requests_sent": sent,
-        "errors": len(result["errors"]),
-        "error_examples": result["errors"][:5],
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2) if sent else None,
-        "p95_ms": round(float(np.percentile(latencies, 95)), 2) if sent else None,
-        "p99_ms": round(float(np.percentile(latencies, 99)), 2) if sent else None,
-        "throughput_rps": round(sent / result["seconds"], 2),
-        "server_rss_mib_before": rss_before,
-        "server_rss_mib_after": rss_after,
-        "server_stats": stats,
-        "mean_images_per_model_call": round(stats["images"] / max(stats["model_calls"], 1), 2),
-    }
-    print(
-        f"{sent} requests from {args.clients} clients, {summary['errors']} errors; latency p50 "
-        f"{summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, p99 {summary['p99_ms']} ms; "
-        f"{summary['throughput_rps']} requests/s; {stats['model_calls']} model calls for "
-        f"{stats['images']} images ({summary['mean_images_per_model_call']} per call, largest "
-        f"{stats['largest_batch']}); server RSS {rss_before} -> {rss_after} MiB"
+        for label in args.formats:
+            path = model
+            if label == "onnx_int8":
+                try:
+                    path = _onnx_int8(model, scratch)
+                except ImportError as error:
+                    print(f"  onnx_int8 skipped: the runtimes extra is missing ({error})")
+                    continue
+            results.append(bench_format(path, label, args, scratch))
+    report.update(
+        settings={
+            "model": args.model or "random tiny NetVLAD(8) at 96x128",
+            "requests_per_client": args.requests,
+            "invalid_share": args.invalid_share,
+            "max_batch": args.max_batch,
+            "batch_wait_ms": args.batch_wait_ms,
+        },
+        results=results,
     )
-    report.update(results=summary)
     write_report(args.json, report)
-    return 0 if summary["errors"] == 0 else 1
+    failed = sum(
+        level["valid_failures"] + level["server_errors"] for r in results for level in r["levels"]
+    )
+    return 0 if failed == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,20 @@ class MicroBatcher:
             for group in _by_size(waiting):
                 await self._run(loop, group)
 
+    def close(self) -> None:
+        """Stops the worker (a version that is no longer served); nothing may be waiting."""
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+        self._worker = None
+
+    def report(self) -> dict:
+        """Settings and statistics (the server's status page)."""
+        return {
+            "max_batch": self.max_batch,
+            "max_wait_ms": round(self.max_wait * 1000, 3),
+            **self.stats,
+        }
+
     async def _run(self, loop, group) -> None:
         images = np.concatenate([item[0] for item in group])
         try:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
+import re
 
 import numpy as np
 
@@ -140,16 +142,107 @@ def predict_response(outputs, layout: str) -> dict:
     return {"predictions": values} if layout == "row" else {"outputs": values}
 
 
-def model_status(name: str, version: int | str = 1, ready: bool = True) -> dict:
-    """TF Serving's `GET /v1/models/NAME` answer (plus KServe's "name" and "ready")."""
+_MODEL_PATH = re.compile(
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"
+    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[A-Za-z0-9_-]+))?"
+    r"(?P<tail>/metadata|:[A-Za-z]+)?"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPath:
+    """What `/v1/models/<path>` names: a model, a version or label, and `metadata` or a verb."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    metadata: bool = False
+    verb: str | None = None
+
+
+def parse_model_path(path: str) -> ModelPath:
+    """`NAME[/versions/N | /labels/L][/metadata | :verb]` (TF Serving's URL forms).
+
+    Raises:
+        LookupError: a path of none of these forms.
+    """
+    match = _MODEL_PATH.fullmatch(path)
+    if match is None:
+        raise LookupError(
+            f"Malformed request: /v1/models/{path} (expected /v1/models/NAME[/versions/N|"
+            "/labels/LABEL][:predict|/metadata])"
+        )
+    tail = match["tail"] or ""
+    return ModelPath(
+        name=match["name"],
+        version=int(match["version"]) if match["version"] else None,
+        label=match["label"],
+        metadata=tail == "/metadata",
+        verb=tail[1:] if tail.startswith(":") else None,
+    )
+
+
+# TF Serving's ServableState names (`GET /v1/models/NAME` reports one per version).
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+def version_status(version: int, state: str, error_message: str = "") -> dict:
+    """One entry of `model_version_status`; a failed version is END with an error."""
     return {
-        "model_version_status": [
-            {
-                "version": str(version),
-                "state": "AVAILABLE" if ready else "LOADING",
-                "status": {"error_code": "OK", "error_message": ""},
-            }
-        ],
+        "version": str(version),
+        "state": state,
+        "status": {
+            "error_code": "UNKNOWN" if error_message else "OK",
+            "error_message": error_message,
+        },
+    }
+
+
+def status_response(entries) -> dict:
+    """TF Serving's `GET /v1/models/NAME` answer: `{"model_version_status": [...]}`, newest first."""
+    return {"model_version_status": sorted(entries, key=lambda e: -int(e["version"]))}
+
+
+def error_body(message: str) -> dict:
+    """TF Serving's error answer."""
+    return {"error": message}
+
+
+def _tensor_info(name: str, dtype: str, dims) -> dict:
+    return {
+        "dtype": dtype,
+        "tensor_shape": {
+            "dim": [{"size": str(size), "name": ""} for size in dims],
+            "unknown_rank": False,
+        },
         "name": name,
-        "ready": ready,
+    }
+
+
+def signature_defs(descriptor_dim: int | None) -> dict:
+    """The two predict signatures every sare_tf model is served with, as TF Serving's
+    `SignatureDef` JSON (sizes -1 where any size is taken)."""
+    descriptor = _tensor_info("StatefulPartitionedCall:0", "DT_FLOAT", [-1, descriptor_dim or -1])
+    predict = "tensorflow/serving/predict"
+    return {
+        SERVING_DEFAULT: {
+            "inputs": {
+                "image": _tensor_info("serving_default_image:0", "DT_FLOAT", [-1, -1, -1, 3])
+            },
+            "outputs": {"descriptor": descriptor},
+            "method_name": predict,
+        },
+        SERVE_JPEG: {
+            "inputs": {"image_bytes": _tensor_info("serve_jpeg_image_bytes:0", "DT_STRING", [-1])},
+            "outputs": {"descriptor": descriptor},
+            "method_name": predict,
+        },
+    }
+
+
+def metadata_response(name: str, version: int, descriptor_dim: int | None) -> dict:
+    """TF Serving's `GET /v1/models/NAME[/versions/N]/metadata` answer."""
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": {"signature_def": signature_defs(descriptor_dim)}},
     }

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("kserve")
+pytest.importorskip("uvicorn")
 
 from sare_tf.artifacts import load_descriptor_model, store_image_size
 from sare_tf.bench.serve import free_port, start_server, stop_server
@@ -142,7 +142,7 @@ def test_localize_endpoint_agrees_with_sare_tf_localize(served):
 @pytest.mark.parametrize(
     "path, body, status, message",
     [
-        ("tiny:predict", b"{not json", 400, "Unrecognized request format"),  # KServe's decoder
+        ("tiny:predict", b"{not json", 400, "not valid JSON"),
         ("tiny:predict", b'{"signature_name": "predict_images", "instances": [1]}', 400, "Unknown signature_name"),
         ("tiny:predict", b'{"signature_name": "serve_jpeg", "instances": [{"b64": "aGVsbG8="}]}', 400, "not an image"),
         ("tiny:predict", b'{"signature_name": "serve_jpeg", "instances": [{"b64": "%%%"}]}', 400, "invalid base64"),
@@ -175,18 +175,24 @@ def test_truncated_huge_and_oversized_inputs_are_refused_and_serving_goes_on(ser
     )
 
 
-def test_load_test_is_bounded_error_free_and_batches(tmp_path):
+def test_load_test_with_invalid_bodies_is_error_free_and_batches(tmp_path):
     from sare_tf import cli
 
     out = tmp_path / "serve.json"
-    assert (
-        cli.main(["bench", "serve", "--clients", "4", "--requests", "10", "--json", str(out)]) == 0
-    )
-    results = json.loads(out.read_text())["results"]
-    assert results["errors"] == 0 and results["requests_sent"] == 40
-    stats = results["server_stats"]
-    assert stats["images"] >= 40 and stats["model_calls"] < stats["images"]  # batched
-    assert results["p50_ms"] > 0 and results["p99_ms"] >= results["p50_ms"]
+    argv = ["bench", "serve", "--formats", "saved_model", "--clients", "1", "4",
+            "--requests", "10", "--invalid-share", "0.3", "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    for level in result["levels"]:
+        invalid = sum(level["invalid_answers"].values())
+        assert level["answered"] + invalid == 10 * level["clients"]  # every request answered
+        assert invalid > 0 and set(level["invalid_answers"]) == {"400"}
+        assert level["server_errors"] == 0 and level["valid_failures"] == 0
+        assert level["p99_ms"] >= level["p50_ms"] > 0
+    assert result["model_images_per_s"] > 0 and result["levels"][1]["ratio_to_in_process"] > 0
+    batcher = next(iter(result["server_status"]["models"]["bench"]["batchers"].values()))
+    assert batcher["images"] >= result["levels"][1]["answered"]
+    assert batcher["model_calls"] < batcher["images"]  # concurrent requests were batched
 
 
 def test_transformer_with_a_remote_predictor_answers_like_one_process(served, tmp_path):
@@ -240,7 +246,7 @@ def test_serve_runs_a_litert_export_and_localizes_with_the_float_index(served, t
 def test_onnx_exports_describe_like_the_savedmodel_in_the_servers_batcher(served, tmp_path):
     pytest.importorskip("onnxruntime")
     from sare_tf.artifacts.onnx_format import export_onnx
-    from sare_tf.serving.server import describe_function
+    from sare_tf.serving.servables import describe_function
 
     model = load_descriptor_model(served["saved_model"] + ".keras").model
     exported = export_onnx(model, tmp_path / "onnx", "tiny")
