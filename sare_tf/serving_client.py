@@ -70,6 +70,27 @@ def predict_url(server_url: str, model_name: str | None = None, version: int | N
     return f"{url}:predict"
 
 
+def served_model_name(server_url: str, timeout: float = 10.0) -> str:
+    """The one descriptor model a `sare-tf serve` at `server_url` serves (its status page).
+
+    Raises:
+        ValueError: the server serves several models, or is not `sare-tf serve` (TF Serving has
+            no list of its models: pass the name, which TF Serving's docker image calls "model").
+    """
+    url = f"{server_url.rstrip('/')}/v1/sare-tf/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            names = sorted(json.loads(answer.read())["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{server_url} does not list its models (not sare-tf serve?): pass --model-name, "
+            "the server's MODEL_NAME (TF Serving's docker image uses 'model')."
+        ) from None
+    if len(names) != 1:
+        raise ValueError(f"{server_url} serves {names}: choose one with --model-name.")
+    return names[0]
+
+
 def encode_bytes(contents: bytes) -> dict:
     """TF Serving's JSON encoding of a binary string value: `{"b64": "<base64>"}`."""
     return {"b64": base64.b64encode(bytes(contents)).decode("ascii")}

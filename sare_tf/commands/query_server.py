@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pixels, one image per request",
     )
     parser.add_argument(
-        "--model-name", default="sare_demo", help="TF Serving MODEL_NAME (default: sare_demo)"
+        "--model-name",
+        default=None,
+        help="TF Serving MODEL_NAME (default: the one model a sare-tf serve serves)",
     )
     parser.add_argument(
         "--model-version", type=int, default=None, help="a specific version (default: latest)"
@@ -97,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.db_descriptors} holds {db_desc.shape} descriptors but {args.db_list} "
                 f"names {len(db_names)} images; they must match row for row."
             )
-    url = serving_client.predict_url(args.url, args.model_name, args.model_version)
+    model_name = args.model_name
+    if model_name is None and "/v1/models/" not in args.url:
+        model_name = serving_client.served_model_name(args.url)
+    url = serving_client.predict_url(args.url, model_name, args.model_version)
     if args.signature == "serve_jpeg":
         if args.image_size is not None:
             raise ValueError("--image-size applies to --signature serving_default only.")

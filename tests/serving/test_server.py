@@ -44,7 +44,8 @@ def served(tiny_city, tmp_path_factory):
         progress=False,
     )  # fmt: skip
     port = free_port()
-    extra = ["--index", str(root / "index"), "--max-pixels", "200000", "--max-request-mb", "1"]
+    extra = ["--index", str(root / "index"), "--max-pixels", "200000", "--max-request-mb", "1",
+             "--version-label", "stable=1"]  # fmt: skip
     process = start_server(base_path, "tiny", port, extra, root / "server.log")
     yield {
         "url": f"http://127.0.0.1:{port}",
@@ -62,6 +63,14 @@ def _jpeg(seed: int, size=(60, 80)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def _post(url, body: bytes, content_type="application/json"):
@@ -254,3 +263,77 @@ def test_onnx_exports_describe_like_the_savedmodel_in_the_servers_batcher(served
     images = np.random.default_rng(0).uniform(0, 255, (3, *IMAGE_SIZE, 3)).astype(np.float32)
     reference = describe_function(load_descriptor_model(served["saved_model"]))(images)
     np.testing.assert_allclose(describe(images), reference, atol=1e-5)
+
+
+def test_every_tf_serving_url_form_answers_as_tf_serving_does(served, tmp_path):
+    """URL forms and bodies of TF Serving's REST API documentation (api_rest): status, metadata
+    and predict by name, /versions/N and /labels/L; classify / regress refused; errors as
+    {"error": ...}."""
+    base = f"{served['url']}/v1/models"
+    jpegs = [_jpeg(11)]
+    expected = _in_process(served["saved_model"], jpegs)
+    body = json.dumps(build_predict_request(jpegs, "serve_jpeg")).encode()
+    for path in ("tiny:predict", "tiny/versions/1:predict", "tiny/labels/stable:predict"):
+        status, answer = _post(f"{base}/{path}", body)
+        assert status == 200, (path, answer)
+        np.testing.assert_allclose(answer["predictions"], expected, atol=1e-5)
+    for path in ("tiny", "tiny/versions/1", "tiny/labels/stable"):
+        status, answer = _get(f"{base}/{path}")
+        assert status == 200 and answer == {
+            "model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        }  # fmt: skip
+    status, metadata = _get(f"{base}/tiny/versions/1/metadata")
+    assert status == 200
+    assert metadata["model_spec"] == {"name": "tiny", "signature_name": "", "version": "1"}
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "serve_jpeg"}
+    jpeg_def = signatures["serve_jpeg"]
+    assert jpeg_def["method_name"] == "tensorflow/serving/predict"
+    assert jpeg_def["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    dims = jpeg_def["outputs"]["descriptor"]["tensor_shape"]["dim"]
+    assert [d["size"] for d in dims] == ["-1", str(expected.shape[1])]
+    assert _get(f"{base}/tiny/metadata")[1] == metadata
+    refusals = [
+        ("POST", "tiny:classify", 400, "predict signatures only"),
+        ("POST", "tiny:regress", 400, "predict signatures only"),
+        ("POST", "tiny/versions/7:predict", 404, "Specific(tiny, 7)"),
+        ("POST", "tiny/labels/canary:predict", 404, "label: canary"),
+        ("GET", "tiny/versions/7", 404, "Specific(tiny, 7)"),
+        ("GET", "tiny:predict", 405, "POST"),
+        ("POST", "tiny/metadata", 405, ":predict"),
+        ("GET", "nope/metadata", 404, "nope"),
+    ]
+    for method, path, code, words in refusals:
+        status, answer = (
+            _get(f"{base}/{path}") if method == "GET" else _post(f"{base}/{path}", body)
+        )
+        assert status == code and words in answer["error"], (path, status, answer)
+    # sare_tf's own client: a version through predict_url, and query-server's defaults find the
+    # served model by itself.
+    got = predict(predict_url(served["url"], "tiny", version=1), jpegs)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpegs[0])
+    out = tmp_path / "desc.npy"
+    from sare_tf import cli
+
+    argv = ["query-server", served["url"], str(photo), "--model-version", "1", "--output", str(out)]
+    assert cli.main(argv) == 0
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
+def test_localize_answers_show_paths_relative_to_the_image_folder(served):
+    photo = served["test"].query_image_paths()[0]
+    body = {"instances": [{"b64": base64.b64encode(open(photo, "rb").read()).decode()}], "top_k": 3}
+    status, answer = _post(
+        f"{served['url']}/v1/models/tiny-localize:predict", json.dumps(body).encode()
+    )
+    assert status == 200
+    index_paths = served["index"].paths
+    for match in answer["predictions"][0]["matches"]:
+        shown = match["path"]
+        assert not shown.startswith("/") and index_paths[match["db_id"]].endswith("/" + shown)
+    status_page = _get(f"{served['url']}/v1/sare-tf/status")[1]
+    assert str(served["test"].db_image_paths()[0]).rsplit("/", 2)[0] not in json.dumps(status_page)
