@@ -126,8 +126,16 @@ async def _describe(state: ServedState, servable, signature: str, values):
     return await servable.batcher.submit(images)
 
 
+def decode_json(body: bytes) -> dict:
+    """The request's JSON object (orjson: several times faster than json on base64 bodies)."""
+    try:
+        return parse_body(orjson.loads(body))
+    except orjson.JSONDecodeError as error:
+        raise RequestError(f"The request body is not valid JSON: {error}") from None
+
+
 async def _predict(state: ServedState, target, body: bytes):
-    signature, layout, values = parse_predict_request(body, state.max_instances)
+    signature, layout, values = parse_predict_request(decode_json(body), state.max_instances)
     servable = state.models.resolve(target.version, target.label)
     with servable.use():
         descriptors = await _describe(state, servable, signature, values)
@@ -135,7 +143,7 @@ async def _predict(state: ServedState, target, body: bytes):
 
 
 async def _localize(state: ServedState, target, body: bytes):
-    request = dict(parse_body(body))
+    request = dict(decode_json(body))
     top_k = check_top_k(request.pop("top_k", 10))
     request.setdefault("signature_name", SERVE_JPEG)
     signature, layout, values = parse_predict_request(request, state.max_instances)
