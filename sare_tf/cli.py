@@ -15,6 +15,7 @@ import pkgutil
 import sys
 
 from sare_tf._version import __version__
+from sare_tf.commands._stderr_filter import StderrFilter
 
 
 def _command_modules() -> dict[str, str]:
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     _configure_logging(bool(getattr(args, "quiet", False)))
+    with StderrFilter():
+        return _run_command(args)
+
+
+def _run_command(args) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import sare_tf
 
 
@@ -76,3 +78,45 @@ def test_every_command_accepts_quiet():
     assert len(commands) >= 14
     for name, sub in commands.items():
         assert any("--quiet" in action.option_strings for action in sub._actions), name
+
+
+def test_no_cuda_probe_error_line_on_a_machine_without_nvidia_driver():
+    import glob
+    import os
+
+    if os.path.exists("/proc/driver/nvidia/version") or glob.glob("/dev/nvidia[0-9]*"):
+        pytest.skip("this machine has an NVIDIA driver")
+    script = (
+        "import sys; from sare_tf.commands._stderr_filter import StderrFilter\n"
+        "def op():\n"
+        "    import tensorflow as tf; print(float(tf.constant(1.0) + 1), flush=True)\n"
+        "    print('a real error line', file=sys.stderr)\n"
+        "if sys.argv[1] == 'cli':\n"
+        "    with StderrFilter(): op()\n"
+        "else:\n"
+        "    op()\n"
+    )
+
+    def stderr_of(mode):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "2.0", done.stderr
+        return done.stderr
+
+    assert "cuInit" in stderr_of("plain")  # what TensorFlow prints by itself here
+    filtered = stderr_of("cli")
+    assert "cuInit" not in filtered and "absl::InitializeLog" not in filtered
+    assert "a real error line" in filtered
+
+
+def test_stderr_filter_drops_only_known_noise_and_passes_progress_at_once():
+    from sare_tf.commands._stderr_filter import filter_lines
+
+    noise = b"E0000 00:00:17.1 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n"
+    out, held = filter_lines(b"", b"Encoding 3/10\r")
+    assert (out, held) == (b"Encoding 3/10\r", b"")  # a progress bar is not held back
+    out, held = filter_lines(b"", noise[:20])
+    assert (out, held) == (b"", noise[:20])  # the start of a log line waits for its end
+    out, held = filter_lines(held, noise[20:] + b"E0000 00:00 other.cc:1] kept\nEpoch")
+    assert out == b"E0000 00:00 other.cc:1] kept\nEpoch" and held == b""
