@@ -45,7 +45,7 @@ def localize_photos(
     from sare_tf.place_index import PlaceIndex
 
     index = PlaceIndex.load(index_dir)
-    loaded = load_descriptor_model(model or index.manifest["model"]["path"])
+    loaded = load_descriptor_model(model or index.model_path())
     index.check_model(loaded)
     photos = [os.fspath(p) for p in photos]
     descriptors, valid = encode(loaded, photos, batch_size=batch_size, progress=False)

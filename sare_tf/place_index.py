@@ -297,6 +297,43 @@ class PlaceIndex:
     def count(self) -> int:
         return int(self.manifest["count"])
 
+    @property
+    def frame(self):
+        """The `UtmFrame` of the positions (None: metres of an unknown frame)."""
+        from sare_tf.data.geodesy import UtmFrame
+
+        return UtmFrame.from_dict(self.manifest.get("frame"))
+
+    def model_path(self) -> str:
+        """The model the index was built with, found from wherever the index is now.
+
+        Looked for relative to the index folder first (an index moved together with its model),
+        then at the absolute path recorded at build time.
+
+        Raises:
+            FileNotFoundError: neither exists; the message says what the manifest names and how
+                to give the model instead (`--model`).
+        """
+        model = self.manifest["model"]
+        candidates = []
+        if model.get("path_from_index"):
+            candidates.append(os.path.normpath(os.path.join(self.folder, model["path_from_index"])))
+        if model.get("path"):
+            candidates.append(
+                model["path"]
+                if os.path.isabs(model["path"])
+                else os.path.join(self.folder, model["path"])
+            )
+        for candidate in candidates:
+            if os.path.exists(candidate):
+                return candidate
+        looked = " or ".join(dict.fromkeys(candidates)) or "nowhere (no path recorded)"
+        raise FileNotFoundError(
+            f"The index in {self.folder} was built with the model {model.get('path')!r} (its "
+            f"manifest.json, model.path), which is not there: looked at {looked}. Pass the model "
+            f"with --model PATH (the one with fingerprint {model['fingerprint'][:19]}...)."
+        )
+
     def info(self) -> dict:
         """The manifest plus the folder (what `sare-tf index info` prints)."""
         return {"folder": self.folder, **self.manifest}
@@ -338,8 +375,18 @@ class PlaceIndex:
         Returns:
             Per query: `{"matches": [{"rank", "db_id", "path", "similarity", "distance",
             "position"}], "position_top1": [x, y], "position": [x, y] (consensus),
-            "consensus_size": int, "confidence": float}`.
+            "consensus_size": int, "confidence": float}`; where the index records its frame
+            (positions given in latitude / longitude), also `"latlon"` of each match and
+            `"position_latlon"`, `"position_top1_latlon"` as `[latitude, longitude]` degrees.
         """
+        answers = self._localize_metres(xq, k, radius_m)
+        frame = self.frame
+        if frame is not None:
+            for answer in answers:
+                add_latlon(answer, frame)
+        return answers
+
+    def _localize_metres(self, xq, k: int, radius_m: float) -> list[dict]:
         D, I = self.search(xq, k)
         answers = []
         for similarities, ids in zip(D, I, strict=True):
@@ -378,8 +425,9 @@ class PlaceIndex:
 
     @classmethod
     def from_descriptors(
-        cls, descriptor_file, positions, paths, folder, model: dict, index="flat", **index_params
-    ) -> PlaceIndex:
+        cls, descriptor_file, positions, paths, folder, model: dict, index="flat", frame=None,
+        **index_params,
+    ) -> PlaceIndex:  # fmt: skip
         """An index of descriptors computed elsewhere (a `.npy` file of float32 `[N, D]`).
 
         The file is moved into the index folder (same file system) and read block by block.
@@ -392,6 +440,7 @@ class PlaceIndex:
             model: the manifest's model section: at least "fingerprint" (what `check_model`
                 compares) and "image_size"; "path", "name", "kind" where known.
             index: "flat", "ivfpq", "hnsw" or an `IndexConfig`; `index_params` its fields.
+            frame: the `UtmFrame` of the positions, if they came from latitude / longitude.
         """
         from sare_tf.evaluation.search import as_index_config
 
@@ -411,6 +460,7 @@ class PlaceIndex:
                 "descriptor_dim": int(shape[1]),
             },
             "index": dataclasses.asdict(config),
+            "frame": frame_record(frame),
             "shard": None,
             "skipped": {"count": 0, "examples": []},
         }  # fmt: skip
@@ -430,6 +480,8 @@ class PlaceIndex:
         batch_size: int = 16,
         chunk_size: int = 512,
         progress: bool = True,
+        frame=None,
+        overwrite: bool = False,
         **index_params,
     ) -> PlaceIndex:
         """Encodes database images and writes a new index (or one shard of it) to `folder`.
@@ -444,15 +496,21 @@ class PlaceIndex:
             batch_size: images per model call.
             chunk_size: images per resumable chunk.
             progress: progress lines and bars.
+            frame: the `UtmFrame` the positions are in (datasets read from latitude /
+                longitude have one): recorded, so that answers also come in degrees.
+            overwrite: replace an index already in `folder` (its files only).
         """
         from sare_tf.artifacts import model_fingerprint
         from sare_tf.evaluation.search import as_index_config
 
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
-            raise FileExistsError(
-                f"{folder} already holds a place index; `add` appends to it, or pick a new folder."
-            )
+            if not overwrite:
+                raise FileExistsError(
+                    f"{folder} already holds a place index: `sare-tf index add` appends to it, "
+                    "--overwrite replaces it, or pick a new folder with --out."
+                )
+            remove_index_files(folder)
         paths = [os.fspath(p) for p in image_paths]
         positions = _check_positions(positions, len(paths))
         total = len(paths)
@@ -472,8 +530,11 @@ class PlaceIndex:
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
-            "model": _model_section(loaded, fingerprint, _npy_layout(descriptor_file)[0][1]),
+            "model": _model_section(
+                loaded, fingerprint, _npy_layout(descriptor_file)[0][1], folder
+            ),
             "index": dataclasses.asdict(config),
+            "frame": frame_record(frame),
             "shard": None
             if shard is None
             else {
@@ -501,7 +562,7 @@ class PlaceIndex:
 
     def add(
         self, loaded, image_paths, positions, batch_size: int = 16, chunk_size: int = 512,
-        progress: bool = True,
+        progress: bool = True, frame=None,
     ) -> PlaceIndex:  # fmt: skip
         """Appends database images (the same model only); returns the updated index.
 
@@ -509,6 +570,12 @@ class PlaceIndex:
         manifest: an interrupted `add` leaves the index as it was.
         """
         self.check_model(loaded)
+        if frame_record(frame) is not None and frame_record(frame) != self.manifest.get("frame"):
+            index_frame = self.frame or "metres of an unknown frame"
+            raise IndexMismatchError(
+                f"The new positions are in {frame}, the index in {index_frame}: their distances "
+                "would not be comparable."
+            )
         paths = [os.fspath(p) for p in image_paths]
         positions = _check_positions(positions, len(paths))
         identity = {
@@ -574,6 +641,7 @@ class PlaceIndex:
         first = shards[0].manifest
         manifest = {
             **{key: first[key] for key in ("format", "version", "model", "index")},
+            "frame": first.get("frame"),
             "shard": None,
             "merged_from": [s.folder for s in shards],
             "skipped": _merge_skipped([s.manifest["skipped"] for s in shards]),
@@ -624,15 +692,48 @@ def _check_positions(positions, count: int) -> np.ndarray:
     return positions
 
 
-def _model_section(loaded, fingerprint: str, dim: int) -> dict:
+def _model_section(loaded, fingerprint: str, dim: int, folder: str) -> dict:
+    path = None if loaded.path is None else os.path.abspath(loaded.path)
     return {
         "fingerprint": fingerprint,
-        "path": loaded.path,
+        "path": path,
+        # Resolved from the index folder first, so that a folder moved together with its
+        # model (or a tree copied elsewhere) still finds it.
+        "path_from_index": None if path is None else os.path.relpath(path, folder),
         "name": loaded.name,
         "kind": loaded.kind,
         "image_size": None if loaded.image_size is None else list(loaded.image_size),
         "descriptor_dim": int(dim),
     }
+
+
+def add_latlon(answer: dict, frame) -> None:
+    """Adds `[latitude, longitude]` beside every position of a `localize` answer."""
+    if not answer.get("matches"):
+        return
+    points = [answer["position"], answer["position_top1"]] + [
+        m["position"] for m in answer["matches"]
+    ]
+    degrees = [[round(float(v), 7) for v in row] for row in frame.to_latlon(points)]
+    answer["position_latlon"], answer["position_top1_latlon"] = degrees[0], degrees[1]
+    for match, latlon in zip(answer["matches"], degrees[2:], strict=True):
+        match["latlon"] = latlon
+
+
+def frame_record(frame) -> dict | None:
+    """What the manifest records of the positions' frame (a `UtmFrame`), or None (metres)."""
+    return frame.as_dict() if hasattr(frame, "as_dict") else None
+
+
+def remove_index_files(folder: str) -> None:
+    """Deletes the index in `folder` (its manifest and the files it lists; nothing else)."""
+    manifest = _read_manifest(folder)
+    for name in manifest.get("files", {}).values():
+        try:
+            os.remove(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    os.remove(os.path.join(folder, MANIFEST))
 
 
 def _skipped(paths, valid) -> dict:

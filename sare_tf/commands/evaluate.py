@@ -336,7 +336,7 @@ def _run_recall(args, models, names, sizes) -> int:
 def _sequence_matching(args, dataset, evaluation):
     from sare_tf.evaluation.sequence_matching import evaluate_sequence_matching
 
-    if not (dataset.frame or "").startswith("frame indices"):
+    if not str(dataset.frame or "").startswith("frame indices"):
         raise ValueError(
             "--sequence-length needs frame-aligned traversals (a folder of traversal folders); "
             f"{dataset.name} is not one."

@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build = actions.add_parser("build", help="encode a dataset's database images into a new index")
     _add_source(build)
     build.add_argument("--out", required=True, help="the index folder to write")
+    build.add_argument("--overwrite", action="store_true", help="replace an index already in --out")
     build.add_argument(
         "--shard", default=None, metavar="I/N", help="encode only part I of N (merge them later)"
     )
@@ -95,12 +96,13 @@ def run(args: argparse.Namespace) -> int:
         index = PlaceIndex.build(
             loaded, dataset.db_image_paths(), dataset.db_utm, args.out, index=args.index,
             shard=shard, batch_size=args.batch_size, chunk_size=args.chunk_size,
-            progress=progress, **{k: v for k, v in index_params(args).items() if v is not None},
+            progress=progress, frame=dataset.frame, overwrite=args.overwrite,
+            **{k: v for k, v in index_params(args).items() if v is not None},
         )  # fmt: skip
     else:
         index = PlaceIndex.load(args.index_dir).add(
             loaded, dataset.db_image_paths(), dataset.db_utm, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, progress=progress,
+            chunk_size=args.chunk_size, progress=progress, frame=dataset.frame,
         )  # fmt: skip
     skipped = index.manifest["skipped"]["count"]
     print(

@@ -115,8 +115,10 @@ class GeoDataset:
         name: a label for messages and reports (e.g. "pitts30k_train").
         db_time_stamps: optional `[Ndb]` capture times (TokyoTM `dbTimeStamp`), kept as read.
         query_time_stamps: optional `[Nq]` capture times (TokyoTM `qTimeStamp`).
-        frame: how the metres were obtained when a reader projected them (e.g. "UTM zone 17N
-            (WGS84), from latitude/longitude"); None when the source gave metres.
+        frame: how the metres were obtained when a reader projected them: a
+            `sare_tf.data.geodesy.UtmFrame` for latitude / longitude input (so answers can be
+            given back in degrees), a description for other frames; None when the source gave
+            metres.
         db_labels, query_labels: optional `[N]` place labels (Sf-0 building IDs, GSV-Cities place
             ids; "" = unlabelled) for label ground truth: a retrieval is correct when it shares
             the query's label (`label_positives`), instead of lying within `pos_dist_thr`.
@@ -141,7 +143,7 @@ class GeoDataset:
     name: str = "dataset"
     db_time_stamps: np.ndarray | None = None
     query_time_stamps: np.ndarray | None = None
-    frame: str | None = None
+    frame: object = None
     db_labels: np.ndarray | None = None
     query_labels: np.ndarray | None = None
     query_attributes: dict = dataclasses.field(default_factory=dict)

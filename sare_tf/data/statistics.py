@@ -52,7 +52,7 @@ def ground_truth_statistics(dataset) -> dict:
         "positives_per_query": _spread(positives),
         "db_spacing_m": spacing,
         "db_extent_m": [float(v) for v in extent],
-        "frame": dataset.frame,
+        "frame": None if dataset.frame is None else str(dataset.frame),
         "queries_by_condition": {
             name: {str(v): int(c) for v, c in zip(*np.unique(values, return_counts=True), strict=True)}
             for name, values in dataset.query_attributes.items()

@@ -1,0 +1,134 @@
+"""What a user meets between a photo and its answer: coordinates in, coordinates out, an index
+that works from anywhere, and the command's errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sare_tf.artifacts import load_descriptor_model, store_image_size
+from sare_tf.data import GeoDataset
+from sare_tf.data.geodesy import UtmFrame
+from sare_tf.place_index import PlaceIndex
+
+IMAGE_SIZE = (48, 64)
+# The synthetic city lies in Pittsburgh's UTM zone 17N; its CSV gives degrees, as GPS tags would.
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    import keras
+
+    from sare_tf.models import build_embedding_model
+
+    keras.utils.set_random_seed(1)
+    model = build_embedding_model("tiny", num_clusters=4)
+    store_image_size(model, IMAGE_SIZE)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def latlon_csv(tiny_city, tmp_path_factory):
+    """The tiny city's test split as a user's CSV: path, lat, lon, split."""
+    test = GeoDataset.from_dbstruct(tiny_city["test"])
+    frame = UtmFrame(17, True)
+    folder = tmp_path_factory.mktemp("latlon")
+    path = folder / "city.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "lat", "lon", "split"])
+        for role, paths, utm in (("db", test.db_image_paths(), test.db_utm),
+                                 ("query", test.query_image_paths(), test.query_utm)):  # fmt: skip
+            for image, (lat, lon) in zip(paths, frame.to_latlon(utm), strict=True):
+                writer.writerow(
+                    [os.path.relpath(image, test.image_root), f"{lat:.8f}", f"{lon:.8f}", role]
+                )
+    return {"csv": str(path), "root": test.image_root}
+
+
+def test_a_latlon_dataset_gives_latlon_answers(model_path, latlon_csv, tmp_path):
+    dataset = GeoDataset.load(latlon_csv["csv"], image_root=latlon_csv["root"])
+    assert dataset.frame == UtmFrame(17, True)
+    index = PlaceIndex.build(
+        load_descriptor_model(model_path), dataset.db_image_paths(), dataset.db_utm,
+        tmp_path / "index", progress=False, frame=dataset.frame,
+    )  # fmt: skip
+    assert index.manifest["frame"]["epsg"] == 32617
+    rows = list(csv.DictReader(open(latlon_csv["csv"])))
+    written = {os.path.normpath(os.path.join(latlon_csv["root"], r["path"])): r for r in rows}
+    completed = subprocess.run(
+        [sys.executable, "-m", "sare_tf", "localize", "--index", str(tmp_path / "index"),
+         *dataset.query_image_paths()[:2], "--top-k", "3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    for line in completed.stdout.splitlines():
+        answer = json.loads(line)
+        for match in answer["matches"]:
+            row = written[os.path.normpath(match["path"])]
+            # The degrees given back are the user's own (to 1 mm), UTM stays beside them.
+            np.testing.assert_allclose(
+                match["latlon"], [float(row["lat"]), float(row["lon"])], atol=1e-8
+            )
+            assert match["position"][0] > 500_000
+        lat, lon = answer["position_latlon"]
+        assert 40.0 < lat < 41.0 and -81.0 < lon < -79.0
+        assert len(answer["position_top1_latlon"]) == 2
+
+
+def test_swapped_latlon_columns_are_refused_with_the_word_swapped(latlon_csv, tmp_path):
+    swapped = tmp_path / "swapped.csv"
+    with open(latlon_csv["csv"]) as source, open(swapped, "w") as target:
+        lines = source.read().splitlines()
+        target.write("path,lon,lat,split\n" + "\n".join(lines[1:]) + "\n")  # headers swapped
+    with pytest.raises(ValueError, match=r"swapped latitude/longitude\?"):
+        GeoDataset.load(str(swapped), image_root=latlon_csv["root"])
+
+
+def test_an_index_moved_with_its_model_works_from_anywhere(model_path, tiny_city, tmp_path):
+    test = GeoDataset.from_dbstruct(tiny_city["test"])
+    project = tmp_path / "project"
+    os.makedirs(project / "models")
+    shutil.copy(model_path, project / "models" / "tiny.keras")
+    index = PlaceIndex.build(
+        load_descriptor_model(str(project / "models" / "tiny.keras")), test.db_image_paths(),
+        test.db_utm, project / "city-index", progress=False,
+    )  # fmt: skip
+    assert index.manifest["model"]["path_from_index"] == os.path.join("..", "models", "tiny.keras")
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.move(str(project), moved)
+    photo = test.query_image_paths()[0]
+    run = subprocess.run(
+        [sys.executable, "-m", "sare_tf", "localize", "--index", str(moved / "city-index"), photo],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    os.remove(moved / "models" / "tiny.keras")  # now the model is nowhere
+    with pytest.raises(FileNotFoundError, match=r"manifest.json, model.path.*--model PATH"):
+        PlaceIndex.load(moved / "city-index").model_path()
+
+
+def test_index_build_overwrite_replaces_only_the_index(model_path, tiny_city, tmp_path):
+    test = GeoDataset.from_dbstruct(tiny_city["test"])
+    loaded = load_descriptor_model(model_path)
+    folder = tmp_path / "index"
+    PlaceIndex.build(loaded, test.db_image_paths()[:10], test.db_utm[:10], folder, progress=False)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        PlaceIndex.build(loaded, test.db_image_paths(), test.db_utm, folder, progress=False)
+    index = PlaceIndex.build(
+        loaded, test.db_image_paths(), test.db_utm, folder, progress=False, overwrite=True
+    )
+    assert index.count == test.num_db and (folder / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(folder)) == sorted(
+        [*index.manifest["files"].values(), "manifest.json", "notes.txt"]
+    )
