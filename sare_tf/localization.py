@@ -8,11 +8,72 @@ orientation applied, the model's image size), and ask `PlaceIndex.localize`.
 from __future__ import annotations
 
 import base64
+import glob
 import html
 import io
 import os
 
 import numpy as np
+
+
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def collect_photos(inputs) -> tuple[list[str], list[dict]]:
+    """Photo files from files, folders (their images, sorted, not recursive) and glob patterns.
+
+    Returns:
+        `(photos, failures)`: the files to localize, and `{"photo", "error"}` for each input
+        that gives none (missing, a folder without images, a pattern matching nothing).
+    """
+    photos, failures = [], []
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(item, name)
+                for name in os.listdir(item)
+                if name.lower().endswith(PHOTO_EXTENSIONS)
+                and os.path.isfile(os.path.join(item, name))
+            )
+            if not found:
+                failures.append({"photo": item, "error": f"{item}: a folder without image files ({', '.join(PHOTO_EXTENSIONS)})"})
+            photos += found
+        elif os.path.isfile(item):
+            photos.append(item)
+        elif glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            if not found:
+                failures.append({"photo": item, "error": f"{item}: no file matches this pattern"})
+            photos += found
+        else:
+            failures.append({"photo": item, "error": f"{item}: no such file"})
+    return photos, failures
+
+
+def photo_problem(path: str) -> str | None:
+    """Why `path` cannot be localized (not an image, unreadable), or None; reads only the
+    file's header, so a whole folder is checked before the model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except UnidentifiedImageError:
+        return f"{path}: not an image file Pillow can read (JPEG, PNG, ...)"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"{path}: a damaged image ({error})"
+    return None
+
+
+def _decode_problem(path: str) -> str:
+    from sare_tf.data.images import BadImageError, read_rgb
+
+    try:
+        read_rgb(path)
+    except BadImageError as error:
+        return str(error)
+    return f"{path}: could not be decoded"
 
 
 def localize_photos(
@@ -22,41 +83,82 @@ def localize_photos(
     k: int = 10,
     radius_m: float = 25.0,
     batch_size: int = 16,
+    runtime: str | None = None,
+    truth: dict | None = None,
 ) -> list[dict]:
     """Answers "where was this photo taken?" for each photo.
 
+    The photos are checked first (files, folders and patterns expanded; headers read), so a
+    wrong path fails in a second, before the model loads.
+
     Args:
         index_dir: a `PlaceIndex` folder.
-        photos: image files.
+        photos: image files, folders of images or glob patterns.
         model: the descriptor model (path); default the one the index records.
-        k: matches per photo.
+        k: matches per photo (at most the index's size).
         radius_m: consensus radius.
         batch_size: images per model call.
+        runtime: refuse a model that is not this runtime's ("tf", "onnx", "litert").
+        truth: `{photo path: [x, y]}` true positions (metres, the index's frame): answers then
+            say whether they are right (`"correct"`, within `radius_m`) and by how much
+            (`"error_m"`).
 
     Returns:
         One dict per photo: `{"photo": path, "error": None, **PlaceIndex.localize(...)[i]}`, or
-        `{"photo": path, "error": "why it could not be read"}`.
+        `{"photo": path, "error": "why it could not be localized"}`.
 
     Raises:
         IndexMismatchError: `model` is not the index's model.
+        ValueError: `k` is not in [1, index size].
     """
-    from sare_tf.artifacts import load_descriptor_model
+    from sare_tf.artifacts import check_runtime, load_descriptor_model
     from sare_tf.encoding import encode
     from sare_tf.place_index import PlaceIndex
 
     index = PlaceIndex.load(index_dir)
-    loaded = load_descriptor_model(model or index.model_path())
-    index.check_model(loaded)
-    photos = [os.fspath(p) for p in photos]
-    descriptors, valid = encode(loaded, photos, batch_size=batch_size, progress=False)
-    answers = iter(index.localize(descriptors[valid], k=k, radius_m=radius_m))
-    results = []
-    for photo, ok in zip(photos, valid, strict=True):
-        if ok:
-            results.append({"photo": photo, "error": None, **next(answers)})
-        else:
-            results.append({"photo": photo, "error": f"{photo}: could not be read as an image"})
-    return results
+    if not 1 <= k <= index.count:
+        raise ValueError(
+            f"--top-k must be between 1 and the index's {index.count} images. Received: {k}"
+        )
+    found, failures = collect_photos(photos)
+    problems = {photo: photo_problem(photo) for photo in found}
+    readable = [photo for photo in found if problems[photo] is None]
+    results = {f["photo"]: f for f in failures}
+    results.update({p: {"photo": p, "error": why} for p, why in problems.items() if why})
+    if readable:
+        loaded = load_descriptor_model(model or index.model_path())
+        check_runtime(runtime, loaded)
+        index.check_model(loaded)
+        descriptors, valid = encode(loaded, readable, batch_size=batch_size, progress=False)
+        answers = iter(index.localize(descriptors[valid], k=k, radius_m=radius_m))
+        for photo, ok in zip(readable, valid, strict=True):
+            answer = {"photo": photo, "error": None, **next(answers)} if ok else None
+            results[photo] = answer or {"photo": photo, "error": _decode_problem(photo)}
+            if answer is not None and truth is not None:
+                judge(answer, truth.get(os.path.abspath(photo)), radius_m)
+    order = [f["photo"] for f in failures] + found
+    return [results[photo] for photo in dict.fromkeys(order)]
+
+
+def judge(answer: dict, true_position, radius_m: float) -> None:
+    """Marks an answer right or wrong against a true position (None: unknown), in place: the
+    answer's `"correct"` / `"error_m"`, and each match's `"correct"`."""
+    if true_position is None or not answer.get("matches"):
+        return
+    truth = np.asarray(true_position, np.float64)
+    answer["true_position"] = [float(v) for v in truth]
+    answer["error_m"] = round(float(np.linalg.norm(np.asarray(answer["position"]) - truth)), 3)
+    answer["correct"] = answer["error_m"] <= radius_m
+    for match in answer["matches"]:
+        match["correct"] = bool(np.linalg.norm(np.asarray(match["position"]) - truth) <= radius_m)
+
+
+def query_truth(dataset) -> dict:
+    """`{absolute query image path: [x, y]}` of a `GeoDataset` (for `localize --dataset`)."""
+    return {
+        os.path.abspath(path): position
+        for path, position in zip(dataset.query_image_paths(), dataset.query_utm, strict=True)
+    }
 
 
 def _thumbnail(path: str, size: int = 160) -> str:

@@ -42,6 +42,9 @@ FORMAT = "sare_tf.place_index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONSENSUS_RADIUS_M = 25.0
+# The position estimate and its confidence come from this many best matches, whatever number
+# of matches is asked for, so that they do not change with --top-k.
+CONSENSUS_NEIGHBOURS = 10
 _ADD_BLOCK = 65_536
 
 
@@ -86,9 +89,10 @@ def consensus(positions: np.ndarray, similarities: np.ndarray, radius_m: float =
     Rule: every match j gathers the matches within `radius_m` of it; the match with the most
     (ties: the better ranked) wins, and the estimate is the similarity-weighted mean position of
     its group. Confidence is a ratio test between places: with `d_in` the descriptor distance of
-    the best match inside the group and `d_out` that of the best match outside it (the k-th
+    the best match inside the group and `d_out` that of the best match outside it (the last
     match's when all are inside), `confidence = 1 - d_in / d_out` (0: another place matches as
-    well; near 1: nothing else comes close).
+    well; near 1: nothing else comes close). Distances are the L2 distances between unit
+    descriptors that `localize` prints, `sqrt(2 - 2 * similarity)`.
 
     Args:
         positions: `[k, 2]` positions of the matches, best first.
@@ -106,7 +110,7 @@ def consensus(positions: np.ndarray, similarities: np.ndarray, radius_m: float =
     members = support[best]
     weights = np.maximum(similarities[members], 0.0) + 1e-9
     estimate = (positions[members] * weights[:, None]).sum(axis=0) / weights.sum()
-    distances = np.maximum(2.0 - 2.0 * similarities, 0.0)
+    distances = np.sqrt(np.maximum(2.0 - 2.0 * similarities, 0.0))
     inside = distances[members].min()
     outside = distances[~members].min() if (~members).any() else distances.max()
     confidence = float(np.clip(1.0 - inside / outside, 0.0, 1.0)) if outside > 0 else 0.0
@@ -370,7 +374,8 @@ class PlaceIndex:
         Args:
             xq: `[Nq, D]` query descriptors (from the index's model).
             k: matches per query.
-            radius_m: consensus radius (see `consensus`).
+            radius_m: consensus radius (see `consensus`). The position and the confidence are
+                the consensus of the `CONSENSUS_NEIGHBOURS` (10) best matches whatever `k` is.
 
         Returns:
             Per query: `{"matches": [{"rank", "db_id", "path", "similarity", "distance",
@@ -387,7 +392,7 @@ class PlaceIndex:
         return answers
 
     def _localize_metres(self, xq, k: int, radius_m: float) -> list[dict]:
-        D, I = self.search(xq, k)
+        D, I = self.search(xq, max(k, CONSENSUS_NEIGHBOURS))
         answers = []
         for similarities, ids in zip(D, I, strict=True):
             found = ids >= 0
@@ -395,8 +400,10 @@ class PlaceIndex:
             if ids.size == 0:
                 answers.append({"matches": [], "position": None, "confidence": 0.0})
                 continue
+            near = slice(0, CONSENSUS_NEIGHBOURS)
+            agreed = consensus(self.positions[ids[near]], similarities[near], radius_m)
+            similarities, ids = similarities[:k], ids[:k]
             positions = self.positions[ids]
-            agreed = consensus(positions, similarities, radius_m)
             matches = [
                 {
                     "rank": rank + 1,

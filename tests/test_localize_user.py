@@ -132,3 +132,95 @@ def test_index_build_overwrite_replaces_only_the_index(model_path, tiny_city, tm
     assert sorted(os.listdir(folder)) == sorted(
         [*index.manifest["files"].values(), "manifest.json", "notes.txt"]
     )
+
+
+def _localize(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "sare_tf", "localize", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def plain_index(model_path, tiny_city, tmp_path_factory):
+    test = GeoDataset.from_dbstruct(tiny_city["test"])
+    folder = tmp_path_factory.mktemp("plain") / "index"
+    PlaceIndex.build(load_descriptor_model(model_path), test.db_image_paths(), test.db_utm,
+                     folder, progress=False)  # fmt: skip
+    return {"folder": str(folder), "test": test}
+
+
+def test_localize_takes_folders_and_globs_and_says_why_each_photo_failed(plain_index, tmp_path):
+    test = plain_index["test"]
+    photos = tmp_path / "photos"
+    os.makedirs(photos)
+    for path in test.query_image_paths()[:3]:
+        shutil.copy(path, photos)
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    os.makedirs(tmp_path / "empty")
+    run = _localize(
+        "--index", plain_index["folder"], str(photos), str(photos / "*.jpg"), str(tmp_path / "missing.jpg"),
+        str(tmp_path / "notes.jpg"), str(tmp_path / "empty"), str(tmp_path / "none-*.png"),
+    )  # fmt: skip
+    assert run.returncode == 1
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    errors = {os.path.basename(a["photo"]): a["error"] for a in answers if a["error"]}
+    assert "no such file" in errors["missing.jpg"]
+    assert "not an image file" in errors["notes.jpg"]
+    assert "a folder without image files" in errors["empty"]
+    assert "no file matches" in errors["none-*.png"]
+    localized = [a for a in answers if a["error"] is None]
+    assert len(localized) == 3 and all(len(a["matches"]) == 10 for a in localized)  # folder and glob: once each
+
+
+def test_bad_photos_fail_before_the_model_loads(plain_index, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    # A model path that cannot load: the photo check must answer first.
+    run = _localize("--index", plain_index["folder"], "--model", str(tmp_path / "no-model.keras"),
+                    str(tmp_path / "notes.jpg"))  # fmt: skip
+    assert run.returncode == 1 and "not an image file" in run.stdout and "Model" not in run.stderr
+
+
+def test_top_k_is_bounded_and_runtime_checked(plain_index):
+    photo = plain_index["test"].query_image_paths()[0]
+    count = plain_index["test"].num_db
+    run = _localize("--index", plain_index["folder"], photo, "--top-k", str(count + 1))
+    assert run.returncode == 2 and f"--top-k must be between 1 and the index's {count}" in run.stderr
+    run = _localize("--index", plain_index["folder"], photo, "--runtime", "onnx")
+    assert run.returncode == 2 and "--runtime onnx" in run.stderr
+
+
+def test_confidence_does_not_depend_on_top_k_and_is_reproducible_from_the_printed_distances(plain_index):
+    from sare_tf.place_index import consensus
+
+    index = PlaceIndex.load(plain_index["folder"])
+    photos = plain_index["test"].query_image_paths()[:5]
+    by_k = {}
+    for k in (5, 10, 30):
+        run = _localize("--index", plain_index["folder"], *photos, "--top-k", str(k))
+        by_k[k] = [json.loads(line) for line in run.stdout.splitlines()]
+    for answers in zip(*by_k.values(), strict=True):
+        assert len({a["confidence"] for a in answers}) == 1
+        assert len({tuple(a["position"]) for a in answers}) == 1
+    for answer in by_k[30]:
+        best = answer["matches"][:10]
+        distances = np.array([m["distance"] for m in best])
+        agreed = consensus(np.array([m["position"] for m in best]), 1 - distances**2 / 2, 25.0)
+        inside = distances[agreed["members"]].min()
+        outside = distances[~agreed["members"]].min() if (~agreed["members"]).any() else distances.max()
+        # to 1e-4: the printed distances are rounded to 6 decimals
+        assert answer["confidence"] == pytest.approx(max(0.0, 1 - inside / outside), abs=1e-4)
+    assert index.count > 30
+
+
+def test_localize_with_a_dataset_marks_answers_right_or_wrong(plain_index, tiny_city):
+    test = plain_index["test"]
+    photos = test.query_image_paths()[:6]
+    run = _localize("--index", plain_index["folder"], *photos, "--dataset", tiny_city["test"])
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    for answer, truth in zip(answers, test.query_utm[:6], strict=True):
+        error = float(np.linalg.norm(np.array(answer["position"]) - truth))
+        assert answer["error_m"] == pytest.approx(error, abs=1e-3)
+        assert answer["correct"] == (error <= 25.0)
+        for match in answer["matches"]:
+            assert match["correct"] == (np.linalg.norm(np.array(match["position"]) - truth) <= 25.0)

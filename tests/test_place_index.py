@@ -64,8 +64,8 @@ def test_consensus_rule_and_confidence_by_hand():
     assert agreed["members"].tolist() == [True, False, True, False]
     expected = (0.9 * positions[0] + 0.7 * positions[2]) / 1.6
     np.testing.assert_allclose(agreed["position"], expected, atol=1e-6)
-    # d_in = 2 - 1.8 = 0.2, d_out = 2 - 1.6 = 0.4 -> 1 - 0.5
-    assert agreed["confidence"] == pytest.approx(0.5, abs=1e-6)
+    # Printed distances sqrt(2 - 2s): d_in = sqrt(0.2), d_out = sqrt(0.4) -> 1 - sqrt(1/2)
+    assert agreed["confidence"] == pytest.approx(1 - np.sqrt(0.5), abs=1e-6)
 
 
 def test_index_search_equals_evaluate_and_localize_agrees(sized_model, test_split, tmp_path):
