@@ -15,7 +15,6 @@ import os
 
 import numpy as np
 
-
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -37,7 +36,12 @@ def collect_photos(inputs) -> tuple[list[str], list[dict]]:
                 and os.path.isfile(os.path.join(item, name))
             )
             if not found:
-                failures.append({"photo": item, "error": f"{item}: a folder without image files ({', '.join(PHOTO_EXTENSIONS)})"})
+                failures.append(
+                    {
+                        "photo": item,
+                        "error": f"{item}: a folder without image files ({', '.join(PHOTO_EXTENSIONS)})",
+                    }
+                )
             photos += found
         elif os.path.isfile(item):
             photos.append(item)

@@ -170,7 +170,9 @@ def test_localize_takes_folders_and_globs_and_says_why_each_photo_failed(plain_i
     assert "a folder without image files" in errors["empty"]
     assert "no file matches" in errors["none-*.png"]
     localized = [a for a in answers if a["error"] is None]
-    assert len(localized) == 3 and all(len(a["matches"]) == 10 for a in localized)  # folder and glob: once each
+    assert len(localized) == 3 and all(
+        len(a["matches"]) == 10 for a in localized
+    )  # folder and glob: once each
 
 
 def test_bad_photos_fail_before_the_model_loads(plain_index, tmp_path):
@@ -185,12 +187,16 @@ def test_top_k_is_bounded_and_runtime_checked(plain_index):
     photo = plain_index["test"].query_image_paths()[0]
     count = plain_index["test"].num_db
     run = _localize("--index", plain_index["folder"], photo, "--top-k", str(count + 1))
-    assert run.returncode == 2 and f"--top-k must be between 1 and the index's {count}" in run.stderr
+    assert (
+        run.returncode == 2 and f"--top-k must be between 1 and the index's {count}" in run.stderr
+    )
     run = _localize("--index", plain_index["folder"], photo, "--runtime", "onnx")
     assert run.returncode == 2 and "--runtime onnx" in run.stderr
 
 
-def test_confidence_does_not_depend_on_top_k_and_is_reproducible_from_the_printed_distances(plain_index):
+def test_confidence_does_not_depend_on_top_k_and_is_reproducible_from_the_printed_distances(
+    plain_index,
+):
     from sare_tf.place_index import consensus
 
     index = PlaceIndex.load(plain_index["folder"])
@@ -207,7 +213,9 @@ def test_confidence_does_not_depend_on_top_k_and_is_reproducible_from_the_printe
         distances = np.array([m["distance"] for m in best])
         agreed = consensus(np.array([m["position"] for m in best]), 1 - distances**2 / 2, 25.0)
         inside = distances[agreed["members"]].min()
-        outside = distances[~agreed["members"]].min() if (~agreed["members"]).any() else distances.max()
+        outside = (
+            distances[~agreed["members"]].min() if (~agreed["members"]).any() else distances.max()
+        )
         # to 1e-4: the printed distances are rounded to 6 decimals
         assert answer["confidence"] == pytest.approx(max(0.0, 1 - inside / outside), abs=1e-4)
     assert index.count > 30

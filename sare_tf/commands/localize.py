@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_runtime_argument(parser)
     parser.add_argument(
-        "--top-k", type=int, default=10, help="matches per photo, at most the index's size (default 10)"
+        "--top-k",
+        type=int,
+        default=10,
+        help="matches per photo, at most the index's size (default 10)",
     )
     parser.add_argument(
         "--radius", type=float, default=25.0, help="consensus radius in metres (default 25)"
@@ -40,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", default=None,
         help="a dataset whose queries include the photos: answers are marked right or wrong",
     )  # fmt: skip
-    parser.add_argument("--image-root", default=None, help="folder --dataset's paths are relative to")
+    parser.add_argument(
+        "--image-root", default=None, help="folder --dataset's paths are relative to"
+    )
     parser.add_argument("--report", default=None, help="also write this HTML report")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
 
