@@ -1,4 +1,4 @@
-"""Localizing photos against a place index, and the HTML report that shows the answers.
+"""Localizing photos against a place index (the HTML report is `sare_tf.localize_report`).
 
 `localize_photos` is what `sare-tf localize` runs: load the index and its model (or a given model,
 checked against the index's fingerprint), encode the photos with the shared encoder (EXIF
@@ -7,10 +7,7 @@ orientation applied, the model's image size), and ask `PlaceIndex.localize`.
 
 from __future__ import annotations
 
-import base64
 import glob
-import html
-import io
 import os
 
 import numpy as np
@@ -163,101 +160,6 @@ def query_truth(dataset) -> dict:
         os.path.abspath(path): position
         for path, position in zip(dataset.query_image_paths(), dataset.query_utm, strict=True)
     }
-
-
-def _thumbnail(path: str, size: int = 160) -> str:
-    """A data: URI of a small JPEG of the image (empty string when unreadable)."""
-    from PIL import Image
-
-    from sare_tf.data.images import BadImageError, read_rgb
-
-    try:
-        pixels = read_rgb(path, (size, size))
-    except BadImageError:
-        return ""
-    image = Image.fromarray(pixels)
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _map_svg(answer: dict, radius_m: float, size: int = 200) -> str:
-    """An SVG map: matches by rank (darker = better), top-1 ringed, consensus as a cross."""
-    points = np.array([m["position"] for m in answer["matches"]], np.float64)
-    estimate = np.asarray(answer["position"], np.float64)
-    everything = np.vstack([points, estimate[None]])
-    low, high = everything.min(axis=0) - radius_m, everything.max(axis=0) + radius_m
-    scale = (size - 20) / max(float(np.max(high - low)), 1e-9)
-
-    def xy(p):
-        return 10 + (p[0] - low[0]) * scale, size - 10 - (p[1] - low[1]) * scale
-
-    shapes = []
-    for rank, point in reversed(list(enumerate(points))):
-        x, y = xy(point)
-        shade = int(40 + 180 * rank / max(len(points) - 1, 1))
-        shapes.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="rgb({shade},{shade},255)"/>')
-    x, y = xy(points[0])
-    shapes.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" fill="none" stroke="black"/>')
-    x, y = xy(estimate)
-    shapes.append(
-        f'<path d="M{x - 6:.1f},{y:.1f}H{x + 6:.1f}M{x:.1f},{y - 6:.1f}V{y + 6:.1f}" '
-        'stroke="red" stroke-width="2"/>'
-    )
-    bar = radius_m * scale
-    shapes.append(f'<path d="M10,{size - 4}h{bar:.1f}" stroke="gray" stroke-width="2"/>')
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-        f'style="border:1px solid #ccc">{"".join(shapes)}</svg>'
-    )
-
-
-def write_report(answers: list[dict], path, radius_m: float = 25.0) -> str:
-    """An HTML page: each photo beside its top matches and a map of their positions.
-
-    Images are embedded as small JPEG thumbnails, so the page is one self-contained file.
-    """
-    path = os.fspath(path)
-    rows = []
-    for answer in answers:
-        photo = html.escape(answer["photo"])
-        if answer.get("error"):
-            rows.append(f"<h2>{photo}</h2><p class='error'>{html.escape(answer['error'])}</p>")
-            continue
-        cells = [
-            f'<figure><img src="{_thumbnail(answer["photo"])}"><figcaption>query</figcaption></figure>'
-        ]
-        for match in answer["matches"][:5]:
-            caption = (
-                f"#{match['rank']} d={match['distance']:.3f}<br>"
-                f"({match['position'][0]:.1f}, {match['position'][1]:.1f})"
-            )
-            cells.append(
-                f'<figure><img src="{_thumbnail(match["path"])}" title="{html.escape(match["path"])}">'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-        estimate = answer["position"]
-        rows.append(
-            f"<h2>{photo}</h2><p>position ({estimate[0]:.1f}, {estimate[1]:.1f}), "
-            f"{answer['consensus_size']} of {len(answer['matches'])} matches agree, confidence "
-            f"{answer['confidence']:.2f}</p><div class='row'>{''.join(cells)}"
-            f"{_map_svg(answer, radius_m)}</div>"
-        )
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>sare-tf localize</title>"
-        "<style>body{font-family:sans-serif}.row{display:flex;gap:8px;align-items:flex-start}"
-        "figure{margin:0;font-size:12px;text-align:center}img{max-width:160px}"
-        ".error{color:#b00}</style></head><body><h1>sare-tf localize</h1>"
-        "<p>Map: blue dots are the matches (darker = better), the ringed one is the top match, "
-        f"the red cross the consensus position; the grey bar is {radius_m:g} m.</p>"
-        + "".join(rows)
-        + "</body></html>"
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    return path
 
 
 def confidence_report(

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from sare_tf.localization import localize_photos, query_truth, write_report
+    from sare_tf.localization import localize_photos, query_truth
+    from sare_tf.localize_report import write_report
 
     truth = None
     if args.dataset:
