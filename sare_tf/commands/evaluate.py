@@ -109,6 +109,15 @@ def add_arguments(parser) -> None:
         help="frame-aligned traversals only: also rank by sequence matching over L consecutive "
         "frames (SeqSLAM-style, velocity 1; odd L)",
     )  # fmt: skip
+    parser.add_argument(
+        "--save-predictions", type=int, default=0, metavar="N",
+        help="write each query beside its top-N matches (green right, red wrong) as "
+        "OUT/predictions/<model>/<query>.png, and predictions.txt with the paths",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only-wrong", action="store_true",
+        help="with --save-predictions: only the queries whose top-1 is wrong",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--keep-descriptors",
@@ -243,6 +252,8 @@ def _run_recall(args, models, names, sizes) -> int:
             **{k: v for k, v in index_params(args).items() if v is not None},
         )
         result = evaluation.result
+        if args.save_predictions:
+            _save_predictions(args, dataset, evaluation, name)
         curve = result.curve(min(CURVE_MAX_N, max(result.depth, 1)))
         curves[name] = curve
         report["protocol"] = evaluation.protocol
@@ -331,6 +342,25 @@ def _run_recall(args, models, names, sizes) -> int:
         )
     print(f"Wrote {metrics_path} and {curve_path}")
     return 0
+
+
+def _save_predictions(args, dataset, evaluation, name: str) -> None:
+    from sare_tf.evaluation.predictions import save_predictions
+
+    if args.save_predictions < 0 or args.ground_truth != "distance":
+        raise ValueError(
+            "--save-predictions takes a positive N and the distance ground truth. Received: "
+            f"--save-predictions {args.save_predictions}, --ground-truth {args.ground_truth}"
+        )
+    saved = save_predictions(
+        os.path.join(args.out, "predictions", name.replace("/", "_")), dataset,
+        evaluation.query_desc, evaluation.db_desc, evaluation.query_valid, evaluation.db_valid,
+        args.save_predictions, args.only_wrong,
+    )  # fmt: skip
+    which = "with a wrong top-1 " if args.only_wrong else ""
+    print(
+        f"Saved {saved['saved']} queries {which}beside their top {args.save_predictions}: {saved['folder']}"
+    )
 
 
 def _sequence_matching(args, dataset, evaluation):
