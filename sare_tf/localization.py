@@ -86,6 +86,7 @@ def localize_photos(
     batch_size: int = 16,
     runtime: str | None = None,
     truth: dict | None = None,
+    descriptors_out: dict | None = None,
 ) -> list[dict]:
     """Answers "where was this photo taken?" for each photo.
 
@@ -103,6 +104,8 @@ def localize_photos(
         truth: `{photo path: [x, y]}` true positions (metres, the index's frame): answers then
             say whether they are right (`"correct"`, within `radius_m`) and by how much
             (`"error_m"`).
+        descriptors_out: a dict filled with `{photo: descriptor [D]}` of the localized photos
+            (to hand them on, e.g. to hloc).
 
     Returns:
         One dict per photo: `{"photo": path, "error": None, **PlaceIndex.localize(...)[i]}`, or
@@ -132,6 +135,10 @@ def localize_photos(
         index.check_model(loaded)
         descriptors, valid = encode(loaded, readable, batch_size=batch_size, progress=False)
         answers = iter(index.localize(descriptors[valid], k=k, radius_m=radius_m))
+        if descriptors_out is not None:
+            descriptors_out.update(
+                {p: d for p, d, ok in zip(readable, descriptors, valid, strict=True) if ok}
+            )
         for photo, ok in zip(readable, valid, strict=True):
             answer = {"photo": photo, "error": None, **next(answers)} if ok else None
             results[photo] = answer or {"photo": photo, "error": _decode_problem(photo)}

@@ -118,6 +118,15 @@ def add_arguments(parser) -> None:
         "--only-wrong", action="store_true",
         help="with --save-predictions: only the queries whose top-1 is wrong",
     )  # fmt: skip
+    parser.add_argument(
+        "--hloc-out", default=None, metavar="DIR",
+        help="also write hloc's global-feats.h5 (database and query descriptors, named by their "
+        "paths relative to the image root) and pairs-from-retrieval.txt into DIR/<model>/",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hloc-num-matched", type=int, default=20, metavar="K",
+        help="database images per query in the hloc pairs file (default 20)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--keep-descriptors",
@@ -254,6 +263,8 @@ def _run_recall(args, models, names, sizes) -> int:
         result = evaluation.result
         if args.save_predictions:
             _save_predictions(args, dataset, evaluation, name)
+        if args.hloc_out:
+            _write_hloc(args, dataset, evaluation, name)
         curve = result.curve(min(CURVE_MAX_N, max(result.depth, 1)))
         curves[name] = curve
         report["protocol"] = evaluation.protocol
@@ -361,6 +372,35 @@ def _save_predictions(args, dataset, evaluation, name: str) -> None:
     print(
         f"Saved {saved['saved']} queries {which}beside their top {args.save_predictions}: {saved['folder']}"
     )
+
+
+def _write_hloc(args, dataset, evaluation, name: str) -> None:
+    from sare_tf.evaluation.predictions import top_predictions
+    from sare_tf.hloc_files import (
+        check_names,
+        retrieval_pairs,
+        write_global_descriptors,
+        write_pairs,
+    )
+
+    folder = os.path.join(args.hloc_out, name.replace("/", "_"))
+    db_ok, query_ok = np.flatnonzero(evaluation.db_valid), np.flatnonzero(evaluation.query_valid)
+    db_names = check_names(dataset.db_paths)
+    query_names = [check_names(dataset.query_paths)[i] for i in query_ok]
+    features = os.path.join(folder, "global-feats.h5")
+    if os.path.exists(features):
+        os.remove(features)
+    write_global_descriptors(features, [db_names[i] for i in db_ok], evaluation.db_desc[db_ok])
+    write_global_descriptors(features, query_names, evaluation.query_desc[query_ok])
+    ids = top_predictions(
+        evaluation.query_desc[query_ok], evaluation.db_desc, evaluation.db_valid,
+        args.hloc_num_matched,
+    )  # fmt: skip
+    pairs = write_pairs(
+        os.path.join(folder, "pairs-from-retrieval.txt"),
+        retrieval_pairs(query_names, db_names, ids),
+    )
+    print(f"hloc: {features} and {pairs} (names relative to {dataset.image_root})")
 
 
 def _sequence_matching(args, dataset, evaluation):

@@ -47,6 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-root", default=None, help="folder --dataset's paths are relative to"
     )
     parser.add_argument("--report", default=None, help="also write this HTML report")
+    parser.add_argument(
+        "--hloc-out", default=None, metavar="DIR",
+        help="also write hloc's pairs-from-retrieval.txt (each photo with its top-K matches) and "
+        "global-feats.h5 (the photos' and the index's descriptors) into DIR",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hloc-image-dir", default=None, metavar="DIR",
+        help="the image folder hloc names images relative to (default: the folder holding the "
+        "photos and the database images)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
 
 
@@ -61,13 +71,45 @@ def run(args: argparse.Namespace) -> int:
         from sare_tf.data import GeoDataset
 
         truth = query_truth(GeoDataset.load(args.dataset, image_root=args.image_root))
+    descriptors = {} if args.hloc_out else None
     answers = localize_photos(
         args.index, args.photos, model=args.model, k=args.top_k, radius_m=args.radius,
         batch_size=args.batch_size, runtime=args.runtime, truth=truth,
+        descriptors_out=descriptors,
     )  # fmt: skip
     for answer in answers:
         print(json.dumps(answer))
+    if args.hloc_out:
+        _write_hloc(args, answers, descriptors)
     if args.report:
         path = write_report(answers, args.report, radius_m=args.radius)
         print(f"Wrote {path}", file=sys.stderr)
     return 0 if all(a.get("error") is None for a in answers) else 1
+
+
+def _write_hloc(args, answers, descriptors) -> None:
+    import os
+    import sys
+
+    import numpy as np
+
+    from sare_tf.hloc_files import relative_names, write_global_descriptors, write_pairs
+    from sare_tf.place_index import PlaceIndex
+
+    index = PlaceIndex.load(args.index)
+    localized = [a for a in answers if a.get("error") is None and a["matches"]]
+    photos = [a["photo"] for a in localized]
+    image_dir = args.hloc_image_dir or os.path.commonpath(
+        [os.path.dirname(os.path.abspath(p)) for p in photos + index.paths]
+    )
+    photo_names = relative_names(photos, image_dir)
+    db_names = relative_names(index.paths, image_dir)
+    pairs = [(name, db_names[m["db_id"]]) for name, a in zip(photo_names, localized, strict=True)
+             for m in a["matches"]]  # fmt: skip
+    pairs_path = write_pairs(os.path.join(args.hloc_out, "pairs-from-retrieval.txt"), pairs)
+    features = os.path.join(args.hloc_out, "global-feats.h5")
+    if os.path.exists(features):
+        os.remove(features)
+    write_global_descriptors(features, db_names, index.descriptors())
+    write_global_descriptors(features, photo_names, np.stack([descriptors[p] for p in photos]))
+    print(f"Wrote {pairs_path} and {features} (names relative to {image_dir})", file=sys.stderr)
