@@ -115,10 +115,11 @@ def add_config_arguments(
             for key in ("choices", "metavar", "nargs", "required"):
                 if spec[key]:
                     kwargs[key] = spec[key]
-            if spec["required"]:
-                kwargs.pop("default")
-            elif unset:
+            if unset:  # a required flag may come from the base config instead (checked later)
+                kwargs.pop("required", None)
                 kwargs["default"] = None
+            elif spec["required"]:
+                kwargs.pop("default")
             shown = "" if spec["required"] or default is None else f" (default: {_show(default)})"
         groups[spec["group"]].add_argument(_flag(field), help=spec["help"] + shown, **kwargs)
 
@@ -148,4 +149,12 @@ def config_from_args(
             value = tuple(value)
         values[field.name] = value
     base = base if base is not None else config_class()
-    return dataclasses.replace(base, **values)
+    config = dataclasses.replace(base, **values)
+    missing = [
+        _flag(field)
+        for field in cli_fields(config_class, names)
+        if field.metadata["cli"]["required"] and getattr(config, field.name) is None
+    ]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} is required.")
+    return config

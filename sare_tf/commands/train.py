@@ -18,19 +18,48 @@ command is run again."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `TrainConfig` field (their help texts live in the config's field metadata)."""
+    """One flag per `TrainConfig` field (their help texts live in the config's field metadata),
+    and `--config` to start from a recorded run."""
     from sare_tf.config_options import add_config_arguments
     from sare_tf.training.config import TrainConfig
 
-    add_config_arguments(parser, TrainConfig)
+    parser.add_argument(
+        "--config", default=None, metavar="JSON",
+        help="repeat a recorded run: its summary.json (or a JSON of these settings); flags "
+        "given beside it replace its values, e.g. --out for a new run folder",
+    )  # fmt: skip
+    add_config_arguments(parser, TrainConfig, unset=True)
+
+
+def recorded_config(path: str):
+    """The `TrainConfig` a run's `summary.json` (its "config") or a settings JSON holds."""
+    import json
+
+    from sare_tf.training.config import TrainConfig
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path}: no such file") from None
+    except ValueError as error:
+        raise ValueError(f"--config {path} is not JSON: {error}") from None
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        record = record["config"]  # a run's summary.json
+    try:
+        return TrainConfig.from_dict(record)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--config {path}: {error}") from None
 
 
 def config_from_args(args: argparse.Namespace):
-    """The `TrainConfig` of parsed command-line arguments."""
+    """The `TrainConfig` of parsed command-line arguments (over `--config`'s, when given)."""
     from sare_tf.config_options import config_from_args as from_args
     from sare_tf.training.config import TrainConfig
 
-    return from_args(TrainConfig, args)
+    config = getattr(args, "config", None)
+    base = recorded_config(config) if config else None
+    return from_args(TrainConfig, args, base=base, skip_unset=True)
 
 
 def run(args: argparse.Namespace) -> int:

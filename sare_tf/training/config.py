@@ -272,6 +272,22 @@ class TrainConfig:
         if self.backup_every is not None and self.backup_every < 1:
             raise ValueError(f"`backup_every` must be >= 1 or None. Received: {self.backup_every}")
 
+    @classmethod
+    def from_dict(cls, record: dict) -> TrainConfig:
+        """The config a `to_dict()` (e.g. a run's `summary.json` "config") records; keys that are
+        not settings are left out, lists become tuples."""
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"A training config is a JSON object. Received: {type(record).__name__}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in record.items()
+            if key in fields
+        }
+        return cls(**values)
+
     def to_dict(self) -> dict:
         """JSON-friendly dict of every setting."""
         data = dataclasses.asdict(self)

@@ -258,3 +258,27 @@ def test_every_tuple_loss_gets_the_same_guard(tiny_city, tmp_path, loss):
     assert summary["epochs"][1]["learning_rate"] == pytest.approx(0.05)
     assert summary["best"]["epoch"] not in {record["epoch"] for record in summary["collapse"]}
     assert _spread(tmp_path / loss / "best.keras", tiny_city) >= 0.5
+
+
+def test_train_config_repeats_a_recorded_run(tiny_city, tmp_path, capsys):
+    """`train --config summary.json` runs the recorded settings again; flags beside it win."""
+    import json
+
+    from sare_tf import cli
+
+    first = tmp_path / "first"
+    argv = [
+        "train", "--dataset", tiny_city["train"], "--backbone", "tiny", "--num-clusters", "4",
+        "--image-size", "48", "64", "--epochs", "0", "--cluster-images", "8", "--lr", "3e-4",
+        "--precision", "float32", "--out", str(first), "--quiet", "--seed", "5",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    again = tmp_path / "again"
+    argv = ["train", "--config", str(first / "summary.json"), "--out", str(again), "--quiet"]
+    assert cli.main(argv) == 0
+    recorded = json.loads((first / "summary.json").read_text())["config"]
+    repeated = json.loads((again / "summary.json").read_text())["config"]
+    assert repeated == {**recorded, "out": str(again)}
+    assert repeated["lr"] == 3e-4 and repeated["seed"] == 5 and repeated["backbone"] == "tiny"
+    assert cli.main(["train", "--quiet", "--epochs", "0"]) == 2  # neither --dataset nor --config
+    assert "--dataset is required" in capsys.readouterr().err
