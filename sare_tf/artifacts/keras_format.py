@@ -28,6 +28,31 @@ from sare_tf.model import embedding_of, upgrade_functional
 KERAS_SUFFIX = ".keras"
 
 
+def not_a_keras_file(folder: str) -> str:
+    """What to say when a folder is given where a `.keras` file is needed (an export, a run)."""
+    candidates = sorted(
+        os.path.join(root, name)
+        for root, _, files in os.walk(folder)
+        for name in files
+        if name.endswith(KERAS_SUFFIX)
+    )
+    versions = [c for c in candidates if os.path.basename(c)[: -len(KERAS_SUFFIX)].isdigit()]
+    best = [c for c in candidates if os.path.basename(c) == "best.keras"]
+    beside = os.path.normpath(folder) + KERAS_SUFFIX  # sare-tf export's copy of a version
+    if os.path.isfile(beside):
+        versions.append(beside)
+    suggestion = (versions[-1:] or best[:1] or candidates[:1] or [None])[0]
+    kind = (
+        "a SavedModel (an export)"
+        if os.path.isfile(os.path.join(folder, "saved_model.pb"))
+        else "a folder"
+    )
+    text = f"{folder} is {kind}; this needs the .keras model file (sare-tf train writes best.keras, sare-tf export a NAME/VERSION.keras beside each version)."
+    if suggestion:
+        text += f" Found one: {suggestion}"
+    return text
+
+
 def read_keras_model(path, safe_mode: bool = True) -> keras.Model:
     """Loads a `.keras` file written by sare_tf (or any Keras 3 model), refusing what is not one.
 
@@ -40,6 +65,8 @@ def read_keras_model(path, safe_mode: bool = True) -> keras.Model:
             rebuild the model from it (the message names the file and Keras's reason).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(not_a_keras_file(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model file not found: {path}")
     try:

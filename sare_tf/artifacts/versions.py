@@ -24,8 +24,8 @@ def check_name(name: str) -> str:
     """`name` when it can be a folder and a TF Serving URL segment, else a ValueError."""
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise ValueError(
-            "The model name must be letters, digits, '_', '-' or '.', starting with a letter or "
-            f"digit (it is a folder and a TF Serving URL segment). Received: name={name!r}"
+            "The model name (--name) must be letters, digits, '_', '-' or '.', starting with a "
+            f"letter or digit (it is a folder and a TF Serving URL segment). Received: {name!r}"
         )
     return name
 

@@ -136,11 +136,34 @@ def add_arguments(parser) -> None:
 
 
 def _unique_names(models) -> list[str]:
-    names, seen = [], {}
-    for model in models:
-        count = seen.get(model.name, 0)
-        seen[model.name] = count + 1
-        names.append(model.name if count == 0 else f"{model.name}_{count + 1}")
+    """Short labels that tell the models apart: a model's name, with as many of its parent
+    folders as it takes (`runs/a/best.keras` and `runs/b/best.keras` -> `a/best`, `b/best`);
+    the same file given twice is numbered."""
+    paths = [
+        os.path.normpath(os.path.abspath(m.path)) if m.path else f"<model {i}>"
+        for i, m in enumerate(models)
+    ]
+    parents = [path.split(os.sep)[:-1] for path in paths]
+    bases = [m.name.split("/")[-1] for m in models]
+    names = [m.name for m in models]
+
+    def clashing(names):
+        return {
+            n for n in names if len({p for p, m in zip(paths, names, strict=True) if m == n}) > 1
+        }
+
+    depth = 0
+    while (clash := clashing(names)) and depth < max((len(p) for p in parents), default=0):
+        depth += 1
+        names = [
+            "/".join([*parent[-depth:], base]) if name in clash else name
+            for parent, base, name in zip(parents, bases, names, strict=True)
+        ]
+    seen = {}
+    for position, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[position] = f"{name} ({seen[name]})"
     return names
 
 

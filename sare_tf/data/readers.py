@@ -369,8 +369,8 @@ def read_csv(
                 role = fixed_role
             elif not split:
                 raise ValueError(
-                    f"{source}:{number}: no split column; say 'db' or 'query' in a split column, "
-                    "or pass the queries as a separate CSV (query_csv=)."
+                    f"{source}:{number}: no split column; add a column 'split' saying 'db' or "
+                    "'query' on every row (e.g. path,lat,lon,split)."
                 )
             else:
                 set_name, role = _parse_split(split, f"{source}:{number}")

@@ -1,0 +1,67 @@
+"""Messages a command-line user can act on: CLI flags, not Python parameters; paths that exist
+are recognised for what they are; models told apart by their folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sare_tf.artifacts import DescriptorModel, store_image_size
+
+
+def test_export_given_a_savedmodel_or_a_run_folder_points_at_the_keras_file(tmp_path, capsys):
+    import keras
+
+    from sare_tf import cli
+    from sare_tf.export import export_versioned
+    from sare_tf.models import build_embedding_model
+
+    keras.utils.set_random_seed(0)
+    model = build_embedding_model("tiny", num_clusters=4)
+    store_image_size(model, (48, 64))
+    exported = export_versioned(model, tmp_path / "saved_models", "city")
+    assert cli.main(["export", "--model", exported.saved_model_dir, "--name", "again"]) == 2
+    err = capsys.readouterr().err
+    assert "is a SavedModel (an export)" in err and "Model file not found" not in err
+    assert f"Found one: {exported.saved_model_dir}.keras" in err
+    run = tmp_path / "runs" / "train"
+    os.makedirs(run)
+    model.save(run / "best.keras")
+    assert cli.main(["export", "--model", str(run), "--name", "again"]) == 2
+    assert f"Found one: {run / 'best.keras'}" in capsys.readouterr().err
+
+
+def test_messages_name_flags_a_cli_user_can_pass(tmp_path, capsys):
+    from sare_tf import cli
+    from sare_tf.data import GeoDataset
+
+    csv = tmp_path / "city.csv"
+    csv.write_text("path,lat,lon\nimages/a.jpg,40.44,-79.95\n")
+    with pytest.raises(ValueError) as caught:
+        GeoDataset.load(str(csv))
+    assert "query_csv" not in str(caught.value) and "'split'" in str(caught.value)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")
+    assert cli.main(["export", "--model", str(model), "--name", "bad name"]) == 2
+    err = capsys.readouterr().err
+    assert "(--name)" in err or "not a valid .keras" in err  # checked in either order
+    from sare_tf.artifacts.versions import check_name
+
+    with pytest.raises(ValueError, match=r"--name"):
+        check_name("bad name")
+
+
+def test_models_with_one_file_name_are_told_apart_by_their_folders():
+    from sare_tf.commands.evaluate import _unique_names
+
+    def model(path, name):
+        return DescriptorModel(None, name, path, "keras")
+
+    models = [
+        model("/runs/sare/best.keras", "best"),
+        model("/runs/triplet/best.keras", "best"),
+        model("/saved_models/city/3", "city/3"),
+        model("/runs/sare/best.keras", "best"),
+    ]
+    assert _unique_names(models) == ["sare/best", "triplet/best", "city/3", "sare/best (2)"]
