@@ -28,6 +28,13 @@ def main(argv=None) -> int:
     parser.add_argument("--image-root", default=None, help="folder the image paths are relative to")
     parser.add_argument("--top-k", type=int, default=10, help="matches per query (default 10)")
     parser.add_argument("--radius", type=float, default=25.0, help="correct within (m, default 25)")
+    parser.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
+        help="confidence thresholds to report (default 0 0.02 0.05 0.1 0.15 0.2 0.3)",
+    )
     parser.add_argument("--out", default="runs/localize_confidence", help="output folder")
     args = parser.parse_args(argv)
 
@@ -40,12 +47,16 @@ def main(argv=None) -> int:
     index_dir = os.path.join(args.out, "index")
     if not os.path.exists(os.path.join(index_dir, "manifest.json")):
         PlaceIndex.build(
-            load_descriptor_model(args.model), dataset.db_image_paths(), dataset.db_utm, index_dir
+            load_descriptor_model(args.model),
+            dataset.db_image_paths(),
+            dataset.db_utm,
+            index_dir,
+            frame=dataset.frame,
         )
     answers = localize_photos(
         index_dir, dataset.query_image_paths(), model=args.model, k=args.top_k, radius_m=args.radius
     )
-    report = confidence_report(answers, dataset.query_utm, args.radius)
+    report = confidence_report(answers, dataset.query_utm, args.radius, tuple(args.thresholds))
     print(
         f"{report['num_queries']} queries: consensus right {100 * report['accuracy']:.1f} %, "
         f"top-1 right {100 * report['top1_accuracy']:.1f} %"
