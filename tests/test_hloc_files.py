@@ -19,6 +19,9 @@ from sare_tf.data import GeoDataset
 from sare_tf.encoding import encode
 from sare_tf.hloc_files import write_pairs
 
+# Each test runs `sare-tf` in a subprocess (TensorFlow start-up): the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
+
 
 def hloc_list_h5_names(path):
     names = []

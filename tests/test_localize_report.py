@@ -74,6 +74,7 @@ def _answers(tiny_city, count=2, k=10):
     return answers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_report_in_headless_chromium_at_phone_laptop_and_desktop_widths(tiny_city, tmp_path):
     answers = _answers(tiny_city)

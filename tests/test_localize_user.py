@@ -19,6 +19,9 @@ from sare_tf.data.geodesy import UtmFrame
 from sare_tf.place_index import PlaceIndex
 
 IMAGE_SIZE = (48, 64)
+
+# Each test runs `sare-tf` in a subprocess (TensorFlow start-up): the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
 # The synthetic city lies in Pittsburgh's UTM zone 17N; its CSV gives degrees, as GPS tags would.
 
 
