@@ -143,18 +143,21 @@ def localize_photos(
             answer = {"photo": photo, "error": None, **next(answers)} if ok else None
             results[photo] = answer or {"photo": photo, "error": _decode_problem(photo)}
             if answer is not None and truth is not None:
-                judge(answer, truth.get(os.path.abspath(photo)), radius_m)
+                judge(answer, truth.get(os.path.abspath(photo)), radius_m, index.frame)
     order = [f["photo"] for f in failures] + found
     return [results[photo] for photo in dict.fromkeys(order)]
 
 
-def judge(answer: dict, true_position, radius_m: float) -> None:
+def judge(answer: dict, true_position, radius_m: float, frame=None) -> None:
     """Marks an answer right or wrong against a true position (None: unknown), in place: the
-    answer's `"correct"` / `"error_m"`, and each match's `"correct"`."""
+    answer's `"correct"` / `"error_m"` (and `"true_latlon"` given the index's `frame`), and
+    each match's `"correct"`."""
     if true_position is None or not answer.get("matches"):
         return
     truth = np.asarray(true_position, np.float64)
     answer["true_position"] = [float(v) for v in truth]
+    if frame is not None:
+        answer["true_latlon"] = [round(float(v), 7) for v in frame.to_latlon(truth[None])[0]]
     answer["error_m"] = round(float(np.linalg.norm(np.asarray(answer["position"]) - truth)), 3)
     answer["correct"] = answer["error_m"] <= radius_m
     for match in answer["matches"]:

@@ -23,6 +23,7 @@ import numpy as np
 
 LEAFLET_VERSION = "1.9.4"
 LEAFLET_URL = f"https://unpkg.com/leaflet@{LEAFLET_VERSION}/dist/leaflet"
+TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 RIGHT, WRONG, UNKNOWN = "#1a8f3a", "#c62828", "#1f5fbf"
 
 STYLE = """
@@ -145,6 +146,7 @@ def _section(number: int, answer: dict, radius_m: float) -> str:
         points = {
             "answer": answer["position_latlon"],
             "matches": [[m["rank"], *m["latlon"], _colour(m)] for m in answer["matches"]],
+            "truth": answer.get("true_latlon"),
         }
         markers = f"<div class='map' id='map-{number}' data-points='{html.escape(json.dumps(points))}'></div>"
     return (
@@ -162,7 +164,7 @@ function sareMaps(){
   document.body.classList.add('online');
   document.querySelectorAll('.map').forEach(function(el){
     var data=JSON.parse(el.dataset.points), map=L.map(el), bounds=[data.answer];
-    L.tileLayer('https://tile.openstreetmap.org/{z}/{x}/{y}.png',{maxZoom:19,
+    L.tileLayer(document.body.dataset.tiles,{maxZoom:19,
       attribution:'&copy; OpenStreetMap contributors'}).addTo(map);
     data.matches.forEach(function(m){
       bounds.push([m[1],m[2]]);
@@ -171,8 +173,16 @@ function sareMaps(){
              'height:22px;text-align:center;font:bold 12px/22px sans-serif">'+m[0]+'</div>'})})
         .bindTooltip('match '+m[0]).addTo(map);
     });
-    L.marker(data.answer).bindTooltip('answer').addTo(map);
-    map.fitBounds(bounds,{padding:[20,20],maxZoom:19});
+    var symbol=function(text,colour){return L.divIcon({className:'',iconSize:[24,24],
+      html:'<div style="color:'+colour+';font:bold 24px/24px sans-serif;text-align:center;'+
+           'text-shadow:0 0 3px #fff">'+text+'</div>'});};
+    L.marker(data.answer,{icon:symbol('\u2605','#000')}).bindTooltip('answer').addTo(map);
+    if(data.truth){bounds.push(data.truth);
+      L.marker(data.truth,{icon:symbol('\u25b2','#f2b705')}).bindTooltip('truth').addTo(map);}
+    var fit=function(){map.invalidateSize();map.fitBounds(bounds,{padding:[24,24],maxZoom:19});};
+    fit();
+    window.addEventListener('resize',fit);
+    window.addEventListener('load',fit);
   });
 }
 </script>
@@ -180,9 +190,14 @@ function sareMaps(){
 
 
 def write_report(
-    answers: list[dict], path, radius_m: float = 25.0, leaflet_url: str = LEAFLET_URL
-) -> str:
-    """Writes the HTML page for `localize_photos` answers to `path`; returns the path."""
+    answers: list[dict], path, radius_m: float = 25.0, leaflet_url: str = LEAFLET_URL,
+    tile_url: str = TILE_URL,
+) -> str:  # fmt: skip
+    """Writes the HTML page for `localize_photos` answers to `path`; returns the path.
+
+    `leaflet_url` (without `.js` / `.css`) and `tile_url` say where Leaflet and the map tiles
+    come from (Leaflet's CDN and OpenStreetMap by default; a local mirror works the same).
+    """
     path = os.fspath(path)
     sections = [_section(number, answer, radius_m) for number, answer in enumerate(answers)]
     has_map = any(answer.get("position_latlon") for answer in answers)
@@ -201,7 +216,8 @@ def write_report(
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>sare-tf localize</title><style>{STYLE}</style>{leaflet}</head><body>"
+        f"<title>sare-tf localize</title><style>{STYLE}</style>{leaflet}</head>"
+        f"<body data-tiles='{html.escape(tile_url)}'>"
         f"<h1>sare-tf localize: {len(answers)} photos</h1><p class='legend'>{legend}</p>"
         + "".join(sections)
         + "</body></html>"

@@ -32,13 +32,29 @@ window.addEventListener('load', function () { setTimeout(function () {
     plots: Array.from(document.querySelectorAll('img.plot')).map(function (i) { return i.naturalWidth; }),
     online: document.body.classList.contains('online'),
     maps_shown: Array.from(document.querySelectorAll('.map')).filter(function (m) {
-      return m.getBoundingClientRect().height > 0; }).length
+      return m.getBoundingClientRect().height > 0; }).length,
+    map_labels: Array.from(document.querySelectorAll('.map .leaflet-marker-icon')).map(function (m) {
+      return m.textContent; }),
+    tiles_loaded: Array.from(document.querySelectorAll('.map img.leaflet-tile')).filter(function (t) {
+      return t.complete && t.naturalWidth > 0; }).length
   };
   var pre = document.createElement('pre'); pre.id = 'measure';
   pre.textContent = JSON.stringify(result); document.body.appendChild(pre);
 }, 300); });
 </script>
 """
+
+
+LEAFLET_DIR = os.environ.get("SARE_TF_LEAFLET_DIR")  # leaflet's dist/ (CI fetches it from npm)
+
+
+def _measure(page_path, width):
+    command = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--window-size={width},2400", "--virtual-time-budget=10000"]  # fmt: skip
+    dom = subprocess.run(
+        [*command, "--dump-dom", page_path.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    return json.loads(re.search(r'<pre id="measure">(.*?)</pre>', dom).group(1)), command
 
 
 def _answers(tiny_city, count=2, k=10):
@@ -70,7 +86,7 @@ def _answers(tiny_city, count=2, k=10):
         answers, test.query_image_paths(), test.query_utm, strict=False
     ):
         answer.update(photo=photo, error=None)
-        judge(answer, truth, 25.0)
+        judge(answer, truth, 25.0, UtmFrame(17, True))
     return answers
 
 
@@ -119,3 +135,53 @@ def test_report_marks_every_match_and_the_truth(tiny_city, tmp_path):
     assert [m[0] for m in markers["matches"]] == list(range(1, 13))
     np.testing.assert_allclose([m[1:3] for m in markers["matches"]],
                                [m["latlon"] for m in answers[0]["matches"]])  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    not (LEAFLET_DIR and os.path.isfile(os.path.join(LEAFLET_DIR, "leaflet.js"))),
+    reason="SARE_TF_LEAFLET_DIR does not hold Leaflet's dist/ (CI fetches it from the npm registry)",
+)
+def test_report_online_shows_a_labelled_street_map(tiny_city, tmp_path):
+    """'Online': Leaflet and map tiles served on loopback, as the CDN and OpenStreetMap would."""
+    import http.server
+    import threading
+
+    from PIL import Image
+
+    tile = tmp_path / "tile.png"
+    Image.new("RGB", (256, 256), (200, 220, 200)).save(tile)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def translate_path(self, path):
+            name = path.split("?")[0].lstrip("/")
+            return str(tile) if path.startswith("/tiles/") else os.path.join(LEAFLET_DIR, name)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        answers = _answers(tiny_city)
+        report = write_report(answers, tmp_path / "report.html", leaflet_url=f"{base}/leaflet",
+                              tile_url=base + "/tiles/{z}/{x}/{y}.png")  # fmt: skip
+        instrumented = tmp_path / "measured.html"
+        instrumented.write_text(open(report).read().replace("</body>", MEASURE + "</body>"))
+        shots = os.environ.get("SARE_TF_SCREENSHOTS", str(tmp_path))
+        for width in WIDTHS:
+            measured, command = _measure(instrumented, width)
+            assert measured["online"] and measured["maps_shown"] == 2, measured
+            assert measured["scroll_width"] <= measured["width"], measured
+            # Every match numbered on the map, and each photo's answer and truth marked.
+            labels = measured["map_labels"]
+            numbers = sorted(int(t) for t in labels if t.strip().isdigit())
+            assert numbers == sorted(list(range(1, 11)) * 2), measured
+            assert labels.count("\u2605") == 2 and labels.count("\u25b2") == 2, measured
+            assert measured["tiles_loaded"] > 0, measured
+            subprocess.run([*command, f"--screenshot={shots}/report-online-{width}.png", report],
+                           capture_output=True, timeout=120)  # fmt: skip
+    finally:
+        server.shutdown()
