@@ -109,7 +109,7 @@ def _describe_answer(answer: dict) -> str:
         lat, lon = answer["position_latlon"]
         where += f" = {lat:.6f}, {lon:.6f}"
     text = (
-        f"{where}; {answer['consensus_size']} of the 10 best matches agree; confidence "
+        f"{where}; {answer['consensus_size']} of the 10 best matches agree with the best; confidence "
         f"{answer['confidence']:.2f}"
     )
     if answer.get("correct") is not None:
@@ -210,7 +210,7 @@ def write_report(
     legend = (
         "Each match is numbered by rank in its thumbnail, on the plot and on the map; green: "
         f"within {radius_m:g} m of the truth, red: farther, blue: truth unknown. The star is the "
-        "answer (the consensus of the 10 best matches), the dashed circle its radius, the "
+        "answer (the best match's place, refined by the matches within the dashed circle), the "
         "yellow triangle the true position."
     )
     page = (

@@ -66,6 +66,13 @@ def test_consensus_rule_and_confidence_by_hand():
     np.testing.assert_allclose(agreed["position"], expected, atol=1e-6)
     # Printed distances sqrt(2 - 2s): d_in = sqrt(0.2), d_out = sqrt(0.4) -> 1 - sqrt(1/2)
     assert agreed["confidence"] == pytest.approx(1 - np.sqrt(0.5), abs=1e-6)
+    # Three lesser matches agree on another place: the answer stays the best match's place
+    # (a vote for the largest group was measured 21 points less accurate on the demo city).
+    positions = np.array([[0.0, 0.0], [500.0, 0.0], [505.0, 0.0], [510.0, 0.0]])
+    agreed = consensus(positions, np.array([0.9, 0.8, 0.7, 0.6]), radius_m=25.0)
+    assert agreed["members"].tolist() == [True, False, False, False]
+    np.testing.assert_allclose(agreed["position"], [0.0, 0.0])
+    assert agreed["confidence"] == pytest.approx(1 - np.sqrt(0.2) / np.sqrt(0.4), abs=1e-6)
 
 
 def test_index_search_equals_evaluate_and_localize_agrees(sized_model, test_split, tmp_path):
@@ -97,7 +104,9 @@ def test_index_search_equals_evaluate_and_localize_agrees(sized_model, test_spli
     lines = [json.loads(line) for line in completed.stdout.splitlines()]
     assert [[m["db_id"] for m in line["matches"]] for line in lines] == I_ref[:3].tolist()
     page = (tmp_path / "report.html").read_text()
-    assert page.count("<svg") == 3 and page.count("data:image/jpeg;base64,") == 3 * 6
+    # Per photo: its plot, and the query with all 10 matches as thumbnails.
+    assert page.count("alt='positions of the matches'") == 3
+    assert page.count("data:image/jpeg;base64,") == 3 * 11
 
 
 @pytest.mark.parametrize("index_kind", ["flat", "ivfpq"])

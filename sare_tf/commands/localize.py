@@ -11,10 +11,10 @@ HELP = "estimate where photos were taken from a place index (JSON lines, optiona
 DESCRIPTION = """\
 Encodes each photo (EXIF orientation applied) with the index's model, searches the place index
 and prints one JSON line per photo: the top-K database matches (path, similarity, distance,
-position), the top-1 position, a consensus position (the densest group of positions among the
-10 best matches within --radius metres, similarity-weighted) and a confidence in [0, 1]
-(1 - d_in / d_out: d_in the distance of the best match in that group, d_out that of the best
-match elsewhere; both as printed). Positions are in the index's metres and, where the database
+position), the top-1 position, the answer's position (the similarity-weighted mean of the best
+match and of those among the 10 best within --radius metres of it) and a confidence in [0, 1]
+(1 - d_in / d_out: d_in the distance of the best match, d_out that of the best match farther
+than --radius from it; both as printed). Positions are in the index's metres and, where the database
 was given in latitude / longitude, also in degrees (position_latlon, latlon). PHOTO may be a
 file, a folder of images or a quoted glob pattern; every photo is checked before the model
 loads, and each failure says why. --dataset marks each answer right or wrong (within --radius)
