@@ -40,8 +40,8 @@ def main(argv=None) -> int:
 
     from sare_tf.artifacts import load_descriptor_model
     from sare_tf.data import GeoDataset
-    from sare_tf.localization import confidence_report, localize_photos
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.localize import confidence_report, localize_photos
+    from sare_tf.index.store import PlaceIndex
 
     dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
     index_dir = os.path.join(args.out, "index")

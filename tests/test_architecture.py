@@ -122,3 +122,72 @@ def test_no_private_name_is_imported_across_modules():
         if imported.startswith("_") and not imported.startswith("__")  # dunders: __version__
     ]
     assert offenders == []
+
+
+# The data flow's layers, foundations first: a module may import its own layer and the ones
+# before it, never a later one (evaluation uses the index; the index never uses evaluation).
+LAYERS = (
+    ("foundations", {"__init__", "_version", "atomic", "hashing", "image_size", "precision",
+                     "hardware", "registry", "config_options", "serving_client", "data", "layers",
+                     "losses"}),
+    ("model", {"model", "models", "synthetic"}),
+    ("artifacts", {"artifacts"}),
+    ("encoding", {"encoding"}),
+    ("index, mining, export, import", {"index", "mining", "cluster_init", "export", "convert"}),
+    ("evaluation", {"evaluation"}),
+    ("training, saliency, serving", {"training", "saliency", "serving"}),
+    ("applications", {"demo", "bench"}),
+    ("command line", {"commands", "cli", "__main__"}),
+)  # fmt: skip
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else "__init__"
+    for rank, (_, members) in enumerate(LAYERS):
+        if part in members:
+            return rank
+    raise AssertionError(f"{module} belongs to no layer: add its folder to LAYERS")
+
+
+def test_no_module_imports_a_later_layer():
+    offenders = [
+        f"{name} ({LAYERS[_layer(name)][0]}) imports {target} ({LAYERS[_layer(target)][0]})"
+        for name, targets in _graph().items()
+        for target in targets
+        if _layer(target) > _layer(name)
+    ]
+    assert offenders == []
+
+
+# The one exception, and why: TensorFlow has no public function that freezes a concrete
+# function's variables for the TFLite converter; `from_concrete_functions` without it leaves
+# READ_VARIABLE ops the LiteRT interpreter cannot run (tried: "variable != nullptr was not true").
+PRIVATE_IMPORTS_ALLOWED = {
+    "sare_tf.artifacts.litert_format: tensorflow.python.framework.convert_to_constants"
+}
+
+
+def test_no_private_module_or_name_of_another_package_is_imported():
+    """`keras.src`, `tensorflow.python` and `_private` names are other projects' internals: they
+    move between releases without notice."""
+    offenders = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+                names = []
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules, names = [node.module], [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.startswith("sare_tf") or module == "__future__":
+                    continue
+                parts = module.split(".")
+                private = any(p.startswith("_") for p in parts) or module.startswith(
+                    ("keras.src", "tensorflow.python", "tf_keras.src")
+                )
+                private_names = [n for n in names if n.startswith("_") and not n.startswith("__")]
+                if private or private_names:
+                    offenders.append(f"{name}: {module} {private_names or ''}".strip())
+    assert sorted(set(offenders) - PRIVATE_IMPORTS_ALLOWED) == []

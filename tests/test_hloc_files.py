@@ -17,7 +17,7 @@ import pytest
 from sare_tf.artifacts import load_descriptor_model, store_image_size
 from sare_tf.data import GeoDataset
 from sare_tf.encoding import encode
-from sare_tf.hloc_files import write_pairs
+from sare_tf.index.hloc_files import write_pairs
 
 # Each test runs `sare-tf` in a subprocess (TensorFlow start-up): the full suite, not the fast tier.
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_evaluate_writes_hlocs_descriptors_and_pairs(model_path, tiny_city, tmp_
 
 
 def test_localize_writes_hloc_files_for_its_photos(model_path, tiny_city, tmp_path):
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.store import PlaceIndex
 
     test = GeoDataset.from_dbstruct(tiny_city["test"])
     PlaceIndex.build(load_descriptor_model(model_path), test.db_image_paths(), test.db_utm,

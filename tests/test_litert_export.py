@@ -151,7 +151,7 @@ def test_evaluate_and_index_build_take_the_runtime_flag(exports, tiny_city, tmp_
     assert main([*build, "--runtime", "tf", "--out", str(tmp_path / "refused")]) != 0
     assert "not tf artefacts" in capsys.readouterr().err
     assert main([*build, "--runtime", "litert", "--out", str(tmp_path / "index")]) == 0
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.store import PlaceIndex
 
     index = PlaceIndex.load(tmp_path / "index")
     assert index.count > 0

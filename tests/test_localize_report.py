@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from sare_tf.localize_report import write_report
+from sare_tf.index.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTHS = (390, 1024, 1600)
@@ -66,9 +66,9 @@ def _answers(tiny_city, count=2, k=10):
     from sare_tf.data import GeoDataset
     from sare_tf.data.geodesy import UtmFrame
     from sare_tf.encoding import encode
-    from sare_tf.localization import judge
+    from sare_tf.index.localize import judge
+    from sare_tf.index.store import PlaceIndex
     from sare_tf.models import build_embedding_model
-    from sare_tf.place_index import PlaceIndex
 
     keras.utils.set_random_seed(1)
     loaded = DescriptorModel(

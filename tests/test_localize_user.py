@@ -16,7 +16,7 @@ import pytest
 from sare_tf.artifacts import load_descriptor_model, store_image_size
 from sare_tf.data import GeoDataset
 from sare_tf.data.geodesy import UtmFrame
-from sare_tf.place_index import PlaceIndex
+from sare_tf.index.store import PlaceIndex
 
 IMAGE_SIZE = (48, 64)
 
@@ -200,7 +200,7 @@ def test_top_k_is_bounded_and_runtime_checked(plain_index):
 def test_confidence_does_not_depend_on_top_k_and_is_reproducible_from_the_printed_distances(
     plain_index,
 ):
-    from sare_tf.place_index import consensus
+    from sare_tf.index.store import consensus
 
     index = PlaceIndex.load(plain_index["folder"])
     photos = plain_index["test"].query_image_paths()[:5]

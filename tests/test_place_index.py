@@ -15,8 +15,8 @@ import pytest
 from sare_tf.artifacts import DescriptorModel, load_descriptor_model, store_image_size
 from sare_tf.data import GeoDataset
 from sare_tf.encoding import encode
-from sare_tf.evaluation import search
-from sare_tf.place_index import IndexMismatchError, PlaceIndex, consensus, shard_range
+from sare_tf.index.faiss_search import search
+from sare_tf.index.store import IndexMismatchError, PlaceIndex, consensus, shard_range
 
 IMAGE_SIZE = (48, 64)
 
@@ -164,7 +164,7 @@ def test_add_appends_and_an_interrupted_add_leaves_the_index_intact(
     before = json.loads((tmp_path / "index" / "manifest.json").read_text())
     loaded = load_descriptor_model(sized_model)
 
-    import sare_tf.place_index as module
+    import sare_tf.index.store as module
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # killed while writing the new generation
@@ -253,7 +253,7 @@ def test_a_killed_build_resumes(sized_model, test_split, tiny_city, tmp_path):
 
 
 def test_confidence_report_by_hand():
-    from sare_tf.localization import confidence_report
+    from sare_tf.index.localize import confidence_report
 
     def answer(position, confidence):
         return {

@@ -64,7 +64,7 @@ def _synthetic(args):
 
 
 def _build(args) -> dict:
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.store import PlaceIndex
 
     start = time.perf_counter()
     path = os.path.join(args.workdir, "descriptors.npy")
@@ -99,7 +99,7 @@ def _queries(args):
 
 
 def _query(args) -> dict:
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.store import PlaceIndex
 
     index = PlaceIndex.load(os.path.join(args.workdir, "index"))
     xq, query_utm = _queries(args)

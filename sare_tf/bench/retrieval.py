@@ -68,8 +68,8 @@ def timed(function, *args, **kwargs):
 def run_exact(args) -> dict:
     from sare_tf.evaluation.protocols import ranked_search
     from sare_tf.evaluation.recall import recall_from_ranking
-    from sare_tf.evaluation.search import build_index
     from sare_tf.evaluation.synthetic_descriptors import SyntheticPlaceDescriptors
+    from sare_tf.index.faiss_search import build_index
 
     print(
         f"\n[exact] {args.num_queries} queries x {args.num_db} database descriptors, "
@@ -130,7 +130,7 @@ INDEX_CHOICES = ("ivfpq", "ivfpq-opq", "ivfpq-m2x", "ivfpq-opq-m2x", "ivfpq-refi
 
 def index_configs(args) -> list[tuple[str, str, dict]]:
     """`(label, kind, params)` for exact search and each of `args.indexes`, in that order."""
-    from sare_tf.evaluation.search import default_pq_m
+    from sare_tf.index.faiss_search import default_pq_m
 
     configs = [("flat", "flat", {})]
     pq = {"nlist": args.nlist, "m": args.pq_m, "nbits": args.nbits, "nprobe": args.nprobe}
@@ -159,7 +159,7 @@ def bytes_per_vector(kind: str, params: dict, dim: int, faiss_index) -> float:
     if kind == "hnsw":
         # The vector plus ~2 M int32 neighbour links on level 0 (upper levels add ~1/M of that).
         return 4.0 * dim + 4.0 * 2 * params["hnsw_m"]
-    from sare_tf.evaluation.search import inner_ivfpq
+    from sare_tf.index.faiss_search import inner_ivfpq
 
     pq = inner_ivfpq(faiss_index).pq
     code = pq.M * pq.nbits / 8.0 + 8.0  # PQ code + stored id
@@ -185,8 +185,8 @@ def transform_spectrum(x, variance_decay: float):
 def run_compressed(args) -> dict:
     from sare_tf.evaluation.protocols import ranked_search
     from sare_tf.evaluation.recall import recall_from_ranking
-    from sare_tf.evaluation.search import build_index, inner_ivfpq
     from sare_tf.evaluation.synthetic_descriptors import SyntheticPlaceDescriptors
+    from sare_tf.index.faiss_search import build_index, inner_ivfpq
 
     spectrum = (
         f", coordinate variance ~ i^-{args.cmp_variance_decay:g}" if args.cmp_variance_decay else ""

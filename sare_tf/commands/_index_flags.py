@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_index_arguments(parser) -> None:
-    """--index and the IVF-PQ / HNSW settings (`sare_tf.evaluation.search.IndexConfig`)."""
+    """--index and the IVF-PQ / HNSW settings (`sare_tf.index.faiss_search.IndexConfig`)."""
     parser.add_argument(
         "--index",
         default="flat",

@@ -399,7 +399,7 @@ def _save_predictions(args, dataset, evaluation, name: str) -> None:
 
 def _write_hloc(args, dataset, evaluation, name: str) -> None:
     from sare_tf.evaluation.predictions import top_predictions
-    from sare_tf.hloc_files import (
+    from sare_tf.index.hloc_files import (
         check_names,
         retrieval_pairs,
         write_global_descriptors,

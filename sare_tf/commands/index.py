@@ -80,7 +80,7 @@ def _source(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sare_tf.place_index import PlaceIndex, parse_shard
+    from sare_tf.index.store import PlaceIndex, parse_shard
 
     if args.action == "info":
         print(json.dumps(PlaceIndex.load(args.index_dir).info(), indent=2))

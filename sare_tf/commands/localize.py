@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from sare_tf.localization import localize_photos, query_truth
-    from sare_tf.localize_report import write_report
+    from sare_tf.index.localize import localize_photos, query_truth
+    from sare_tf.index.report import write_report
 
     truth = None
     if args.dataset:
@@ -93,8 +93,8 @@ def _write_hloc(args, answers, descriptors) -> None:
 
     import numpy as np
 
-    from sare_tf.hloc_files import relative_names, write_global_descriptors, write_pairs
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.hloc_files import relative_names, write_global_descriptors, write_pairs
+    from sare_tf.index.store import PlaceIndex
 
     index = PlaceIndex.load(args.index)
     localized = [a for a in answers if a.get("error") is None and a["matches"]]

@@ -1,4 +1,4 @@
-"""Evaluation: descriptor extraction, faiss retrieval, Recall@N, mAP and plots.
+"""Evaluation: descriptor extraction, retrieval (the faiss search of `sare_tf.index`), Recall@N, mAP and plots.
 
 Typical use:
 
@@ -47,7 +47,7 @@ from sare_tf.evaluation.recall import (
     recall_at_n,
     recall_from_ranking,
 )
-from sare_tf.evaluation.search import (
+from sare_tf.index.faiss_search import (
     INDEX_TYPES,
     IndexConfig,
     build_index,

@@ -99,7 +99,7 @@ def run_dataset_evaluation(
         dataset: a `sare_tf.data.GeoDataset`.
         image_size: `(height, width)` for every image, or None to keep image sizes.
         ns: the N to report.
-        index: "flat" (exact), "ivfpq" or "hnsw" (see `sare_tf.evaluation.search`).
+        index: "flat" (exact), "ivfpq" or "hnsw" (see `sare_tf.index.faiss_search`).
         batch_size: images per model call.
         query_long_side: shrink queries to this longer side. With the Tokyo 24/7 protocol and
             no `image_size`, it defaults to 640 (the protocol's query size).
@@ -270,7 +270,7 @@ def evaluate_benchmark(
     from sare_tf.encoding import extract_descriptors
     from sare_tf.evaluation.average_precision import mean_average_precision
     from sare_tf.evaluation.protocols import ranked_search
-    from sare_tf.evaluation.search import build_index
+    from sare_tf.index.faiss_search import build_index
 
     model, image_size = _unwrap(model, image_size)
     common = dict(image_size=image_size, batch_size=batch_size, long_side=long_side)

@@ -184,7 +184,7 @@ def ranked_search(
     """Top-k database ids per query after a protocol's filtering, searching deeper as needed.
 
     Args:
-        faiss_index: an index from `sare_tf.evaluation.search.build_index`.
+        faiss_index: an index from `sare_tf.index.faiss_search.build_index`.
         xq: `[Q, D]` query descriptors.
         k: results per query.
         protocol: a `RankingProtocol`, or None for the plain ranking.
@@ -195,7 +195,7 @@ def ranked_search(
     Returns:
         `[Q, k]` int64 database ids, best first, -1 where fewer than k survive.
     """
-    from sare_tf.evaluation.search import search_index
+    from sare_tf.index.faiss_search import search_index
 
     protocol = protocol or RankingProtocol()
     num_index = faiss_index.ntotal

@@ -95,7 +95,7 @@ def load_images(paths: Sequence[str], image_size) -> np.ndarray:
 
 def top1_retrievals(query_descriptors, db_descriptors) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-1 search by inner product: `(similarity [Q], db id [Q])`."""
-    from sare_tf.evaluation import search
+    from sare_tf.index.faiss_search import search
 
     similarity, ids = search(query_descriptors, db_descriptors, k=1)
     return similarity[:, 0], ids[:, 0]

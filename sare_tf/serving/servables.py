@@ -29,7 +29,7 @@ import numpy as np
 from sare_tf.artifacts import check_runtime, load_descriptor_model, model_fingerprint
 from sare_tf.artifacts.versions import list_versions
 from sare_tf.encoding import descriptors_of, predict_fn
-from sare_tf.place_index import MANIFEST, PlaceIndex
+from sare_tf.index.store import MANIFEST, PlaceIndex
 from sare_tf.serving.batching import MicroBatcher
 from sare_tf.serving.protocol import (
     AVAILABLE,

@@ -14,7 +14,7 @@ from sare_tf.evaluation.protocols import (
     ranked_search,
 )
 from sare_tf.evaluation.recall import evaluate_retrieval
-from sare_tf.evaluation.search import build_index
+from sare_tf.index.faiss_search import build_index
 
 
 def tokyo_names(num_panoramas, folder="03814"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sare_tf.evaluation.search import (
+from sare_tf.index.faiss_search import (
     IndexConfig,
     as_index_config,
     build_index,

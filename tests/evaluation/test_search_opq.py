@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import pytest
 
-from sare_tf.evaluation.search import (
+from sare_tf.index.faiss_search import (
     IndexConfig,
     as_index_config,
     build_index,
@@ -181,7 +181,7 @@ def test_evaluate_command_builds_an_opq_index(tiny_city, tmp_path, monkeypatch):
     # the tiny city's test split has 42.
     model = build_embedding_model("tiny", num_clusters=4, pca_dim=16, name="tiny16")
 
-    search_module = importlib.import_module("sare_tf.evaluation.search")
+    search_module = importlib.import_module("sare_tf.index.faiss_search")
     built = []
     real_build_index = search_module.build_index
 

@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn")
 from sare_tf.artifacts import load_descriptor_model, store_image_size
 from sare_tf.bench.serve import free_port, rss_mib, start_server, stop_server
 from sare_tf.data import GeoDataset
-from sare_tf.place_index import PlaceIndex
+from sare_tf.index.store import PlaceIndex
 
 IMAGE_SIZE = (48, 64)
 pytestmark = pytest.mark.slow

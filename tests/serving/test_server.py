@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn")
 from sare_tf.artifacts import load_descriptor_model, store_image_size
 from sare_tf.bench.serve import free_port, start_server, stop_server
 from sare_tf.data import GeoDataset
-from sare_tf.place_index import PlaceIndex
+from sare_tf.index.store import PlaceIndex
 from sare_tf.serving_client import build_predict_request, predict, predict_url
 
 IMAGE_SIZE = (48, 64)
@@ -130,7 +130,7 @@ def test_rest_client_curl_and_columnar_requests_equal_the_savedmodel(served):
 
 
 def test_localize_endpoint_agrees_with_sare_tf_localize(served):
-    from sare_tf.localization import localize_photos
+    from sare_tf.index.localize import localize_photos
 
     photos = served["test"].query_image_paths()[:4]
     expected = localize_photos(served["index"].folder, photos, model=served["base_path"], k=5)

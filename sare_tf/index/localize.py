@@ -1,4 +1,4 @@
-"""Localizing photos against a place index (the HTML report is `sare_tf.localize_report`).
+"""Localizing photos against a place index (the HTML report is `sare_tf.index.report`).
 
 `localize_photos` is what `sare-tf localize` runs: load the index and its model (or a given model,
 checked against the index's fingerprint), encode the photos with the shared encoder (EXIF
@@ -117,7 +117,7 @@ def localize_photos(
     """
     from sare_tf.artifacts import check_runtime, load_descriptor_model
     from sare_tf.encoding import encode
-    from sare_tf.place_index import PlaceIndex
+    from sare_tf.index.store import PlaceIndex
 
     index = PlaceIndex.load(index_dir)
     if not 1 <= k <= index.count:

@@ -38,7 +38,7 @@ import zipfile
 
 import numpy as np
 
-FORMAT = "sare_tf.place_index"
+FORMAT = "sare_tf.index.store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONSENSUS_RADIUS_M = 25.0
@@ -364,7 +364,7 @@ class PlaceIndex:
 
     def search(self, xq, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """`(D, I)`: `[Nq, k]` similarities (decreasing) and database ids (`-1` past N)."""
-        from sare_tf.evaluation.search import search_index
+        from sare_tf.index.faiss_search import search_index
 
         return search_index(self.faiss_index, xq, k)
 
@@ -449,7 +449,7 @@ class PlaceIndex:
             index: "flat", "ivfpq", "hnsw" or an `IndexConfig`; `index_params` its fields.
             frame: the `UtmFrame` of the positions, if they came from latitude / longitude.
         """
-        from sare_tf.evaluation.search import as_index_config
+        from sare_tf.index.faiss_search import as_index_config
 
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
@@ -508,7 +508,7 @@ class PlaceIndex:
             overwrite: replace an index already in `folder` (its files only).
         """
         from sare_tf.artifacts import model_fingerprint
-        from sare_tf.evaluation.search import as_index_config
+        from sare_tf.index.faiss_search import as_index_config
 
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
@@ -628,7 +628,7 @@ class PlaceIndex:
             IndexMismatchError: shards of different models, builds or index settings, or a
                 shard missing or given twice (named).
         """
-        from sare_tf.evaluation.search import IndexConfig
+        from sare_tf.index.faiss_search import IndexConfig
 
         shards = [cls.load(f) for f in shard_folders]
         _check_shards(shards)
@@ -858,7 +858,7 @@ def _write_generation(
     """
     import faiss
 
-    from sare_tf.evaluation.search import trained_index, training_sample
+    from sare_tf.index.faiss_search import trained_index, training_sample
 
     os.makedirs(folder, exist_ok=True)
     previous = _read_manifest(folder) if os.path.exists(os.path.join(folder, MANIFEST)) else {}
