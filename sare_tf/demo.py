@@ -21,7 +21,7 @@ def _training_presets():
 
     demo = TrainConfig(
         loss="sare-joint", backbone="tiny", num_clusters=16, image_size=(96, 128), epochs=3,
-        batch_size=4, num_negatives=10, optimizer="adam", lr=1e-4, lr_halve_every=2,
+        batch_size=4, num_negatives=10, optimizer="sgd", lr=1e-3, lr_halve_every=2,
         num_candidates=300, trainable_from=None, augment=False, precision="auto", seed=0,
         eval_batch_size=32, tensorboard=False, verbose=1,
     )  # fmt: skip
@@ -41,9 +41,12 @@ DEMO_TRAINING_FLAGS = (
 def demo_training(quick: bool = False):
     """The demo's training preset (`TrainConfig`): the full demo, or the 1-2 minute `quick` one.
 
-    The full preset trains the small group-normalised `tiny` backbone from scratch with AdamW
-    (no pretrained weights exist offline) for 3 epochs: with 8, seed 0 reached the same model
-    (its best epoch was the first) in 2.7 times the time.
+    The full preset trains the small group-normalised `tiny` backbone from scratch (no
+    pretrained weights exist offline) for 3 epochs with the paper's optimizer, SGD with momentum
+    at lr 1e-3. AdamW at 1e-4 collapsed seed 1 at epoch 3 (Recall@1 +2.5 points): Adam moves every
+    weight by about lr whatever its gradient, and the first steps move all local features the
+    same way (docs/training_collapse.md); SGD's steps follow the gradient. Measured in float32:
+    seeds 0 / 1 / 2 gain +10.5 / +19.0 / +42.0 points of Recall@1 with SGD, none collapsed.
     """
     demo, quick_preset = _training_presets()
     return quick_preset if quick else demo
@@ -123,7 +126,8 @@ def _recipe_line(training) -> str:
         f"recipe: {training.backbone} backbone (no pretrained weights exist offline, so a small "
         f"group-normalised network trained from scratch) at {height}x{width}, "
         f"NetVLAD({training.num_clusters}), {training.num_negatives} negatives per tuple, "
-        f"{training.epochs} epochs of {training.loss} with {training.optimizer} lr {training.lr:g}; "
+        f"{training.epochs} epochs of {training.loss} with {training.optimizer} lr {training.lr:g} "
+        "(SGD with momentum, as the paper: Adam's equal-size first steps collapsed a seed); "
         "sized to finish in minutes on 2 CPU cores"
     )
 

@@ -47,8 +47,10 @@ class TrainConfig:
         num_negatives: negatives per tuple (10).
         lr: initial learning rate (1e-3).
         lr_halve_every: halve the learning rate every this many epochs (5; 0: never).
-        optimizer: "sgd" (the paper's recipe, for pretrained backbones) or "adam" (AdamW with
-            `weight_decay`; steadier when training a backbone from scratch, as the demo does).
+        optimizer: "sgd" (the paper's recipe; also the demo's, which trains a small backbone
+            from scratch) or "adam" (AdamW with `weight_decay`; its first steps move every weight
+            by about lr whatever the gradient, which collapsed from-scratch runs at 1e-3, see
+            docs/training_collapse.md).
         weight_decay: weight decay (1e-3; Keras applies it decoupled: `w -= lr * wd * w`).
         momentum: SGD momentum (0.9; unused by "adam").
         image_size: `(height, width)` of training and validation images (None: the initial
