@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import sare_tf
 
 
@@ -78,6 +80,7 @@ def test_every_command_accepts_quiet():
         assert any("--quiet" in action.option_strings for action in sub._actions), name
 
 
+@pytest.mark.slow
 def test_no_cuda_probe_error_line_on_a_machine_without_nvidia_driver():
     """TensorFlow's absl lines are written to fd 2 below Python; whether this machine's
     TensorFlow prints the cuInit line depends on its CUDA libraries, so the line is also written

@@ -298,6 +298,7 @@ def test_scripts_are_thin_wrappers_of_the_package(tmp_path):
         assert f"sare-tf bench {name}" in script and len(script.splitlines()) < 20
 
 
+@pytest.mark.slow
 def test_index_and_import_benchmarks_at_tiny_size(tmp_path):
     out = tmp_path / "index.json"
     assert cli.main(["bench", "index", "--num-db", "3000", "--num-queries", "20", "--dim", "32",

@@ -184,6 +184,7 @@ def test_truncated_huge_and_oversized_inputs_are_refused_and_serving_goes_on(ser
     )
 
 
+@pytest.mark.slow
 def test_load_test_with_invalid_bodies_is_error_free_and_batches(tmp_path):
     from sare_tf import cli
 
