@@ -47,6 +47,21 @@ def tiny_model():
     return build_embedding_model("tiny", num_clusters=4)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A random 'tiny' + NetVLAD(4) model saved as `.keras`, recording the image size 48x64
+    (what an index and localize need). Treat the file as read-only."""
+    from sare_tf.artifacts import store_image_size
+    from sare_tf.models import build_embedding_model
+
+    keras.utils.set_random_seed(1)
+    model = build_embedding_model("tiny", num_clusters=4)
+    store_image_size(model, (48, 64))
+    path = tmp_path_factory.mktemp("tiny_model_file") / "tiny.keras"
+    model.save(path)
+    return str(path)
+
+
 def write_jpeg(path, height, width, seed):
     """A smooth random picture (JPEG-friendly) of the given size."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sare_tf.artifacts import load_descriptor_model, store_image_size
+from sare_tf.artifacts import load_descriptor_model
 from sare_tf.data import GeoDataset
 from sare_tf.encoding import encode
 from sare_tf.index.hloc_files import write_pairs
@@ -50,32 +50,18 @@ def hloc_parse_retrieval(path):
     return dict(retrieval)
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import keras
-
-    from sare_tf.models import build_embedding_model
-
-    keras.utils.set_random_seed(4)
-    model = build_embedding_model("tiny", num_clusters=4)
-    store_image_size(model, (48, 64))
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    return str(path)
-
-
-def test_evaluate_writes_hlocs_descriptors_and_pairs(model_path, tiny_city, tmp_path):
+def test_evaluate_writes_hlocs_descriptors_and_pairs(tiny_model_file, tiny_city, tmp_path):
     from sare_tf import cli
 
     out = tmp_path / "hloc"
-    argv = ["evaluate", "--model", model_path, "--dataset", tiny_city["test"], "--out",
+    argv = ["evaluate", "--model", tiny_model_file, "--dataset", tiny_city["test"], "--out",
             str(tmp_path / "eval"), "--hloc-out", str(out), "--hloc-num-matched", "4", "--quiet"]  # fmt: skip
     assert cli.main(argv) == 0
     test = GeoDataset.from_dbstruct(tiny_city["test"])
     features, pairs = out / "tiny" / "global-feats.h5", out / "tiny" / "pairs-from-retrieval.txt"
     names = hloc_list_h5_names(features)
     assert sorted(names) == sorted(test.db_paths + test.query_paths)
-    loaded = load_descriptor_model(model_path)
+    loaded = load_descriptor_model(tiny_model_file)
     db, _ = encode(loaded, test.db_image_paths(), progress=False)
     queries, _ = encode(loaded, test.query_image_paths(), progress=False)
     np.testing.assert_allclose(hloc_descriptors(features, test.db_paths), db, atol=1e-5)
@@ -91,11 +77,11 @@ def test_evaluate_writes_hlocs_descriptors_and_pairs(model_path, tiny_city, tmp_
         )  # the top 4, in order
 
 
-def test_localize_writes_hloc_files_for_its_photos(model_path, tiny_city, tmp_path):
+def test_localize_writes_hloc_files_for_its_photos(tiny_model_file, tiny_city, tmp_path):
     from sare_tf.index.store import PlaceIndex
 
     test = GeoDataset.from_dbstruct(tiny_city["test"])
-    PlaceIndex.build(load_descriptor_model(model_path), test.db_image_paths(), test.db_utm,
+    PlaceIndex.build(load_descriptor_model(tiny_model_file), test.db_image_paths(), test.db_utm,
                      tmp_path / "index", progress=False)  # fmt: skip
     photos = test.query_image_paths()[:3]
     run = subprocess.run(

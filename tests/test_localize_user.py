@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from sare_tf.artifacts import load_descriptor_model, store_image_size
+from sare_tf.artifacts import load_descriptor_model
 from sare_tf.data import GeoDataset
 from sare_tf.data.geodesy import UtmFrame
 from sare_tf.index.store import PlaceIndex
@@ -23,20 +23,6 @@ IMAGE_SIZE = (48, 64)
 # Each test runs `sare-tf` in a subprocess (TensorFlow start-up): the full suite, not the fast tier.
 pytestmark = pytest.mark.slow
 # The synthetic city lies in Pittsburgh's UTM zone 17N; its CSV gives degrees, as GPS tags would.
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import keras
-
-    from sare_tf.models import build_embedding_model
-
-    keras.utils.set_random_seed(1)
-    model = build_embedding_model("tiny", num_clusters=4)
-    store_image_size(model, IMAGE_SIZE)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +44,11 @@ def latlon_csv(tiny_city, tmp_path_factory):
     return {"csv": str(path), "root": test.image_root}
 
 
-def test_a_latlon_dataset_gives_latlon_answers(model_path, latlon_csv, tmp_path):
+def test_a_latlon_dataset_gives_latlon_answers(tiny_model_file, latlon_csv, tmp_path):
     dataset = GeoDataset.load(latlon_csv["csv"], image_root=latlon_csv["root"])
     assert dataset.frame == UtmFrame(17, True)
     index = PlaceIndex.build(
-        load_descriptor_model(model_path), dataset.db_image_paths(), dataset.db_utm,
+        load_descriptor_model(tiny_model_file), dataset.db_image_paths(), dataset.db_utm,
         tmp_path / "index", progress=False, frame=dataset.frame,
     )  # fmt: skip
     assert index.manifest["frame"]["epsg"] == 32617
@@ -97,11 +83,11 @@ def test_swapped_latlon_columns_are_refused_with_the_word_swapped(latlon_csv, tm
         GeoDataset.load(str(swapped), image_root=latlon_csv["root"])
 
 
-def test_an_index_moved_with_its_model_works_from_anywhere(model_path, tiny_city, tmp_path):
+def test_an_index_moved_with_its_model_works_from_anywhere(tiny_model_file, tiny_city, tmp_path):
     test = GeoDataset.from_dbstruct(tiny_city["test"])
     project = tmp_path / "project"
     os.makedirs(project / "models")
-    shutil.copy(model_path, project / "models" / "tiny.keras")
+    shutil.copy(tiny_model_file, project / "models" / "tiny.keras")
     index = PlaceIndex.build(
         load_descriptor_model(str(project / "models" / "tiny.keras")), test.db_image_paths(),
         test.db_utm, project / "city-index", progress=False,
@@ -120,9 +106,9 @@ def test_an_index_moved_with_its_model_works_from_anywhere(model_path, tiny_city
         PlaceIndex.load(moved / "city-index").model_path()
 
 
-def test_index_build_overwrite_replaces_only_the_index(model_path, tiny_city, tmp_path):
+def test_index_build_overwrite_replaces_only_the_index(tiny_model_file, tiny_city, tmp_path):
     test = GeoDataset.from_dbstruct(tiny_city["test"])
-    loaded = load_descriptor_model(model_path)
+    loaded = load_descriptor_model(tiny_model_file)
     folder = tmp_path / "index"
     PlaceIndex.build(loaded, test.db_image_paths()[:10], test.db_utm[:10], folder, progress=False)
     (folder / "notes.txt").write_text("mine")
@@ -145,10 +131,10 @@ def _localize(*args, cwd=None):
 
 
 @pytest.fixture(scope="module")
-def plain_index(model_path, tiny_city, tmp_path_factory):
+def plain_index(tiny_model_file, tiny_city, tmp_path_factory):
     test = GeoDataset.from_dbstruct(tiny_city["test"])
     folder = tmp_path_factory.mktemp("plain") / "index"
-    PlaceIndex.build(load_descriptor_model(model_path), test.db_image_paths(), test.db_utm,
+    PlaceIndex.build(load_descriptor_model(tiny_model_file), test.db_image_paths(), test.db_utm,
                      folder, progress=False)  # fmt: skip
     return {"folder": str(folder), "test": test}
 

@@ -12,27 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from sare_tf.artifacts import DescriptorModel, load_descriptor_model, store_image_size
+from sare_tf.artifacts import DescriptorModel, load_descriptor_model
 from sare_tf.data import GeoDataset
 from sare_tf.encoding import encode
 from sare_tf.index.faiss_search import search
 from sare_tf.index.store import IndexMismatchError, PlaceIndex, consensus, shard_range
 
 IMAGE_SIZE = (48, 64)
-
-
-@pytest.fixture(scope="module")
-def sized_model(tmp_path_factory):
-    import keras
-
-    from sare_tf.models import build_embedding_model
-
-    keras.utils.set_random_seed(1)
-    model = build_embedding_model("tiny", num_clusters=4)
-    store_image_size(model, IMAGE_SIZE)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +61,9 @@ def test_consensus_rule_and_confidence_by_hand():
     assert agreed["confidence"] == pytest.approx(1 - np.sqrt(0.2) / np.sqrt(0.4), abs=1e-6)
 
 
-def test_index_search_equals_evaluate_and_localize_agrees(sized_model, test_split, tmp_path):
-    index = _build(sized_model, test_split, tmp_path / "index")
-    loaded = load_descriptor_model(sized_model)
+def test_index_search_equals_evaluate_and_localize_agrees(tiny_model_file, test_split, tmp_path):
+    index = _build(tiny_model_file, test_split, tmp_path / "index")
+    loaded = load_descriptor_model(tiny_model_file)
     db_desc, db_ok = encode(loaded, test_split.db_image_paths(), progress=False)
     query_desc, _ = encode(loaded, test_split.query_image_paths(), progress=False)
     assert db_ok.all() and index.count == test_split.num_db
@@ -111,14 +97,14 @@ def test_index_search_equals_evaluate_and_localize_agrees(sized_model, test_spli
 
 @pytest.mark.parametrize("index_kind", ["flat", "ivfpq"])
 def test_shards_built_apart_and_merged_equal_one_build(
-    sized_model, test_split, tmp_path, index_kind
+    tiny_model_file, test_split, tmp_path, index_kind
 ):
     params = {"nlist": 4, "m": 8, "nbits": 4} if index_kind == "ivfpq" else {}
     whole = _build(
-        sized_model, test_split, tmp_path / "whole", index=index_kind, chunk_size=8, **params
+        tiny_model_file, test_split, tmp_path / "whole", index=index_kind, chunk_size=8, **params
     )
     shards = [
-        _build(sized_model, test_split, tmp_path / f"shard{i}", index=index_kind, shard=(i, 3),
+        _build(tiny_model_file, test_split, tmp_path / f"shard{i}", index=index_kind, shard=(i, 3),
                chunk_size=8, **params)
         for i in (2, 0, 1)
     ]  # fmt: skip
@@ -127,7 +113,7 @@ def test_shards_built_apart_and_merged_equal_one_build(
     np.testing.assert_array_equal(merged.positions, whole.positions)
     assert merged.paths == whole.paths and merged.count == test_split.num_db
     queries, _ = encode(
-        load_descriptor_model(sized_model), test_split.query_image_paths(), progress=False
+        load_descriptor_model(tiny_model_file), test_split.query_image_paths(), progress=False
     )
     for got, expected in zip(merged.search(queries, 10), whole.search(queries, 10), strict=True):
         np.testing.assert_array_equal(got, expected)
@@ -137,12 +123,12 @@ def test_shards_built_apart_and_merged_equal_one_build(
         )
 
 
-def test_another_model_is_refused(sized_model, test_split, tmp_path):
+def test_another_model_is_refused(tiny_model_file, test_split, tmp_path):
     import keras
 
     from sare_tf.models import build_embedding_model
 
-    index = _build(sized_model, test_split, tmp_path / "index")
+    index = _build(tiny_model_file, test_split, tmp_path / "index")
     keras.utils.set_random_seed(2)
     other = build_embedding_model("tiny", num_clusters=4)
     with pytest.raises(IndexMismatchError, match="is not the model this index was built with"):
@@ -156,13 +142,13 @@ def test_another_model_is_refused(sized_model, test_split, tmp_path):
 
 
 def test_add_appends_and_an_interrupted_add_leaves_the_index_intact(
-    sized_model, test_split, tmp_path, monkeypatch
+    tiny_model_file, test_split, tmp_path, monkeypatch
 ):
     first = test_split.subset(db_ids=np.arange(20))
     rest = test_split.subset(db_ids=np.arange(20, test_split.num_db))
-    index = _build(sized_model, first, tmp_path / "index")
+    index = _build(tiny_model_file, first, tmp_path / "index")
     before = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    loaded = load_descriptor_model(sized_model)
+    loaded = load_descriptor_model(tiny_model_file)
 
     import sare_tf.index.store as module
 
@@ -176,7 +162,7 @@ def test_add_appends_and_an_interrupted_add_leaves_the_index_intact(
     intact = PlaceIndex.load(tmp_path / "index")
     assert intact.manifest == before and intact.count == 20
     grown = intact.add(loaded, rest.db_image_paths(), rest.db_utm, progress=False)
-    whole = _build(sized_model, test_split, tmp_path / "whole")
+    whole = _build(tiny_model_file, test_split, tmp_path / "whole")
     assert grown.count == test_split.num_db and grown.paths == whole.paths
     np.testing.assert_allclose(grown.descriptors(), whole.descriptors(), atol=1e-6)
     assert sorted(os.listdir(tmp_path / "index")) == [
@@ -185,29 +171,29 @@ def test_add_appends_and_an_interrupted_add_leaves_the_index_intact(
     ]  # fmt: skip
 
 
-def test_unreadable_images_are_skipped_and_counted(sized_model, test_split, tmp_path):
+def test_unreadable_images_are_skipped_and_counted(tiny_model_file, test_split, tmp_path):
     paths = [*test_split.db_image_paths()[:5], str(tmp_path / "missing.jpg")]
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     paths.append(str(tmp_path / "bad.jpg"))
     positions = np.vstack([test_split.db_utm[:5], [[0, 0], [1, 1]]])
     index = PlaceIndex.build(
-        load_descriptor_model(sized_model), paths, positions, tmp_path / "i", progress=False
+        load_descriptor_model(tiny_model_file), paths, positions, tmp_path / "i", progress=False
     )
     assert index.count == 5 and index.manifest["skipped"]["count"] == 2
     assert index.paths == paths[:5]
     # A chunk holding only unreadable images is skipped and counted too, not fatal.
     chunked = PlaceIndex.build(
-        load_descriptor_model(sized_model), paths, positions, tmp_path / "c", chunk_size=5,
+        load_descriptor_model(tiny_model_file), paths, positions, tmp_path / "c", chunk_size=5,
         progress=False,
     )  # fmt: skip
     assert chunked.count == 5 and chunked.manifest["skipped"]["count"] == 2
     np.testing.assert_allclose(chunked.descriptors(), index.descriptors(), atol=1e-6)
 
 
-def test_missing_or_damaged_index_files_are_named(sized_model, test_split, tmp_path):
+def test_missing_or_damaged_index_files_are_named(tiny_model_file, test_split, tmp_path):
     with pytest.raises(FileNotFoundError, match="No place index"):
         PlaceIndex.load(tmp_path / "nowhere")
-    _build(sized_model, test_split.subset(db_ids=np.arange(8)), tmp_path / "index")
+    _build(tiny_model_file, test_split.subset(db_ids=np.arange(8)), tmp_path / "index")
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     (tmp_path / "index" / manifest["files"]["faiss"]).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="is damaged"):
@@ -217,14 +203,14 @@ def test_missing_or_damaged_index_files_are_named(sized_model, test_split, tmp_p
         PlaceIndex.load(tmp_path / "index")
     with pytest.raises(FileExistsError, match="already holds"):
         (tmp_path / "index" / "manifest.json").write_text(json.dumps(manifest))
-        _build(sized_model, test_split, tmp_path / "index")
+        _build(tiny_model_file, test_split, tmp_path / "index")
 
 
 @pytest.mark.slow
-def test_a_killed_build_resumes(sized_model, test_split, tiny_city, tmp_path):
+def test_a_killed_build_resumes(tiny_model_file, test_split, tiny_city, tmp_path):
     out = tmp_path / "index"
     command = [
-        sys.executable, "-m", "sare_tf", "index", "build", "--model", sized_model,
+        sys.executable, "-m", "sare_tf", "index", "build", "--model", tiny_model_file,
         "--dataset", tiny_city["test"], "--out", str(out), "--chunk-size", "2",
         "--batch-size", "2",
     ]  # fmt: skip
@@ -246,7 +232,7 @@ def test_a_killed_build_resumes(sized_model, test_split, tiny_city, tmp_path):
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "Resuming:" in completed.stdout
     resumed = PlaceIndex.load(out)
-    clean = _build(sized_model, test_split, tmp_path / "clean")
+    clean = _build(tiny_model_file, test_split, tmp_path / "clean")
     np.testing.assert_allclose(resumed.descriptors(), clean.descriptors(), atol=1e-6)
     assert resumed.paths == clean.paths
     assert not [d for d in os.listdir(out) if d.startswith(".work-")]

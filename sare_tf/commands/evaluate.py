@@ -409,7 +409,8 @@ def _write_hloc(args, dataset, evaluation, name: str) -> None:
     folder = os.path.join(args.hloc_out, name.replace("/", "_"))
     db_ok, query_ok = np.flatnonzero(evaluation.db_valid), np.flatnonzero(evaluation.query_valid)
     db_names = check_names(dataset.db_paths)
-    query_names = [check_names(dataset.query_paths)[i] for i in query_ok]
+    all_query_names = check_names(dataset.query_paths)
+    query_names = [all_query_names[i] for i in query_ok]
     features = os.path.join(folder, "global-feats.h5")
     if os.path.exists(features):
         os.remove(features)

@@ -65,38 +65,38 @@ def run(args: argparse.Namespace) -> int:
 
     from sare_tf.index.localize import localize_photos, query_truth
     from sare_tf.index.report import write_report
+    from sare_tf.index.store import PlaceIndex
 
     truth = None
     if args.dataset:
         from sare_tf.data import GeoDataset
 
         truth = query_truth(GeoDataset.load(args.dataset, image_root=args.image_root))
+    index = PlaceIndex.load(args.index)  # once: answers and hloc's files read the same index
     descriptors = {} if args.hloc_out else None
     answers = localize_photos(
-        args.index, args.photos, model=args.model, k=args.top_k, radius_m=args.radius,
+        index, args.photos, model=args.model, k=args.top_k, radius_m=args.radius,
         batch_size=args.batch_size, runtime=args.runtime, truth=truth,
         descriptors_out=descriptors,
     )  # fmt: skip
     for answer in answers:
         print(json.dumps(answer))
     if args.hloc_out:
-        _write_hloc(args, answers, descriptors)
+        _write_hloc(args, index, answers, descriptors)
     if args.report:
         path = write_report(answers, args.report, radius_m=args.radius)
         print(f"Wrote {path}", file=sys.stderr)
     return 0 if all(a.get("error") is None for a in answers) else 1
 
 
-def _write_hloc(args, answers, descriptors) -> None:
+def _write_hloc(args, index, answers, descriptors) -> None:
     import os
     import sys
 
     import numpy as np
 
     from sare_tf.index.hloc_files import relative_names, write_global_descriptors, write_pairs
-    from sare_tf.index.store import PlaceIndex
 
-    index = PlaceIndex.load(args.index)
     localized = [a for a in answers if a.get("error") is None and a["matches"]]
     photos = [a["photo"] for a in localized]
     image_dir = args.hloc_image_dir or os.path.commonpath(

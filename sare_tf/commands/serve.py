@@ -92,18 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_name(model_path: str) -> str:
     """The URL name of a model path: `saved_models/city` and `saved_models/city/3` -> city,
-    `runs/x/best.keras` -> best."""
+    `runs/x/best.keras` -> best, an export's `city/2/model.onnx` -> city."""
     import re
+
+    from sare_tf.artifacts.versions import version_label
 
     path = os.path.normpath(os.path.abspath(model_path))
     if os.path.isfile(path) and not path.endswith(".keras"):
         path = os.path.dirname(path)  # an export's model file: its version folder
-    base = os.path.basename(path)
-    if base.endswith(".keras"):
-        base = base[: -len(".keras")]
-    elif base.isdigit():
-        base = os.path.basename(os.path.dirname(path))
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", base) or "model"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", version_label(path).split("/")[0]) or "model"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -94,7 +94,7 @@ def localize_photos(
     wrong path fails in a second, before the model loads.
 
     Args:
-        index_dir: a `PlaceIndex` folder.
+        index_dir: a `PlaceIndex` folder, or the index already loaded.
         photos: image files, folders of images or glob patterns.
         model: the descriptor model (path); default the one the index records.
         k: matches per photo (at most the index's size).
@@ -119,7 +119,7 @@ def localize_photos(
     from sare_tf.encoding import encode
     from sare_tf.index.store import PlaceIndex
 
-    index = PlaceIndex.load(index_dir)
+    index = index_dir if isinstance(index_dir, PlaceIndex) else PlaceIndex.load(index_dir)
     if not 1 <= k <= index.count:
         raise ValueError(
             f"--top-k must be between 1 and the index's {index.count} images. Received: {k}"

@@ -272,7 +272,7 @@ class PlaceIndex:
         import faiss
 
         folder = os.path.abspath(os.fspath(folder))
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         files = {key: os.path.join(folder, name) for key, name in manifest["files"].items()}
         for key, path in files.items():
             if not os.path.isfile(path):
@@ -668,7 +668,13 @@ class PlaceIndex:
 # --- writing helpers ---------------------------------------------------------------------------
 
 
-def _read_manifest(folder: str) -> dict:
+def read_manifest(folder: str) -> dict:
+    """The index manifest in `folder`, checked for this format and version.
+
+    Raises:
+        FileNotFoundError: no manifest there.
+        ValueError: unreadable, or another format or version (named).
+    """
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No place index in {folder} (no {MANIFEST}).")
@@ -734,7 +740,7 @@ def frame_record(frame) -> dict | None:
 
 def remove_index_files(folder: str) -> None:
     """Deletes the index in `folder` (its manifest and the files it lists; nothing else)."""
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     for name in manifest.get("files", {}).values():
         try:
             os.remove(os.path.join(folder, name))
@@ -861,7 +867,7 @@ def _write_generation(
     from sare_tf.index.faiss_search import trained_index, training_sample
 
     os.makedirs(folder, exist_ok=True)
-    previous = _read_manifest(folder) if os.path.exists(os.path.join(folder, MANIFEST)) else {}
+    previous = read_manifest(folder) if os.path.exists(os.path.join(folder, MANIFEST)) else {}
     generation = int(previous.get("generation", 0)) + 1
     prefix = f"g{generation:04d}"
     files = {

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 
 import numpy as np
 
-from sare_tf.artifacts import check_runtime, load_descriptor_model, model_fingerprint
+from sare_tf.artifacts import check_runtime, load_descriptor_model, locate_model, model_fingerprint
 from sare_tf.artifacts.versions import list_versions
 from sare_tf.encoding import descriptors_of, predict_fn
-from sare_tf.index.store import MANIFEST, PlaceIndex
+from sare_tf.index.store import PlaceIndex, read_manifest
 from sare_tf.serving.batching import MicroBatcher
 from sare_tf.serving.protocol import (
     AVAILABLE,
@@ -39,11 +38,10 @@ from sare_tf.serving.protocol import (
     RequestError,
     version_status,
 )
+from sare_tf.serving.remote import remote_describe_function
 from sare_tf.serving.version_policy import VersionPolicy
 
 logger = logging.getLogger(__name__)
-
-_MODEL_FILES = ("saved_model.pb", "model.onnx", "model.tflite")
 
 
 class NotServed(LookupError):
@@ -52,11 +50,10 @@ class NotServed(LookupError):
 
 def is_base_path(path) -> bool:
     """True for a folder of numbered versions (TF Serving's model base path), False for one
-    model (a `.keras` file, a version folder, an export's file)."""
-    path = os.fspath(path)
-    if not os.path.isdir(path) or any(os.path.isfile(os.path.join(path, f)) for f in _MODEL_FILES):
-        return False
-    return bool(list_versions(path))
+    model (a `.keras` file, a version folder, an export's file): the formats resolve a base path
+    to one of its versions."""
+    path = os.path.normpath(os.path.abspath(os.fspath(path)))
+    return os.path.isdir(path) and os.path.normpath(locate_model(path)[0]) != path
 
 
 def describe_function(loaded):
@@ -128,11 +125,7 @@ def load_servable(path, version: int, runtime=None, predictor_url=None, **batchi
             f"{path} does not record its image size; serve_jpeg must resize photos to one size. "
             "Use a model trained or exported by sare-tf."
         )
-    describe = None
-    if predictor_url:
-        from sare_tf.serving.remote import remote_describe_function
-
-        describe = remote_describe_function(predictor_url)
+    describe = remote_describe_function(predictor_url) if predictor_url else None
     servable = Servable(version, loaded, describe, **batching)
     servable.warm_up()
     return servable
@@ -251,16 +244,20 @@ class ModelVersions:
         else:
             finish(servable)
 
+    def _labelled(self, version: int | None, label: str | None) -> int | None:
+        if label is None:
+            return version
+        if label not in self.labels:
+            raise NotServed(f"Unrecognized servable version label: {label}")
+        return self.labels[label]
+
     def resolve(self, version: int | None = None, label: str | None = None) -> Servable:
         """The servable a request names (the latest by default).
 
         Raises:
             NotServed: no such version or label, or the version is not loaded.
         """
-        if label is not None:
-            if label not in self.labels:
-                raise NotServed(f"Unrecognized servable version label: {label}")
-            version = self.labels[label]
+        version = self._labelled(version, label)
         if version is None:
             if not self.serving:
                 raise NotServed(f"Servable not found for request: Latest({self.name})")
@@ -270,10 +267,7 @@ class ModelVersions:
         return self.serving[version]
 
     def status(self, version: int | None = None, label: str | None = None) -> list[dict]:
-        if label is not None:
-            if label not in self.labels:
-                raise NotServed(f"Unrecognized servable version label: {label}")
-            version = self.labels[label]
+        version = self._labelled(version, label)
         entries = self.history.status(version)
         if not entries:
             which = f"Specific({self.name}, {version})" if version else f"Latest({self.name})"
@@ -294,8 +288,7 @@ class ModelVersions:
 def read_generation(folder: str) -> tuple[int, str] | None:
     """`(generation, model fingerprint)` of the index manifest in `folder` (None if unreadable)."""
     try:
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as handle:
-            manifest = json.load(handle)
+        manifest = read_manifest(folder)
         return int(manifest.get("generation", 0)), str(manifest["model"]["fingerprint"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
