@@ -61,13 +61,13 @@ def test_flags_are_whole_words():
 def test_cpu_info_from_a_file_and_without_one(tmp_path):
     path = tmp_path / "cpuinfo"
     path.write_text(SAPPHIRE_RAPIDS)
-    info = cpu_info(path)
+    info = cpu_info(path, environ={})
     assert info["model"] == "Intel(R) Xeon(R) Platinum 8488C"
     assert info["bf16"] == "amx"
     assert info["cores"] >= 1
     assert has_native_bf16(info)
     assert "bf16: amx" in describe_cpu(info)
-    missing = cpu_info(tmp_path / "absent")
+    missing = cpu_info(tmp_path / "absent", environ={})
     assert missing["bf16"] == "unknown"
     assert not has_native_bf16(missing)
 
@@ -86,4 +86,28 @@ def test_cpu_info_from_a_file_and_without_one(tmp_path):
 def test_auto_precision_follows_the_hardware(tmp_path, gpu, text, expected):
     path = tmp_path / "cpuinfo"
     path.write_text(text)
-    assert auto_precision(gpu, cpu_info(path)) == expected
+    assert auto_precision(gpu, cpu_info(path, environ={})) == expected
+
+
+@pytest.mark.parametrize(
+    "text, cap, expected",
+    [
+        (SAPPHIRE_RAPIDS, "AVX2", "none"),
+        (SAPPHIRE_RAPIDS, "avx512_core_vnni", "none"),
+        (SAPPHIRE_RAPIDS, "AVX512_CORE_BF16", "avx512_bf16"),
+        (SAPPHIRE_RAPIDS, "AVX512_CORE_AMX", "amx"),
+        (ZEN4, "AVX2", "none"),
+        (ZEN4, "AVX512_CORE_AMX", "avx512_bf16"),  # a cap never adds what the CPU lacks
+        (ZEN4, "ALL", "avx512_bf16"),
+        (GRAVITON3, "AVX2", "arm_bf16"),  # an x86 cap says nothing about Arm
+    ],
+)
+def test_a_onednn_cap_removes_the_bf16_paths_above_it(tmp_path, text, cap, expected):
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    info = cpu_info(path, environ={"ONEDNN_MAX_CPU_ISA": cap})
+    assert info["bf16"] == expected
+    assert info["isa_cap"] == cap.upper()
+    assert f"oneDNN capped at {cap.upper()}" in describe_cpu(info)
+    assert (auto_precision(False, info) == "mixed_bfloat16") == (expected != "none")
+    assert cpu_info(path, environ={"DNNL_MAX_CPU_ISA": cap})["bf16"] == expected

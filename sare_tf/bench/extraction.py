@@ -21,8 +21,25 @@ printed as a ratio to TF's mixed_bfloat16 and float32 runs of the same run, with
 descriptors to the Keras float32 model's on the timed batch, and against the float32 conv peak
 (int8 has no measured peak of its own: above 100% means int8 beats the float32 roofline).
 
+`--runtime torch` times PyTorch's own modules of the same model in the same run (pytorch-NetVlad's
+VGG16 `features[:-2]` + `NetVLAD`, or sare_tf's `tiny` written in torch; channels_last,
+inference_mode, `torch.autocast` for mixed_bfloat16), and every TF row is printed as a ratio to
+PyTorch's row of the same part and precision.
+
+The full model's time is split by stage (`--stages`, on by default for TF's full model):
+preprocessing, backbone, and the head after it (the cast to float32, NetVLAD's normalisation,
+soft assignment, residual sums and output normalisations), each timed alone on the tensor the
+previous stage produced; the head's share of the total is printed
+(`sare_tf.bench.stage_profile`).
+
+To see how a CPU without AVX-512 or native bf16 fares on one that has them, cap oneDNN's
+instruction set for TF and PyTorch alike: `ONEDNN_MAX_CPU_ISA=AVX2 sare-tf bench extraction`
+(PyTorch's own kernels are then capped at AVX2 too, and the report's CPU line says so). This is
+an emulation: the clock, caches and memory are still this machine's.
+
 Usage:
     sare-tf bench extraction                      # 480x640, float32 and mixed_bfloat16, + peak
+    sare-tf bench extraction --runtime tf torch --precision float32 --batch-size 4
     sare-tf bench extraction --runtime tf onnx litert --part full --batch-size 1
     sare-tf bench extraction --runtime onnx --quantize int8 --batch-size 4
     sare-tf bench extraction --precision mixed_bfloat16 --part full
@@ -41,6 +58,7 @@ import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
 from sare_tf.bench.peak import add_peak_arguments, describe_efficiency, efficiency, peak_for
+from sare_tf.bench.stage_profile import describe_profile
 from sare_tf.registry import BACKBONE_NAMES, RUNTIME_KINDS
 
 HELP = "Descriptor extraction img/s (VGG16 + NetVLAD vs bare backbone) and its share of the peak."
@@ -48,6 +66,7 @@ DESCRIPTION = __doc__
 
 # Flags passed unchanged to every child process.
 CHILD_FLAGS = (
+    "stages",
     "backbone",
     "num_clusters",
     "height",
@@ -97,8 +116,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--runtime",
         nargs="+",
         default=["tf"],
-        choices=tuple(RUNTIME_KINDS),
-        help="runtimes to measure (default tf); onnx / litert run the exported full model",
+        choices=(*RUNTIME_KINDS, "torch"),
+        help="runtimes to measure (default tf); onnx / litert run the exported full model, "
+        "torch PyTorch's modules of the same model (vgg16 or tiny; the test extra)",
+    )
+    parser.add_argument(
+        "--stages",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="split TF's full-model time by stage (default on)",
     )
     parser.add_argument(
         "--quantize",
@@ -117,6 +143,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--single", action="store_true", help=argparse.SUPPRESS
     )  # child-process mode
+
+
+def child_flags(args) -> list[str]:
+    """The CHILD_FLAGS of `args` as command-line flags (booleans as --flag / --no-flag)."""
+    flags = []
+    for flag in CHILD_FLAGS:
+        value, option = getattr(args, flag), flag.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{option}" if value else f"--no-{option}")
+        else:
+            flags += [f"--{option}", str(value)]
+    return flags
 
 
 def _timed_rounds(args, forward, images) -> list[float]:
@@ -154,9 +192,61 @@ def calibration_jpegs(folder: str, count: int, height: int, width: int) -> list[
     return paths
 
 
+def measure_torch(args: argparse.Namespace) -> dict:
+    """PyTorch's modules of the same model, timed like TF's (same pixels, batch and rounds)."""
+    import torch
+
+    from sare_tf.bench.torch_models import build_embedding, imagenet_normalize
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    features, pool = build_embedding(torch, args.backbone, args.num_clusters)
+    parts = [features] if args.part == "backbone" else [features, pool]
+    model = torch.nn.Sequential(*parts).eval().to(memory_format=torch.channels_last)
+    images = torch.from_numpy(_random_images(args).transpose(0, 3, 1, 2).copy())
+    images = images.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=args.precision == "mixed_bfloat16")
+
+    def forward(x):
+        with torch.inference_mode(), autocast:
+            return model(imagenet_normalize(torch, x)).float()
+
+    rounds = _timed_rounds(args, forward, images)
+    return {
+        "runtime": "torch",
+        "torch_version": torch.__version__,
+        "backbone": args.backbone,
+        "part": args.part,
+        "precision": args.precision,
+        "image_size": [args.height, args.width],
+        "batch_size": args.batch_size,
+        "conv_flops_per_image": _conv_flops(args),
+        "images_per_second": max(rounds),
+        "rounds": rounds,
+    }
+
+
+def _conv_flops(args) -> float:
+    """Convolution FLOPs per image of the TF model of this configuration."""
+    import keras
+
+    from sare_tf.bench.flops import model_conv_flops
+    from sare_tf.models import build_embedding_model, feature_model
+
+    model = build_embedding_model(
+        args.backbone, num_clusters=args.num_clusters, input_shape=(args.height, args.width, 3)
+    )
+    if args.part == "backbone":
+        model = feature_model(model)
+    flops = sum(c.flops for c in model_conv_flops(model))
+    keras.backend.clear_session()
+    return flops
+
+
 def measure(args: argparse.Namespace) -> dict:
     """Runs one configuration in this process and returns its figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.runtime == "torch":
+        return measure_torch(args)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -185,6 +275,10 @@ def measure(args: argparse.Namespace) -> dict:
     if args.runtime == "tf":
         compiled = tf.function(lambda x: model(x, training=False), jit_compile=False)
         rounds = _timed_rounds(args, lambda x: compiled(x).numpy(), tf.constant(images))
+        if args.stages and args.part == "full":
+            from sare_tf.bench.stage_profile import profile_stages
+
+            result["stage_profile"] = profile_stages(model, images, rounds=args.rounds)
     else:
         forward, cosines, export_seconds = _exported(args, model, images)
         rounds = _timed_rounds(args, forward, images)
@@ -237,8 +331,8 @@ def configurations(args) -> list[tuple[str, str, str]]:
     """`(runtime, precision or quantization, part)` of every measurement, in order."""
     rows = []
     for runtime in args.runtime:
-        if runtime == "tf":
-            rows += [("tf", p, part) for p in args.precision for part in args.part]
+        if runtime in ("tf", "torch"):
+            rows += [(runtime, p, part) for p in args.precision for part in args.part]
         else:
             modes = _runtime_quantizations(runtime)
             rows += [(runtime, q, "full") for q in args.quantize if q in modes]
@@ -246,14 +340,24 @@ def configurations(args) -> list[tuple[str, str, str]]:
 
 
 def _ratios(results) -> None:
-    """Adds each exported runtime's ratio to TF's full-model runs of the same report."""
+    """Adds each exported runtime's ratio to TF's full-model runs of the same report, and each TF
+    run's ratio to PyTorch's run of the same part and precision."""
     tf_rates = {
         r["precision"]: r["images_per_second"]
         for r in results
         if r["runtime"] == "tf" and r["part"] == "full"
     }
+    torch_rates = {
+        (r["precision"], r["part"]): r["images_per_second"]
+        for r in results
+        if r["runtime"] == "torch"
+    }
     for result in results:
-        if result["runtime"] != "tf":
+        if result["runtime"] == "tf":
+            torch_rate = torch_rates.get((result["precision"], result["part"]))
+            if torch_rate:
+                result["ratio_to_torch"] = round(result["images_per_second"] / torch_rate, 3)
+        elif result["runtime"] != "torch":
             for precision, rate in tf_rates.items():
                 result[f"ratio_to_tf_{precision}"] = round(result["images_per_second"] / rate, 3)
 
@@ -279,8 +383,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for runtime, precision, part in rows:
         flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
-        for flag in CHILD_FLAGS:
-            flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        flags += child_flags(args)
         try:
             result = run_child("extraction", flags)
         except ChildProcessError as error:  # e.g. no bf16 convolution on this CPU: go on
@@ -290,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
                            "error": last})  # fmt: skip
             continue
         # Exported runtimes are read against the float32 roofline (no int8 peak is measured).
-        policy = precision if runtime == "tf" else "float32"
+        policy = precision if runtime in ("tf", "torch") else "float32"
         result.update(
             efficiency(result["images_per_second"] * result["conv_flops_per_image"], policy, peaks)
         )
@@ -323,11 +426,16 @@ def run(args: argparse.Namespace) -> int:
             for key in sorted(result)
             if key.startswith("ratio_to_tf_")
         ]
+        if "ratio_to_torch" in result:
+            ratios.append(f"{result['ratio_to_torch']:.2f}x PyTorch (same part and precision)")
         if "cosine_to_float32" in result:
             cosine = result["cosine_to_float32"]
             ratios.append(f"descriptor cosine to Keras float32 min {cosine['min']:.5f}")
         if ratios:
             print("    " + ", ".join(ratios))
+        if "stage_profile" in result:
+            for line in describe_profile(result["stage_profile"]):
+                print(line)
     report.update(
         config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
         peak=peaks,

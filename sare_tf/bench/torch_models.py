@@ -5,7 +5,11 @@ needs no torch (it is a test / benchmark extra).
 
 - torchvision's ResNet (v1.5: stride on the bottleneck's 3x3; `BasicBlock` for 18/34);
 - CosPlace's / EigenPlaces' `GeoLocalizationNet`: `backbone` = ResNet children up to layer4,
-  `aggregation` = Sequential(L2Norm, GeM, Flatten, Linear, L2Norm).
+  `aggregation` = Sequential(L2Norm, GeM, Flatten, Linear, L2Norm);
+- pytorch-NetVlad's model: `vgg16().features[:-2]` (conv5_3 before its ReLU) and its `NetVLAD`
+  module (per-location L2, 1x1 conv + softmax, residuals summed one cluster at a time,
+  intra-normalisation, L2); sare_tf's `tiny` backbone written in torch; the joint Gaussian SARE
+  loss (the paper's eq. 5 summed over the negatives).
 
 torchvision itself is not used (its wheels need a CUDA build of torch's operators); attention
 uses torch's `scaled_dot_product_attention`, as the DINOv2 code does.
@@ -373,3 +377,119 @@ def build_megaloc(
     model = MegaLoc().eval()
     del model.backbone.mask_token  # MegaLoc's own DINOv2 has none
     return model
+
+
+# torchvision's VGG16 configuration ("M" = 2x2 max-pool); `features[:-2]` ends at conv5_3.
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+# sare_tf's `tiny` backbone: (filters per block), two 3x3 convs each, pool after blocks 1-3.
+TINY_FILTERS = (32, 64, 96, 128)
+
+
+def build_vgg16_conv5_3(torch):
+    """`torchvision.models.vgg16().features[:-2]`: up to conv5_3, without its ReLU and pool."""
+    nn = torch.nn
+    layers, channels = [], 3
+    for item in VGG16_LAYERS:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = item
+    return nn.Sequential(*layers[:-1])
+
+
+def vgg16_trainable_from_conv5(torch, features) -> None:
+    """Freezes everything before conv5_1, as pytorch-NetVlad's `--trainable` default does."""
+    convs = [layer for layer in features if isinstance(layer, torch.nn.Conv2d)]
+    for conv in convs[:10]:
+        conv.requires_grad_(False)
+
+
+def build_tiny(torch, group_norm_groups: int = 8, epsilon: float = 1e-3):
+    """sare_tf's `tiny` backbone in torch: bias-free convs, GroupNorm (Keras' epsilon), ReLU;
+    the last conv's norm has no offset (kept at zero, not trained), as in sare_tf."""
+    nn = torch.nn
+    layers, channels = [], 3
+    for block, filters in enumerate(TINY_FILTERS, start=1):
+        for conv in (1, 2):
+            last = block == len(TINY_FILTERS) and conv == 2
+            norm = nn.GroupNorm(group_norm_groups, filters, eps=epsilon)
+            if last:
+                norm.bias.requires_grad_(False)
+            layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False), norm]
+            if not last:
+                layers.append(nn.ReLU(inplace=True))
+            channels = filters
+        if block < len(TINY_FILTERS):
+            layers.append(nn.MaxPool2d(2, 2))
+    return nn.Sequential(*layers)
+
+
+def build_netvlad(torch, num_clusters: int, dim: int, seed: int = 0):
+    """pytorch-NetVlad's `NetVLAD(num_clusters, dim, vladv2=False)` with random centroids."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class NetVLAD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.num_clusters = num_clusters
+            self.conv = nn.Conv2d(dim, num_clusters, kernel_size=(1, 1), bias=False)
+            self.centroids = nn.Parameter(torch.rand(num_clusters, dim))
+
+        def forward(self, x):
+            batch, channels = x.shape[:2]
+            x = F.normalize(x, p=2, dim=1)
+            soft_assign = F.softmax(self.conv(x).view(batch, self.num_clusters, -1), dim=1)
+            x_flatten = x.view(batch, channels, -1)
+            vlad = torch.zeros(
+                [batch, self.num_clusters, channels], dtype=x.dtype, layout=x.layout,
+                device=x.device,
+            )  # fmt: skip
+            for k in range(self.num_clusters):  # the authors' loop: memory over speed
+                residual = x_flatten.unsqueeze(0).permute(1, 0, 2, 3) - self.centroids[
+                    k : k + 1, :
+                ].expand(x_flatten.size(-1), -1, -1).permute(1, 2, 0).unsqueeze(0)
+                residual = residual * soft_assign[:, k : k + 1, :].unsqueeze(2)
+                vlad[:, k : k + 1, :] = residual.sum(dim=-1)
+            vlad = F.normalize(vlad, p=2, dim=2)
+            return F.normalize(vlad.view(batch, -1), p=2, dim=1)
+
+    torch.manual_seed(seed)
+    module = NetVLAD()
+    with torch.no_grad():
+        centroids = F.normalize(torch.randn(num_clusters, dim), dim=1)
+        module.centroids.copy_(centroids)
+        module.conv.weight.copy_(10.0 * centroids[:, :, None, None])
+    return module
+
+
+def build_embedding(torch, backbone: str, num_clusters: int, seed: int = 0):
+    """`(features, pool)` of backbone "vgg16" or "tiny" + NetVLAD(num_clusters), as
+    `Sequential(features, pool)`'s two halves (channels_last is the caller's choice)."""
+    torch.manual_seed(seed)
+    if backbone == "vgg16":
+        features, dim = build_vgg16_conv5_3(torch), 512
+    elif backbone == "tiny":
+        features, dim = build_tiny(torch), TINY_FILTERS[-1]
+    else:
+        raise ValueError(
+            f"The PyTorch reference has backbones 'vgg16' and 'tiny'. Received: backbone={backbone!r}"
+        )
+    return features, build_netvlad(torch, num_clusters, dim, seed + 1)
+
+
+def imagenet_normalize(torch, images_rgb255):
+    """torchvision's ToTensor + ImageNet Normalize on NCHW RGB 0-255 float tensors."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255.0
+    return (images_rgb255 - mean) / std
+
+
+def sare_joint_loss(torch, descriptors):
+    """Joint Gaussian SARE of `[B, 2 + N, D]` (query, positive, negatives), mean over tuples:
+    `log(1 + sum_i exp(|q-p|^2 - |q-n_i|^2))`, written as a logsumexp with a 0 for the 1."""
+    query, positive, negatives = descriptors[:, :1], descriptors[:, 1:2], descriptors[:, 2:]
+    d_positive = ((query - positive) ** 2).sum(-1)  # [B, 1]
+    d_negatives = ((query - negatives) ** 2).sum(-1)  # [B, N]
+    logits = torch.cat([torch.zeros_like(d_positive), d_positive - d_negatives], dim=1)
+    return torch.logsumexp(logits, dim=1).mean()

@@ -44,21 +44,36 @@ def netvlad_aggregate(
         `[B, K * D]` descriptors, cluster-major (`index = k * D + d`), intra-normalised per
         cluster and then L2-normalised.
     """
-    num_clusters, depth = centroids.shape[0], centroids.shape[1]
     features = l2_normalize(features, axis=-1)
     assignment = soft_assign(features, assignment_kernel, assignment_bias)  # [B, H, W, K]
     if location_weights is not None:
         assignment = assignment * location_weights[..., None]
+    return normalize_vlad(vlad_residuals(features, assignment, centroids))
+
+
+def vlad_residuals(features, assignment, centroids):
+    """`[B, K, D]` per-cluster sums of the assignment-weighted residuals `a_k(x) (x - c_k)`.
+
+    Args:
+        features: `[B, H, W, D]` (normalised) local descriptors.
+        assignment: `[B, H, W, K]` their soft assignment.
+        centroids: `[K, D]` cluster centres.
+    """
+    num_clusters, depth = centroids.shape[0], centroids.shape[1]
     batch = ops.shape(features)[0]
     features = ops.reshape(features, (batch, -1, depth))  # [B, HW, D]
     assignment = ops.reshape(assignment, (batch, -1, num_clusters))  # [B, HW, K]
     # sum_n a_nk (x_n - c_k) = (A^T X)_k - (sum_n a_nk) c_k: one matmul instead of a [B,HW,K,D] tensor.
     weighted_sum = ops.einsum("bnk,bnd->bkd", assignment, features)
     mass = ops.sum(assignment, axis=1)  # [B, K]
-    residuals = weighted_sum - mass[:, :, None] * centroids[None, :, :]
-    residuals = l2_normalize(residuals, axis=-1)  # intra-normalisation
-    vlad = ops.reshape(residuals, (batch, num_clusters * depth))
-    return l2_normalize(vlad, axis=-1)
+    return weighted_sum - mass[:, :, None] * centroids[None, :, :]
+
+
+def normalize_vlad(residuals):
+    """Intra-normalisation per cluster, cluster-major flattening and the final L2: `[B, K * D]`."""
+    residuals = l2_normalize(residuals, axis=-1)
+    batch, num_clusters, depth = ops.shape(residuals)[0], residuals.shape[1], residuals.shape[2]
+    return l2_normalize(ops.reshape(residuals, (batch, num_clusters * depth)), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="sare_tf")
