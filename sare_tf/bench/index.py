@@ -75,13 +75,16 @@ def _build(args) -> dict:
     out.flush()
     del out
     generated = time.perf_counter() - start
+    from sare_tf.index.faiss_search import as_index_config
+
     params = {"m": args.pq_m, "nprobe": args.nprobe, "refine_factor": args.refine_factor}
     params = params if args.index == "ivfpq" else {}
+    config = as_index_config(args.index, nlist=args.nlist, **params)
     start = time.perf_counter()
     index = PlaceIndex.from_descriptors(
         path, positions, [f"synthetic/{i:07d}.jpg" for i in range(args.num_db)],
         os.path.join(args.workdir, "index"), {"fingerprint": "synthetic", "image_size": None},
-        index=args.index, nlist=args.nlist, **params,
+        index=config,
     )  # fmt: skip
     return {
         "generate_seconds": round(generated, 1),

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -194,23 +195,104 @@ def test_extraction_measures_each_mode_where_its_runtime_has_it():
     ]  # fmt: skip
 
 
-def test_training_reports_tuples_per_second_and_forward_share(tmp_path, fake_peak):
+def test_training_reports_tuples_per_second_split_and_pytorchs_same_step(tmp_path, fake_peak):
+    pytest.importorskip("torch")
     out = tmp_path / "training.json"
     argv = ["bench", "training", "--backbone", "tiny", "--image-size", "32", "32",
-            "--num-negatives", "1", "--num-clusters", "4", "--steps", "2",
-            "--precisions", "float32", "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
+            "--num-negatives", "1", "--num-clusters", "4", "--steps", "2", "--batch-tuples", "2",
+            "--precisions", "float32", "--epoch-queries", "100", "--db-images", "300",
+            "--refresh-every", "40", "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
-    (row,) = _report(out)["results"]
-    assert row["images_per_tuple"] == 3 and len(row["step_seconds"]) == 2
-    assert _positive(row["tuples_per_second"], row["images_per_second"], row["warmup_seconds"])
-    assert math.isfinite(row["loss"])
-    # The tiny backbone is trainable throughout, so the backward estimate is 3x the forward.
-    assert row["conv_flops_per_image"] == row["trainable_conv_flops_per_image"]
-    assert row["conv_flops_per_image"] == _tiny_backbone_flops(32, 32)
-    forward = row["images_per_second"] * row["conv_flops_per_image"] / 1e9
-    assert row["forward"]["gflops"] == pytest.approx(forward, abs=0.05)
-    assert row["forward"]["fraction_of_peak"] == pytest.approx(forward / 50.0, abs=1e-3)
-    assert row["with_backward_estimate"]["gflops"] == pytest.approx(3 * forward, abs=0.05)
+    report = _report(out)
+    rows = {row["framework"]: row for row in report["results"]}
+    assert set(rows) == {"sare_tf", "torch"}
+    for row in rows.values():
+        assert row["images_per_tuple"] == 3 and len(row["step_seconds"]) == 2
+        assert _positive(row["tuples_per_second"], row["images_per_second"], row["warmup_seconds"])
+        assert math.isfinite(row["loss"]) and row["loss"] > 0
+        split = row["split_seconds"]
+        assert split["step"] == pytest.approx(statistics.median(row["step_seconds"]), abs=2e-4)
+        assert split["forward"] > 0 and split["backward"] >= 0 and split["optimizer"] >= 0
+        assert row["tuples_per_second"] == pytest.approx(2 / split["step"], rel=1e-3)
+        # The tiny backbone is trainable throughout, so the backward estimate is 3x the forward.
+        assert row["conv_flops_per_image"] == row["trainable_conv_flops_per_image"]
+        assert row["conv_flops_per_image"] == _tiny_backbone_flops(32, 32)
+        forward = row["images_per_second"] * row["conv_flops_per_image"] / 1e9
+        assert row["forward"]["gflops"] == pytest.approx(forward, abs=0.05)
+        assert row["forward"]["fraction_of_peak"] == pytest.approx(forward / 50.0, abs=1e-3)
+        assert row["with_backward_estimate"]["gflops"] == pytest.approx(3 * forward, abs=0.05)
+        # Mining: round(100 / 40) = 2 refreshes of 400 images at the measured inference rate.
+        mining = row["mining"]
+        encode = 400 / row["inference_images_per_second"]
+        train = 100 / row["tuples_per_second"]
+        assert mining["refreshes_per_epoch"] == 2
+        assert mining["share"] == pytest.approx(2 * encode / (2 * encode + train), abs=1e-3)
+    ratio = rows["sare_tf"]["tuples_per_second"] / rows["torch"]["tuples_per_second"]
+    assert rows["sare_tf"]["ratio_to_torch"] == pytest.approx(ratio, abs=2e-3)
+    assert _positive(report["pipeline"]["tuples_per_second"])
+
+
+def test_pytorchs_reference_step_is_skipped_where_it_has_no_such_model(capsys):
+    import argparse
+
+    from sare_tf.bench.training import _frameworks
+
+    args = argparse.Namespace(frameworks=["sare_tf", "torch"], backbone="resnet50", loss="sare-joint")
+    assert _frameworks(args) == ["sare_tf"]
+    assert "measuring sare_tf alone (backbone='resnet50'" in capsys.readouterr().out
+    args = argparse.Namespace(frameworks=["sare_tf", "torch"], backbone="vgg16", loss="triplet")
+    assert _frameworks(args) == ["sare_tf"]
+    args.loss = "sare-joint"
+    assert _frameworks(args) == ["sare_tf", "torch"]
+
+
+def test_extraction_beside_pytorch_with_the_heads_stage_profile(tmp_path, fake_peak, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "extraction.json"
+    argv = ["bench", "extraction", "--backbone", "tiny", "--num-clusters", "4",
+            "--height", "32", "--width", "48", "--batch-size", "2", "--batches", "1",
+            "--rounds", "1", "--precision", "float32", "--part", "full",
+            "--runtime", "tf", "torch", "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    tf_row, torch_row = _report(out)["results"]
+    assert (tf_row["runtime"], torch_row["runtime"]) == ("tf", "torch")
+    assert torch_row["conv_flops_per_image"] == tf_row["conv_flops_per_image"]
+    ratio = tf_row["images_per_second"] / torch_row["images_per_second"]
+    assert tf_row["ratio_to_torch"] == pytest.approx(ratio, abs=2e-3)
+    profile = tf_row["stage_profile"]
+    names = [row["stage"] for row in profile["stages"]]
+    assert names == ["preprocess", "backbone", "cast to float32", "netvlad: normalise locations",
+                     "netvlad: soft assignment", "netvlad: residual sums",
+                     "netvlad: normalisations"]  # fmt: skip
+    total = sum(row["ms_per_image"] for row in profile["stages"])
+    head = sum(row["ms_per_image"] for row in profile["stages"][2:])
+    assert profile["stages_ms_per_image"] == pytest.approx(total)
+    assert profile["head_share"] == pytest.approx(head / total)
+    assert sum(row["share"] for row in profile["stages"]) == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "x PyTorch (same part and precision)" in printed
+    assert "head (after the backbone):" in printed
+
+
+def test_the_stage_profile_runs_the_models_own_computation():
+    """Chaining the profiled stages gives the model's descriptors (NetVLAD, and GeM + whitening)."""
+    import keras
+    import numpy as np
+
+    from sare_tf.bench.stage_profile import model_stages
+    from sare_tf.layers import GeM, PCAWhitening
+    from sare_tf.model import PlaceEmbedding
+
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 48, 3)).astype("float32")
+    netvlad = PlaceEmbedding("tiny", input_shape=(None, None, 3))
+    netvlad.aggregator.set_centroids(np.random.default_rng(1).normal(size=(64, 128)), 10.0)
+    whitened = PlaceEmbedding("tiny", aggregator=GeM(name="gem"), whitening=PCAWhitening(16))
+    for model in (netvlad, whitened):
+        value = images
+        for _, function in model_stages(model):
+            value = function(value)
+        np.testing.assert_allclose(np.asarray(value), np.asarray(model(images)), atol=1e-5)
 
 
 def test_mining_pipeline_and_retrieval_write_their_reports(tmp_path):
