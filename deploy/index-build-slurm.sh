@@ -11,6 +11,6 @@
 set -euo pipefail
 : "${MODEL:=saved_models/city}" "${DATASET:=city_db.csv}" "${INDEX_ROOT:=city-index}"
 NUM_SHARDS="${SLURM_ARRAY_TASK_COUNT:?run as an array job: sbatch --array=0-7}"
-sare-tf index build --model "$MODEL" --dataset "$DATASET" --index ivfpq --pq-m 32 \
+sare-tf index build --model "$MODEL" --dataset "$DATASET" --index-type ivfpq --pq-m 32 \
     --refine-factor 10 --shard "${SLURM_ARRAY_TASK_ID}/${NUM_SHARDS}" \
     --out "${INDEX_ROOT}/shard-${SLURM_ARRAY_TASK_ID}"

@@ -8,6 +8,7 @@ skipped and counted, as in training and evaluation (or fatal with `on_bad_image=
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import keras
@@ -17,6 +18,8 @@ import tensorflow as tf
 from sare_tf.data.checks import BadImageLog, check_policy
 from sare_tf.data.images import safe_load_image
 from sare_tf.models import feature_model, netvlad_layer
+
+logger = logging.getLogger(__name__)
 
 
 def _image_batches(
@@ -100,7 +103,7 @@ def sample_local_descriptors(
     filled = 0
     progress = keras.utils.Progbar(count, unit_name="image") if verbose else None
     if verbose:
-        print(
+        logger.info(
             f"Sampling up to {descriptors_per_image} local descriptors from each of {count} images"
         )
     for batch in _image_batches(paths, image_size, batch_size, bad_images):
@@ -118,7 +121,7 @@ def sample_local_descriptors(
     if progress is not None and bad_images.count:
         progress.update(count)  # skipped images are done too
     if bad_images.count and verbose:
-        print(f"Cluster initialisation skipped unreadable images. {bad_images.summary()}")
+        logger.info(f"Cluster initialisation skipped unreadable images. {bad_images.summary()}")
     if filled == 0:
         raise ValueError(
             f"None of the {count} images chosen for NetVLAD cluster initialisation could be "
@@ -161,7 +164,7 @@ def initialize_netvlad(
     )
     layer = netvlad_layer(model)
     if verbose:
-        print(
+        logger.info(
             f"Clustering {descriptors.shape[0]} descriptors into {layer.num_clusters} NetVLAD clusters"
         )
     return layer.adapt(descriptors, seed=seed)

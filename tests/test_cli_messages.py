@@ -65,3 +65,30 @@ def test_models_with_one_file_name_are_told_apart_by_their_folders():
         model("/runs/sare/best.keras", "best"),
     ]
     assert _unique_names(models) == ["sare/best", "triplet/best", "city/3", "sare/best (2)"]
+
+
+def test_one_flag_vocabulary_index_is_a_folder_and_the_faiss_kind_is_index_type(capsys):
+    from sare_tf.cli import build_parser
+    from sare_tf.commands._index_flags import index_config
+
+    parser = build_parser()
+    args = parser.parse_args(["evaluate", "--model", "m.keras", "--dataset", "d.mat",
+                              "--index-type", "ivfpq", "--pq-m", "8", "--nprobe", "4"])  # fmt: skip
+    config = index_config(args)
+    assert (config.kind, config.m, config.nprobe) == ("ivfpq", 8, 4)
+    assert config.settings() == {"nlist": None, "m": 8, "nbits": 8, "nprobe": 4,
+                                 "refine_factor": 0, "opq": False}  # fmt: skip
+    # The former spelling still works, with a warning; a folder there is explained.
+    args = parser.parse_args(["index", "build", "--model", "m.keras", "--dataset", "d.mat",
+                              "--out", "idx", "--index", "hnsw"])  # fmt: skip
+    assert index_config(args).kind == "hnsw"
+    assert "--index hnsw is now --index-type hnsw" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "--model", "m.keras", "--dataset", "d.mat",
+                           "--index", "runs/places"])  # fmt: skip
+    error = capsys.readouterr().err
+    assert "--index is a place index folder in `localize` and `serve`" in error
+    assert "--index-type, one of flat, ivfpq, hnsw. Received: --index runs/places" in error
+    # Outputs are --out everywhere (query-server's --output kept as its former name).
+    args = parser.parse_args(["query-server", "http://localhost:8501", "p.jpg", "--output", "q.npy"])
+    assert args.out == "q.npy"

@@ -217,7 +217,7 @@ def test_query_server_command_prints_nearest_database_images(tmp_path, capsys):
     argv = ["query-server", "http://127.0.0.1:1", red, blue, "--model-name", "city"]
     with _StandInServer(_serve_jpeg_stand_in, max_requests=2) as server:
         argv[1] = server.url
-        assert cli_main(argv + ["--output", str(tmp_path / "q.npy")]) == 0
+        assert cli_main(argv + ["--out", str(tmp_path / "q.npy")]) == 0
         printed = capsys.readouterr().out
         assert (
             cli_main(

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sare_tf.config_options import config_from_args
-    from sare_tf.demo import DEMO_TRAINING_FLAGS, DemoConfig, demo_training, run_demo
+    from sare_tf.demo import DEMO_TRAINING_FLAGS, DemoConfig, demo_training
+    from sare_tf.demo.run import run_demo
     from sare_tf.training.config import TrainConfig
 
     training = config_from_args(

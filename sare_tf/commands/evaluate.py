@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import numpy as np
 
-from sare_tf.commands._index_flags import add_index_arguments, index_params
+from sare_tf.atomic import write_json_atomic
+from sare_tf.commands._index_flags import add_index_arguments, index_config
 from sare_tf.commands._runtime_flag import add_runtime_argument
 
 HELP = (
@@ -26,9 +26,6 @@ and 640-pixel queries; TokyoTM files (with time stamps) drop same-time database 
 An Oxford 5k / Paris 6k ground-truth folder (*_query.txt, *_good.txt, ...) or --protocol
 holidays gives mAP instead (query regions cropped as in the standard protocol).
 """
-
-RECALL_NS = (1, 5, 10, 20)
-CURVE_MAX_N = 25
 
 
 def add_arguments(parser) -> None:
@@ -189,28 +186,6 @@ def _image_sizes(models, names, requested) -> dict:
     return sizes
 
 
-def _size_text(size) -> str:
-    return "native" if size is None else f"{size[0]}x{size[1]}"
-
-
-def _format_table(rows: list[dict], columns: list[str], second: str = "image size") -> str:
-    """Rows of `{"model", second column value under "image_size" or "dims", columns...}`."""
-    header = ["model", second, *columns]
-    lines = [
-        [
-            row["model"],
-            str(row["dims"]) if "dims" in row else _size_text(row["image_size"]),
-            *(f"{100 * row[c]:.2f}" for c in columns),
-        ]
-        for row in rows
-    ]
-    widths = [max(len(str(cell)) for cell in col) for col in zip(header, *lines, strict=True)]
-    rendered = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    rendered.append("  ".join("-" * w for w in widths))
-    rendered += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
-    return "\n".join(rendered)
-
-
 def run(args) -> int:
     from sare_tf.artifacts import check_runtime
     from sare_tf.data.loading import dataset_path_exists
@@ -235,147 +210,87 @@ def run(args) -> int:
 
 def _run_recall(args, models, names, sizes) -> int:
     from sare_tf.data import GeoDataset
-    from sare_tf.evaluation import run_dataset_evaluation
-    from sare_tf.evaluation.plots import plot_query_map, plot_recall_curves, plot_thumbnail_map
+    from sare_tf.evaluation.plots import plot_recall_curves
+    from sare_tf.evaluation.report import RecallReport
 
     dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
     print(dataset.summary() if hasattr(dataset, "summary") else dataset.name)
-    report = {
-        "dataset": os.fspath(args.dataset),
-        "dataset_name": dataset.name,
-        "num_db": dataset.num_db,
-        "num_queries": dataset.num_queries,
-        "index": args.index,
-        "index_params": index_params(args),
-        "image_size": list(args.image_size) if args.image_size else None,  # as asked
-        "models": {},
-    }
-    report["ground_truth"] = args.ground_truth
-    pca_dims = None
-    if args.pca_dims:
-        from sare_tf.evaluation.pca_sweep import parse_pca_dims
-
-        pca_dims = parse_pca_dims(args.pca_dims)
-    rows, curves, pca_rows, condition_rows = [], {}, [], []
+    report = RecallReport.for_dataset(
+        dataset, os.fspath(args.dataset), index_config(args), args.image_size, args.ground_truth
+    )
+    pca_dims = _pca_dims(args)
     for model, name in zip(models, names, strict=True):
-        image_size = sizes[name]
-        print(f"\n== {name} ({model.path}) at {_size_text(image_size)} image size")
-        start = time.perf_counter()
-        pca_fit = None
-        if pca_dims and args.pca_from:
-            pca_fit = _database_descriptors(args, model, image_size)
-        evaluation = run_dataset_evaluation(
-            model,
-            dataset,
-            image_size=image_size,
-            progress=not args.quiet,
-            ns=RECALL_NS,
-            index=args.index,
-            batch_size=args.batch_size,
-            query_long_side=args.query_long_side,
-            protocol=args.protocol,
-            max_n=CURVE_MAX_N,
-            ground_truth=args.ground_truth,
-            pca_dims=pca_dims,
-            pca_fit_descriptors=pca_fit,
-            descriptor_dir=os.path.join(args.out, "descriptors", name.replace("/", "_"))
-            if args.keep_descriptors
-            else None,
-            **{k: v for k, v in index_params(args).items() if v is not None},
-        )
-        result = evaluation.result
-        if args.save_predictions:
-            _save_predictions(args, dataset, evaluation, name)
-        if args.hloc_out:
-            _write_hloc(args, dataset, evaluation, name)
-        curve = result.curve(min(CURVE_MAX_N, max(result.depth, 1)))
-        curves[name] = curve
-        report["protocol"] = evaluation.protocol
-        report["models"][name] = {
-            "path": model.path,
-            "kind": model.kind,
-            "image_size": None if image_size is None else list(image_size),
-            **evaluation.metrics,
-            "recall_curve": [round(float(v), 6) for v in curve],
-            "num_queries": result.num_queries,
-            "num_queries_without_positive": result.num_without_positive,
-            "num_unreadable_queries": int((~evaluation.query_valid).sum()),
-            "num_unreadable_db": int((~evaluation.db_valid).sum()),
-            "seconds": {**evaluation.seconds, "total": time.perf_counter() - start},
-        }
-        rows.append({"model": name, "image_size": image_size, **evaluation.metrics})
-        if args.sequence_length:
-            sequence = _sequence_matching(args, dataset, evaluation)
-            report["models"][name]["sequence_matching"] = {
-                "length": args.sequence_length,
-                **sequence.metrics(),
-            }
-            rows.append({"model": f"{name} seq{args.sequence_length}", "image_size": image_size,
-                         **sequence.metrics()})  # fmt: skip
-        if dataset.query_attributes:
-            from sare_tf.evaluation.recall import recall_by_condition
-
-            breakdown = recall_by_condition(result, dataset.query_attributes)
-            report["models"][name]["by_condition"] = breakdown
-            condition_rows += [
-                {"model": f"{name} {condition}={value}", "dims": cell["num_queries"], **cell}
-                for condition, cells in breakdown.items()
-                for value, cell in cells.items()
-            ]
-        if evaluation.pca_results:
-            report["models"][name]["pca_sweep"] = {
-                "fitted_on": args.pca_from or "the evaluated database",
-                **{str(dim): r.metrics() for dim, r in evaluation.pca_results.items()},
-            }
-            pca_rows += [
-                {"model": name, "dims": dim, **r.metrics()}
-                for dim, r in evaluation.pca_results.items()
-            ]
-        if args.tsne:
-            tsne_path = os.path.join(args.out, f"tsne_{name.replace('/', '_')}.png")
-            plot_query_map(
-                evaluation.query_desc,
-                dataset.query_utm,
-                tsne_path,
-                title=f"{name}: query descriptors by place (t-SNE)",
-            )
-            report["models"][name]["tsne_png"] = tsne_path
-            thumbnails_path = os.path.join(args.out, f"tsne_images_{name.replace('/', '_')}.png")
-            valid = np.flatnonzero(evaluation.query_valid)
-            plot_thumbnail_map(
-                evaluation.query_desc[valid],
-                [dataset.query_image_paths()[i] for i in valid],
-                thumbnails_path,
-                title=f"{name}: query images at their descriptors' t-SNE positions",
-            )
-            report["models"][name]["tsne_images_png"] = thumbnails_path
+        _evaluate_model(args, dataset, report, model, name, sizes[name], pca_dims)
     curve_path = plot_recall_curves(
-        curves, os.path.join(args.out, "recall_curve.png"), title=dataset.name
+        report.curves, os.path.join(args.out, "recall_curve.png"), title=dataset.name
     )
-    report["recall_curve_png"] = curve_path
+    report.header["recall_curve_png"] = curve_path
     metrics_path = os.path.join(args.out, "metrics.json")
-    with open(metrics_path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    print(
-        f"\nRecall@N on {dataset.name} ({report.get('protocol', 'standard')} protocol, "
-        f"{args.index} index), in %:"
-    )
-    print(_format_table(rows, [f"recall@{n}" for n in RECALL_NS]))
-    if condition_rows:
-        print("\nRecall@N per query condition, in %:")
-        print(_format_table(condition_rows, [f"recall@{n}" for n in RECALL_NS], second="queries"))
-    if pca_rows:
-        fitted = args.pca_from or "the evaluated database"
-        print(f"\nRecall@N per PCA-whitened descriptor size (PCA fitted on {fitted}), in %:")
-        print(_format_table(pca_rows, [f"recall@{n}" for n in RECALL_NS], second="dims"))
-    without = {name: m["num_queries_without_positive"] for name, m in report["models"].items()}
-    if any(without.values()):
-        print(
-            f"Note: {max(without.values())} of {dataset.num_queries} queries have no database "
-            "image within the positive radius and count as failures."
-        )
+    report.write(metrics_path)
+    print(report.tables(pca_fitted_on=args.pca_from or "the evaluated database"))
     print(f"Wrote {metrics_path} and {curve_path}")
     return 0
+
+
+def _pca_dims(args):
+    from sare_tf.evaluation.pca_sweep import parse_pca_dims
+
+    return parse_pca_dims(args.pca_dims) if args.pca_dims else None
+
+
+def _evaluate_model(args, dataset, report, model, name: str, image_size, pca_dims) -> None:
+    """Evaluates one model and adds it (and what the flags ask for) to the report."""
+    from sare_tf.evaluation import run_dataset_evaluation
+    from sare_tf.evaluation.report import CURVE_MAX_N, RECALL_NS, size_text
+
+    print(f"\n== {name} ({model.path}) at {size_text(image_size)} image size")
+    start = time.perf_counter()
+    pca_fit = _database_descriptors(args, model, image_size) if pca_dims and args.pca_from else None
+    descriptor_dir = None
+    if args.keep_descriptors:
+        descriptor_dir = os.path.join(args.out, "descriptors", name.replace("/", "_"))
+    evaluation = run_dataset_evaluation(
+        model, dataset, image_size=image_size, progress=not args.quiet, ns=RECALL_NS,
+        index=index_config(args), batch_size=args.batch_size,
+        query_long_side=args.query_long_side, protocol=args.protocol, max_n=CURVE_MAX_N,
+        ground_truth=args.ground_truth, pca_dims=pca_dims, pca_fit_descriptors=pca_fit,
+        descriptor_dir=descriptor_dir,
+    )  # fmt: skip
+    if args.save_predictions:
+        _save_predictions(args, dataset, evaluation, name)
+    if args.hloc_out:
+        _write_hloc(args, dataset, evaluation, name)
+    entry = report.add_model(name, model, image_size, evaluation, start)
+    if args.sequence_length:
+        sequence = _sequence_matching(args, dataset, evaluation)
+        report.add_sequence_matching(name, image_size, args.sequence_length, sequence.metrics())
+    if dataset.query_attributes:
+        report.add_conditions(name, evaluation.result, dataset.query_attributes)
+    if evaluation.pca_results:
+        report.add_pca_sweep(
+            name, evaluation.pca_results, args.pca_from or "the evaluated database"
+        )
+    if args.tsne:
+        entry.update(_tsne_maps(args, dataset, evaluation, name))
+
+
+def _tsne_maps(args, dataset, evaluation, name: str) -> dict:
+    """The t-SNE maps of the query descriptors (by place, and with the images); their paths."""
+    from sare_tf.evaluation.plots import plot_query_map, plot_thumbnail_map
+
+    stem = name.replace("/", "_")
+    tsne_path = os.path.join(args.out, f"tsne_{stem}.png")
+    plot_query_map(
+        evaluation.query_desc, dataset.query_utm, tsne_path,
+        title=f"{name}: query descriptors by place (t-SNE)",
+    )  # fmt: skip
+    thumbnails_path = os.path.join(args.out, f"tsne_images_{stem}.png")
+    valid = np.flatnonzero(evaluation.query_valid)
+    plot_thumbnail_map(
+        evaluation.query_desc[valid], [dataset.query_image_paths()[i] for i in valid],
+        thumbnails_path, title=f"{name}: query images at their descriptors' t-SNE positions",
+    )  # fmt: skip
+    return {"tsne_png": tsne_path, "tsne_images_png": thumbnails_path}
 
 
 def _save_predictions(args, dataset, evaluation, name: str) -> None:
@@ -428,6 +343,7 @@ def _write_hloc(args, dataset, evaluation, name: str) -> None:
 
 
 def _sequence_matching(args, dataset, evaluation):
+    from sare_tf.evaluation.report import RECALL_NS
     from sare_tf.evaluation.sequence_matching import evaluate_sequence_matching
 
     if not str(dataset.frame or "").startswith("frame indices"):
@@ -457,6 +373,7 @@ def _database_descriptors(args, model, image_size):
 
 def _run_map(args, models, names, sizes) -> int:
     from sare_tf.evaluation import evaluate_benchmark, load_holidays, load_oxford_paris
+    from sare_tf.evaluation.report import format_table, size_text
 
     if args.protocol == "holidays":
         benchmark = load_holidays(args.image_root or args.dataset)
@@ -470,16 +387,15 @@ def _run_map(args, models, names, sizes) -> int:
     rows = []
     for model, name in zip(models, names, strict=True):
         image_size = sizes[name]
-        print(f"\n== {name} ({model.path}) at {_size_text(image_size)} image size")
+        print(f"\n== {name} ({model.path}) at {size_text(image_size)} image size")
         result = evaluate_benchmark(
             model,
             benchmark,
             image_size=image_size,
             batch_size=args.batch_size,
-            index=args.index,
+            index=index_config(args),
             long_side=args.query_long_side,
             progress=not args.quiet,
-            **{k: v for k, v in index_params(args).items() if v is not None},
         )
         report["models"][name] = {
             "path": model.path,
@@ -489,9 +405,8 @@ def _run_map(args, models, names, sizes) -> int:
         }
         rows.append({"model": name, "image_size": image_size, "map": result["map"]})
     metrics_path = os.path.join(args.out, "metrics.json")
-    with open(metrics_path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
+    write_json_atomic(metrics_path, report)
     print(f"\nmAP on {benchmark.name}, in %:")
-    print(_format_table(rows, ["map"]))
+    print(format_table(rows, ["map"]))
     print(f"Wrote {metrics_path}")
     return 0

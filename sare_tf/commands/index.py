@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sare_tf.commands._index_flags import add_index_arguments, index_params
+from sare_tf.commands._index_flags import add_index_arguments, index_config
 from sare_tf.commands._runtime_flag import MODEL_HELP, add_runtime_argument
 
 HELP = "build, extend, inspect or merge a place index (database descriptors + positions, faiss)"
@@ -94,10 +94,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "build":
         shard = parse_shard(args.shard) if args.shard else None
         index = PlaceIndex.build(
-            loaded, dataset.db_image_paths(), dataset.db_utm, args.out, index=args.index,
+            loaded, dataset.db_image_paths(), dataset.db_utm, args.out, index=index_config(args),
             shard=shard, batch_size=args.batch_size, chunk_size=args.chunk_size,
             progress=progress, frame=dataset.frame, overwrite=args.overwrite,
-            **{k: v for k, v in index_params(args).items() if v is not None},
         )  # fmt: skip
     else:
         index = PlaceIndex.load(args.index_dir).add(

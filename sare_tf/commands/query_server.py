@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="database image names, one per line, in the rows' order of --db-descriptors",
     )
     parser.add_argument("--top", type=int, default=5, help="nearest database images to print")
-    parser.add_argument("--output", default=None, help="save the descriptors [Q, D] to this .npy")
+    parser.add_argument("--out", default=None, help="save the descriptors [Q, D] to this .npy")
+    parser.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # its former name
     parser.add_argument("--batch-size", type=int, default=16, help="images per request")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
 
@@ -115,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     descriptors = serving_client.predict(
         url, images, args.signature, batch_size=args.batch_size, timeout=args.timeout
     )
-    if args.output:
-        np.save(args.output, descriptors)
+    if args.out:
+        np.save(args.out, descriptors)
         print(
-            f"Saved {descriptors.shape[0]} descriptors of {descriptors.shape[1]} dims to {args.output}"
+            f"Saved {descriptors.shape[0]} descriptors of {descriptors.shape[1]} dims to {args.out}"
         )
     if db_desc is None:
         for path, descriptor in zip(args.images, descriptors, strict=True):

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
 
 import numpy as np
 
-from sare_tf.evaluation.recall import DEFAULT_NS, RecallResult, check_ns, log_recall_caveats
+from sare_tf.artifacts import DescriptorModel
+from sare_tf.encoding import extract_descriptors, predict_fn
+from sare_tf.evaluation.average_precision import mean_average_precision
+from sare_tf.evaluation.pca_sweep import pca_sweep
+from sare_tf.evaluation.protocols import protocol_for_dataset, ranked_search
+from sare_tf.evaluation.recall import (
+    DEFAULT_NS,
+    RecallResult,
+    check_ns,
+    evaluate_retrieval,
+    log_recall_caveats,
+)
+from sare_tf.index.faiss_search import build_index
 
 logger = logging.getLogger("sare_tf.evaluation")
 
@@ -48,8 +61,6 @@ def _unwrap(model, image_size):
 
     Accepts a `DescriptorModel` too; its fixed input size is the default image size.
     """
-    from sare_tf.artifacts import DescriptorModel
-    from sare_tf.encoding import predict_fn
 
     if isinstance(model, DescriptorModel):
         model, image_size = model.model, image_size if image_size is not None else model.image_size
@@ -90,7 +101,6 @@ def run_dataset_evaluation(
     ground_truth: str = "distance",
     pca_dims=None,
     pca_fit_descriptors=None,
-    **index_params,
 ) -> DatasetEvaluation:
     """Extracts query and database descriptors and measures Recall@N.
 
@@ -99,7 +109,8 @@ def run_dataset_evaluation(
         dataset: a `sare_tf.data.GeoDataset`.
         image_size: `(height, width)` for every image, or None to keep image sizes.
         ns: the N to report.
-        index: "flat" (exact), "ivfpq" or "hnsw" (see `sare_tf.index.faiss_search`).
+        index: "flat" (exact), "ivfpq", "hnsw" or an `IndexConfig` with their settings (see
+            `sare_tf.index.faiss_search`).
         batch_size: images per model call.
         query_long_side: shrink queries to this longer side. With the Tokyo 24/7 protocol and
             no `image_size`, it defaults to 640 (the protocol's query size).
@@ -115,15 +126,10 @@ def run_dataset_evaluation(
         pca_dims: also evaluate the descriptors PCA-whitened to each of these sizes (first D
             components, then L2; `sare_tf.evaluation.pca_sweep`), from the same extraction.
         pca_fit_descriptors: what that PCA is learnt on (default the database descriptors).
-        **index_params: `IndexConfig` fields (nlist, m, nbits, nprobe, refine_factor, ...).
 
     Returns:
         A `DatasetEvaluation`.
     """
-    from sare_tf.encoding import extract_descriptors
-    from sare_tf.evaluation.protocols import protocol_for_dataset
-    from sare_tf.evaluation.recall import evaluate_retrieval
-
     ns = check_ns(ns)
     labels = _labels_for(dataset, ground_truth)
     model, image_size = _unwrap(model, image_size)
@@ -132,79 +138,42 @@ def run_dataset_evaluation(
     if protocol_name == "tokyo247" and query_long_side is None and image_size is None:
         query_long_side = TOKYO247_QUERY_LONG_SIDE
     dist_thr = float(dataset.pos_dist_thr if dist_thr is None else dist_thr)
-    out = {"db": None, "query": None}
-    if descriptor_dir is not None:
-        out = {
-            kind: os.path.join(os.fspath(descriptor_dir), f"{kind}_descriptors.npy") for kind in out
-        }
-
+    common = dict(image_size=image_size, batch_size=batch_size, progress=progress)
     start = time.perf_counter()
-    if progress:
-        print(f"Extracting {dataset.num_db} database descriptors ({dataset.name})")
-    db_desc, db_valid = extract_descriptors(
-        model,
-        dataset.db_image_paths(),
-        image_size=image_size,
-        batch_size=batch_size,
-        out_path=out["db"],
-        progress=progress,
-        return_valid=True,
-    )
-    if progress:
-        print(f"Extracting {dataset.num_queries} query descriptors ({dataset.name})")
-    query_desc, query_valid = extract_descriptors(
-        model,
-        dataset.query_image_paths(),
-        image_size=image_size,
-        batch_size=batch_size,
-        out_path=out["query"],
-        long_side=query_long_side,
-        progress=progress,
-        return_valid=True,
+    db_desc, db_valid = _extract(model, dataset, "db", descriptor_dir, **common)
+    query_desc, query_valid = _extract(
+        model, dataset, "query", descriptor_dir, long_side=query_long_side, **common
     )
     extraction_seconds = time.perf_counter() - start
+    search = functools.partial(
+        evaluate_retrieval, query_utm=dataset.query_utm, db_utm=dataset.db_utm, ns=ns,
+        dist_thr=dist_thr, index=index, protocol=ranking_protocol, max_n=max_n,
+        invalid_queries=~query_valid, invalid_db=~db_valid, **labels,
+    )  # fmt: skip
     start = time.perf_counter()
-    result = evaluate_retrieval(
-        query_desc,
-        db_desc,
-        dataset.query_utm,
-        dataset.db_utm,
-        ns=ns,
-        dist_thr=dist_thr,
-        index=index,
-        protocol=ranking_protocol,
-        max_n=max_n,
-        invalid_queries=~query_valid,
-        invalid_db=~db_valid,
-        **labels,
-        **index_params,
-    )
+    result = search(query_desc, db_desc)
     search_seconds = time.perf_counter() - start
     log_recall_caveats(result, dataset.name)
     pca_results = {}
     if pca_dims:
-        from sare_tf.evaluation.pca_sweep import pca_sweep
-
-        def evaluate_reduced(reduced_query, reduced_db):
-            return evaluate_retrieval(
-                reduced_query, reduced_db, dataset.query_utm, dataset.db_utm, ns=ns,
-                dist_thr=dist_thr, index=index, protocol=ranking_protocol, max_n=max_n,
-                invalid_queries=~query_valid, invalid_db=~db_valid, **labels, **index_params,
-            )  # fmt: skip
-
         fit_on = db_desc[db_valid] if pca_fit_descriptors is None else pca_fit_descriptors
-        pca_results = pca_sweep(query_desc, db_desc, pca_dims, evaluate_reduced, fit_on)
+        pca_results = pca_sweep(query_desc, db_desc, pca_dims, search, fit_on)
     return DatasetEvaluation(
-        result.metrics(),
-        result,
-        query_desc,
-        db_desc,
-        query_valid,
-        db_valid,
-        protocol_name,
-        {"extraction": extraction_seconds, "search": search_seconds},
-        pca_results,
-    )
+        result.metrics(), result, query_desc, db_desc, query_valid, db_valid, protocol_name,
+        {"extraction": extraction_seconds, "search": search_seconds}, pca_results,
+    )  # fmt: skip
+
+
+def _extract(model, dataset, which: str, descriptor_dir, **kwargs):
+    """`(descriptors, valid)` of the dataset's "db" or "query" images, memory-mapped into
+    `<descriptor_dir>/<which>_descriptors.npy` when a folder is given."""
+    paths = dataset.db_image_paths() if which == "db" else dataset.query_image_paths()
+    what = "database" if which == "db" else "query"
+    logger.info("Extracting %d %s descriptors (%s)", len(paths), what, dataset.name)
+    out_path = None
+    if descriptor_dir is not None:
+        out_path = os.path.join(os.fspath(descriptor_dir), f"{which}_descriptors.npy")
+    return extract_descriptors(model, paths, out_path=out_path, return_valid=True, **kwargs)
 
 
 def evaluate_dataset(
@@ -247,7 +216,6 @@ def evaluate_benchmark(
     index="flat",
     long_side: int | None = None,
     progress: bool = True,
-    **index_params,
 ) -> dict:
     """mAP of a model on an Oxford / Paris / Holidays style benchmark.
 
@@ -259,18 +227,13 @@ def evaluate_benchmark(
         benchmark: a `RetrievalBenchmark` (`load_oxford_paris`, `load_holidays`).
         image_size: `(height, width)` or None to keep image sizes.
         batch_size: images per model call.
-        index: "flat", "ivfpq" or "hnsw".
+        index: "flat", "ivfpq", "hnsw" or an `IndexConfig`.
         long_side: shrink images whose longer side exceeds this.
         progress: progress bars.
-        **index_params: `IndexConfig` fields.
 
     Returns:
         `{"map": .., "num_queries": .., "num_db": .., "aps": {query name: AP}}`.
     """
-    from sare_tf.encoding import extract_descriptors
-    from sare_tf.evaluation.average_precision import mean_average_precision
-    from sare_tf.evaluation.protocols import ranked_search
-    from sare_tf.index.faiss_search import build_index
 
     model, image_size = _unwrap(model, image_size)
     common = dict(image_size=image_size, batch_size=batch_size, long_side=long_side)
@@ -286,7 +249,7 @@ def evaluate_benchmark(
         **common,
     )
     kept = np.flatnonzero(db_valid)
-    faiss_index = build_index(db_desc[kept], index, **index_params)
+    faiss_index = build_index(db_desc[kept], index)
     ranked = ranked_search(faiss_index, query_desc, len(kept), db_ids=kept)
     ranked[~query_valid] = -1
     mean_ap, aps = mean_average_precision(ranked, benchmark.positives, benchmark.junk)

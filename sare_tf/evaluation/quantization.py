@@ -12,9 +12,12 @@ distribution of the cosine between its descriptor and the Keras one of the same 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 EXPORTS = (("onnx", "none"), ("onnx", "int8"), ("litert", "none"), ("litert", "dynamic"),
            ("litert", "int8"))  # fmt: skip
@@ -59,7 +62,7 @@ def runtime_comparison(
     paths = [*dataset.db_image_paths(), *dataset.query_image_paths()]
 
     def evaluate(loaded, label):
-        print(f"encoding {len(paths)} images with {label}", flush=True)
+        logger.info(f"encoding {len(paths)} images with {label}")
         descriptors, valid = encode(loaded, paths, progress=False)
         if not valid.all():
             raise ValueError(f"{int((~valid).sum())} images could not be read; fix the dataset.")

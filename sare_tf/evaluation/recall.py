@@ -278,7 +278,6 @@ def evaluate_retrieval(
     progress: bool = False,
     query_labels=None,
     db_labels=None,
-    **index_params,
 ) -> RecallResult:
     """Searches the database for every query and measures Recall@N.
 
@@ -299,7 +298,6 @@ def evaluate_retrieval(
         progress: show a progress bar while searching.
         query_labels, db_labels: place labels for label ground truth (then `dist_thr` and the
             positions are not used to judge retrievals).
-        **index_params: `IndexConfig` fields.
 
     Returns:
         A `RecallResult`.
@@ -332,7 +330,7 @@ def evaluate_retrieval(
             raise ValueError("No readable database image is left to search.")
         xb = xb[kept_db]
     depth = min(max(max(ns), max_n or 0), len(xb))
-    faiss_index = build_index(xb, index, **index_params)
+    faiss_index = build_index(xb, index)
     retrieved = ranked_search(
         faiss_index,
         xq,

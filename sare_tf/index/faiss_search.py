@@ -109,6 +109,16 @@ class IndexConfig:
             description = f"OPQ{m},{description}"
         return f"{description},RFlat" if self.refine_factor else description
 
+    def settings(self) -> dict:
+        """The fields that apply to this kind of index (what a report records beside `kind`)."""
+        if self.kind == "ivfpq":
+            names = ("nlist", "m", "nbits", "nprobe", "refine_factor", "opq")
+        elif self.kind == "hnsw":
+            names = ("hnsw_m", "ef_construction", "ef_search")
+        else:
+            names = ()
+        return {name: getattr(self, name) for name in names}
+
     def build_parameters(self) -> dict:
         """`faiss.ParameterSpace` settings needed before the index is filled."""
         return {"efConstruction": self.ef_construction} if self.kind == "hnsw" else {}

@@ -32,11 +32,25 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import os
 import shutil
 import zipfile
 
+import faiss
 import numpy as np
+
+from sare_tf._version import __version__
+from sare_tf.data.geodesy import UtmFrame
+from sare_tf.index.faiss_search import (
+    IndexConfig,
+    as_index_config,
+    search_index,
+    trained_index,
+    training_sample,
+)
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "sare_tf.index.store"
 FORMAT_VERSION = 1
@@ -179,13 +193,13 @@ def encode_resumable(
     starts = list(range(0, len(paths), chunk_size))
     done = [s for s in starts if os.path.exists(os.path.join(work_dir, f"chunk-{s:010d}.npz"))]
     if done and progress:
-        print(f"Resuming: {len(done)} of {len(starts)} chunks already encoded in {work_dir}")
+        logger.info(f"Resuming: {len(done)} of {len(starts)} chunks already encoded in {work_dir}")
     for number, start in enumerate(starts):
         chunk_path = os.path.join(work_dir, f"chunk-{start:010d}.npz")
         if os.path.exists(chunk_path):
             continue
         if progress:
-            print(f"Encoding chunk {number + 1}/{len(starts)} ({start}-{start + chunk_size})")
+            logger.info(f"Encoding chunk {number + 1}/{len(starts)} ({start}-{start + chunk_size})")
         descriptors, valid = encode(
             loaded, paths[start : start + chunk_size], batch_size=batch_size, progress=progress,
             require_any=False,  # a chunk of only bad images is skipped and counted, not fatal
@@ -269,7 +283,6 @@ class PlaceIndex:
             ValueError: a manifest of another format or version, or a missing / damaged file
                 (named).
         """
-        import faiss
 
         folder = os.path.abspath(os.fspath(folder))
         manifest = read_manifest(folder)
@@ -304,7 +317,6 @@ class PlaceIndex:
     @property
     def frame(self):
         """The `UtmFrame` of the positions (None: metres of an unknown frame)."""
-        from sare_tf.data.geodesy import UtmFrame
 
         return UtmFrame.from_dict(self.manifest.get("frame"))
 
@@ -364,7 +376,6 @@ class PlaceIndex:
 
     def search(self, xq, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """`(D, I)`: `[Nq, k]` similarities (decreasing) and database ids (`-1` past N)."""
-        from sare_tf.index.faiss_search import search_index
 
         return search_index(self.faiss_index, xq, k)
 
@@ -433,7 +444,6 @@ class PlaceIndex:
     @classmethod
     def from_descriptors(
         cls, descriptor_file, positions, paths, folder, model: dict, index="flat", frame=None,
-        **index_params,
     ) -> PlaceIndex:  # fmt: skip
         """An index of descriptors computed elsewhere (a `.npy` file of float32 `[N, D]`).
 
@@ -446,10 +456,9 @@ class PlaceIndex:
             folder: the index folder (new).
             model: the manifest's model section: at least "fingerprint" (what `check_model`
                 compares) and "image_size"; "path", "name", "kind" where known.
-            index: "flat", "ivfpq", "hnsw" or an `IndexConfig`; `index_params` its fields.
+            index: "flat", "ivfpq", "hnsw" or an `IndexConfig` with their settings.
             frame: the `UtmFrame` of the positions, if they came from latitude / longitude.
         """
-        from sare_tf.index.faiss_search import as_index_config
 
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
@@ -458,7 +467,7 @@ class PlaceIndex:
         positions = _check_positions(positions, shape[0])
         if len(paths) != shape[0]:
             raise ValueError(f"{len(paths)} paths for {shape[0]} descriptors.")
-        config = as_index_config(index, **index_params)
+        config = as_index_config(index)
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -489,7 +498,6 @@ class PlaceIndex:
         progress: bool = True,
         frame=None,
         overwrite: bool = False,
-        **index_params,
     ) -> PlaceIndex:
         """Encodes database images and writes a new index (or one shard of it) to `folder`.
 
@@ -498,7 +506,7 @@ class PlaceIndex:
             image_paths: database image files.
             positions: `[N, 2]` their positions in metres.
             folder: the index folder (must not hold an index yet).
-            index: "flat", "ivfpq", "hnsw" or an `IndexConfig`; `index_params` its fields.
+            index: "flat", "ivfpq", "hnsw" or an `IndexConfig` with their settings.
             shard: `(i, n)`: encode only the i-th of n contiguous parts (merge them later).
             batch_size: images per model call.
             chunk_size: images per resumable chunk.
@@ -508,7 +516,6 @@ class PlaceIndex:
             overwrite: replace an index already in `folder` (its files only).
         """
         from sare_tf.artifacts import model_fingerprint
-        from sare_tf.index.faiss_search import as_index_config
 
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
@@ -522,7 +529,7 @@ class PlaceIndex:
         positions = _check_positions(positions, len(paths))
         total = len(paths)
         start, stop = (0, total) if shard is None else shard_range(total, *shard, align=chunk_size)
-        config = as_index_config(index, **index_params)
+        config = as_index_config(index)
         fingerprint = model_fingerprint(loaded)
         identity = {
             "fingerprint": fingerprint,
@@ -628,7 +635,6 @@ class PlaceIndex:
             IndexMismatchError: shards of different models, builds or index settings, or a
                 shard missing or given twice (named).
         """
-        from sare_tf.index.faiss_search import IndexConfig
 
         shards = [cls.load(f) for f in shard_folders]
         _check_shards(shards)
@@ -640,7 +646,7 @@ class PlaceIndex:
         work = os.path.join(folder, ".work-merge")
         os.makedirs(work, exist_ok=True)
         if progress:
-            print(f"Merging {len(shards)} shards ({sum(s.count for s in shards)} images)")
+            logger.info(f"Merging {len(shards)} shards ({sum(s.count for s in shards)} images)")
         combined = _concatenate_rows(
             os.path.join(work, "combined.npy"),
             [(os.path.join(s.folder, s.manifest["files"]["descriptors"]), None) for s in shards],
@@ -862,9 +868,6 @@ def _write_generation(
     `descriptor_file` (a finished `.npy` on the same file system) is moved into place; the faiss
     index is built from it block by block unless one is given.
     """
-    import faiss
-
-    from sare_tf.index.faiss_search import trained_index, training_sample
 
     os.makedirs(folder, exist_ok=True)
     previous = read_manifest(folder) if os.path.exists(os.path.join(folder, MANIFEST)) else {}
@@ -891,7 +894,6 @@ def _write_generation(
     faiss_path = os.path.join(folder, files["faiss"])
     faiss.write_index(faiss_index, f"{faiss_path}.tmp")
     os.replace(f"{faiss_path}.tmp", faiss_path)
-    from sare_tf._version import __version__
 
     manifest = {
         **manifest,

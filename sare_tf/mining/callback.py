@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import keras
@@ -9,6 +10,8 @@ import numpy as np
 
 from sare_tf.mining.hard_negatives import NO_INDEX
 from sare_tf.mining.policies import FullRefresh, get_policy
+
+logger = logging.getLogger(__name__)
 
 
 class HardNegativeMining(keras.callbacks.Callback):
@@ -187,7 +190,7 @@ class HardNegativeMining(keras.callbacks.Callback):
         self.last_query_ids = query_ids
         self._last_refresh_at = self._queries_seen
         if self.verbose:
-            print(
+            logger.info(
                 f"Hard-negative mining {record['refresh']} ({record['mode']}, "
                 f"{record['num_queries_mined']} queries): {record['seconds']:.1f} s, "
                 f"{100 * record['changed_fraction']:.0f}% of tuples changed"
@@ -206,7 +209,7 @@ class HardNegativeMining(keras.callbacks.Callback):
         chunk = 256
         bar = keras.utils.Progbar(len(paths), unit_name="image") if self.verbose else None
         if bar is not None:
-            print(f"Mining: encoding {len(paths)} {label} images")
+            logger.info(f"Mining: encoding {len(paths)} {label} images")
         parts, readable = [], []
         for first in range(0, len(paths), chunk):
             descriptors, ok = encode(

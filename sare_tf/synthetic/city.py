@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 
@@ -42,6 +43,8 @@ from sare_tf.synthetic.render import (
     apply_sensor,
     render_view,
 )
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 2
@@ -390,7 +393,9 @@ def make_synthetic_city(
         with open(manifest_path) as handle:
             if json.load(handle) == manifest:
                 if progress:
-                    print(f"Synthetic city already present in {out_dir} (same settings): reused.")
+                    logger.info(
+                        f"Synthetic city already present in {out_dir} (same settings): reused."
+                    )
                 return mats
     for split in SPLITS:
         for kind in ("database", "queries"):
@@ -402,7 +407,7 @@ def make_synthetic_city(
     if progress:
         import keras
 
-        print(
+        logger.info(
             f"Generating the '{preset}' synthetic city in {out_dir}: {total} images of "
             f"{config.image_size[0]}x{config.image_size[1]} (seed {seed})"
         )
@@ -438,7 +443,7 @@ def make_synthetic_city(
     os.replace(manifest_path + ".tmp", manifest_path)
     if progress:
         seconds = time.perf_counter() - start
-        print(
+        logger.info(
             f"Wrote {total} images in {seconds:.1f} s ({60 * total / max(seconds, 1e-9):.0f} "
             f"images/min); splits: "
             + ", ".join(f"{s} {db} db + {q} queries" for s, (db, q) in counts.items())

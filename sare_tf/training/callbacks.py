@@ -3,6 +3,7 @@ summary, the learning-rate halving schedule and a NaN guard."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -12,6 +13,8 @@ import keras
 import numpy as np
 
 from sare_tf.atomic import save_model_atomic, write_json_atomic
+
+logger = logging.getLogger(__name__)
 
 
 def halving_schedule(initial_lr: float, halve_every: int):
@@ -497,7 +500,7 @@ class CollapseDetector(keras.callbacks.Callback):
         if self.recover:
             message += self._recover(epoch, record)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-        print(f"WARNING: {message}")
+        logger.warning(message)
 
     def _recover(self, epoch: int, record: dict) -> str:
         for variable, value in zip(self.model.weights, self._good_weights, strict=True):

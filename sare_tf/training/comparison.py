@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 
 from sare_tf.registry import COMPARISON_LOSSES
+
+logger = logging.getLogger(__name__)
 
 TABLE_NS = (1, 5, 10)
 
@@ -68,7 +71,7 @@ def compare_losses(config, test_dataset, losses=COMPARISON_LOSSES, out=None, pro
     rows, curves = [], {}
     for loss in losses:
         if progress:
-            print(f"\n== {loss}: training from {initial}")
+            logger.info(f"\n== {loss}: training from {initial}")
         run_start = time.perf_counter()
         run = dataclasses.replace(
             config, loss=loss, out=os.path.join(out, loss), initial_model=initial,

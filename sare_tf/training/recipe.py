@@ -31,6 +31,7 @@ Reference:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -52,6 +53,8 @@ from sare_tf.training.run_folder import (
     RunFolder,
 )
 from sare_tf.training.strategy import is_chief, is_multiworker, make_strategy, worker_id
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BACKUP_DIR",
@@ -317,7 +320,7 @@ class TrainingRun:
         if self.multiworker:
             check_same_backup_position(self.strategy, position, self.backup.backup_dir)
         if resuming:
-            print(
+            logger.info(
                 f"Resuming the run in {self.folder.path} from its backup "
                 f"(epoch {max(position[0], 0) + 1})."
             )
@@ -430,7 +433,7 @@ class TrainingRun:
         from sare_tf.data.image_batches import labelled_image_dataset
 
         config = self.config
-        print(
+        logger.info(
             f"Geographic classification: {self.cells.num_cells} non-empty {config.geo_cell_m:g} m "
             f"cells over {self.train_data.num_db} training database images"
         )

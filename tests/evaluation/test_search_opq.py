@@ -195,7 +195,7 @@ def test_evaluate_command_builds_an_opq_index(tiny_city, tmp_path, monkeypatch):
     model.save(keras_path)
     out = tmp_path / "out"
     argv = ["evaluate", "--model", str(keras_path), "--dataset", tiny_city["test"],
-            "--index", "ivfpq", "--opq", "--nlist", "2", "--pq-m", "4", "--nbits", "4",
+            "--index-type", "ivfpq", "--opq", "--nlist", "2", "--pq-m", "4", "--nbits", "4",
             "--nprobe", "2", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "metrics.json").read_text())

@@ -105,7 +105,7 @@ def test_killed_run_resumes_from_backup_and_finishes(tiny_city, tmp_path):
         _command(tiny_city, out), capture_output=True, text=True, env=env, timeout=300
     )
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "Resuming the run" in second.stdout and "(epoch 2)" in second.stdout
+    assert "Resuming the run" in second.stderr and "(epoch 2)" in second.stderr  # logged
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed"
