@@ -40,14 +40,29 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
         pass  # the command's own --quiet (same meaning, e.g. no progress bars)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (not when the handler was
+    made): a redirected or replaced stderr gets the lines, a closed one is never written to."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass  # always the current sys.stderr
+
+
 def _configure_logging(quiet: bool) -> None:
     """Library modules log to "sare_tf.*"; the command shows INFO lines unless --quiet."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("sare_tf")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,5 +90,7 @@ def test_one_flag_vocabulary_index_is_a_folder_and_the_faiss_kind_is_index_type(
     assert "--index is a place index folder in `localize` and `serve`" in error
     assert "--index-type, one of flat, ivfpq, hnsw. Received: --index runs/places" in error
     # Outputs are --out everywhere (query-server's --output kept as its former name).
-    args = parser.parse_args(["query-server", "http://localhost:8501", "p.jpg", "--output", "q.npy"])
+    args = parser.parse_args(
+        ["query-server", "http://localhost:8501", "p.jpg", "--output", "q.npy"]
+    )
     assert args.out == "q.npy"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -95,9 +97,10 @@ def _locations(model, paths, image_size):
     return features.reshape(len(paths), -1, features.shape[-1])
 
 
-def test_unreadable_images_are_skipped_and_counted(jpeg_paths, bad_paths, capsys):
+def test_unreadable_images_are_skipped_and_counted(jpeg_paths, bad_paths, caplog):
     from sare_tf.data.checks import BadImageLog
 
+    caplog.set_level(logging.INFO, logger="sare_tf")
     model = build_embedding_model("tiny", num_clusters=4, input_shape=(32, 32, 3))
     mixed = [bad_paths[0], *jpeg_paths[:3], bad_paths[1], jpeg_paths[3], bad_paths[2]]
     log = BadImageLog()
@@ -106,7 +109,7 @@ def test_unreadable_images_are_skipped_and_counted(jpeg_paths, bad_paths, capsys
     )
     assert samples.shape == (4 * 5, 128)  # the 4 readable images only
     assert log.count == 3 and set(log.files) == set(bad_paths)
-    printed = capsys.readouterr().out
+    printed = caplog.text  # a library log line
     assert "skipped unreadable images" in printed and "missing.jpg" in printed
 
     # Each readable image gives exactly 5 distinct locations of its own map, nothing else.

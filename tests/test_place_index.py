@@ -15,7 +15,7 @@ import pytest
 from sare_tf.artifacts import DescriptorModel, load_descriptor_model
 from sare_tf.data import GeoDataset
 from sare_tf.encoding import encode
-from sare_tf.index.faiss_search import search
+from sare_tf.index.faiss_search import IndexConfig, search
 from sare_tf.index.store import IndexMismatchError, PlaceIndex, consensus, shard_range
 
 IMAGE_SIZE = (48, 64)
@@ -99,13 +99,13 @@ def test_index_search_equals_evaluate_and_localize_agrees(tiny_model_file, test_
 def test_shards_built_apart_and_merged_equal_one_build(
     tiny_model_file, test_split, tmp_path, index_kind
 ):
-    params = {"nlist": 4, "m": 8, "nbits": 4} if index_kind == "ivfpq" else {}
-    whole = _build(
-        tiny_model_file, test_split, tmp_path / "whole", index=index_kind, chunk_size=8, **params
+    index = IndexConfig(
+        index_kind, **({"nlist": 4, "m": 8, "nbits": 4} if index_kind == "ivfpq" else {})
     )
+    whole = _build(tiny_model_file, test_split, tmp_path / "whole", index=index, chunk_size=8)
     shards = [
-        _build(tiny_model_file, test_split, tmp_path / f"shard{i}", index=index_kind, shard=(i, 3),
-               chunk_size=8, **params)
+        _build(tiny_model_file, test_split, tmp_path / f"shard{i}", index=index, shard=(i, 3),
+               chunk_size=8)
         for i in (2, 0, 1)
     ]  # fmt: skip
     merged = PlaceIndex.merge([s.folder for s in shards], tmp_path / "merged", progress=False)

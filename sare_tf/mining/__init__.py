@@ -2,7 +2,7 @@
 the training pipeline's mining state with it.
 
 `mine_tuples` (numpy in, numpy out) is importable without TensorFlow; `HardNegativeMining`
-(a `keras.callbacks.Callback`) is loaded on first use.
+(a `keras.callbacks.Callback`) and its `MiningSettings` are loaded on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "NO_INDEX",
     "FullRefresh",
     "HardNegativeMining",
+    "MiningSettings",
     "PartialRefresh",
     "RefreshPolicy",
     "get_policy",
@@ -24,6 +25,6 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "HardNegativeMining":
-        return importlib.import_module("sare_tf.mining.callback").HardNegativeMining
+    if name in ("HardNegativeMining", "MiningSettings"):
+        return getattr(importlib.import_module("sare_tf.mining.callback"), name)
     raise AttributeError(f"module 'sare_tf.mining' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -12,6 +13,36 @@ from sare_tf.mining.hard_negatives import NO_INDEX
 from sare_tf.mining.policies import FullRefresh, get_policy
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningSettings:
+    """How `HardNegativeMining` mines: one object instead of loose keyword arguments.
+
+    Attributes:
+        refresh_every: training queries between refreshes (paper recipe: 1000).
+        num_candidates: random negatives sampled per query (paper recipe: 1000).
+        policy: "full", "partial" or a `RefreshPolicy`.
+        grow_with_lr: lengthen the interval as the learning rate drops.
+        initial_lr: the reference learning rate for `grow_with_lr` (default: the optimizer's
+            at train begin).
+        encode_batch_size: images per encoding batch.
+        seed: base seed of the candidate sampling (refresh r uses `seed + r`).
+    """
+
+    refresh_every: int = 1000
+    num_candidates: int = 1000
+    policy: object = "full"
+    grow_with_lr: bool = False
+    initial_lr: float | None = None
+    encode_batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("refresh_every", "num_candidates", "encode_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
 class HardNegativeMining(keras.callbacks.Callback):
@@ -45,20 +76,15 @@ class HardNegativeMining(keras.callbacks.Callback):
     Args:
         pipeline: the `sare_tf.data.tuples.TuplePipeline` whose state is refreshed (its
             dataset, state, image size and tuples per batch are used).
-        refresh_every: training queries between refreshes (paper recipe: 1000).
-        num_candidates: random negatives sampled per query (paper recipe: 1000).
-        policy: "full", "partial" or a `RefreshPolicy`.
-        grow_with_lr: lengthen the interval as the learning rate drops.
-        initial_lr: the reference learning rate for `grow_with_lr` (default: the optimizer's
-            at train begin).
+        settings: a `MiningSettings` (default: the paper's recipe).
         embedding_model: the image -> descriptor model; default: found inside the model being
             trained (`sare_tf.models.embedding_of`).
-        encode_batch_size: images per encoding batch.
-        seed: base seed of the candidate sampling (refresh r uses `seed + r`).
         verbose: 1 prints each refresh and shows progress bars, 0 is silent.
         mine_on_train_begin: mine in `on_train_begin`. Pass False when calling `refresh()`
             yourself before `fit` (needed with a distribution strategy, whose `fit` reads a
             first batch before any callback runs).
+        **overrides: `MiningSettings` fields replacing those of `settings`
+            (`HardNegativeMining(pipeline, refresh_every=500)`).
 
     Attributes:
         refreshes: one record per refresh (queries seen, policy, timings, tuples changed).
@@ -78,34 +104,25 @@ class HardNegativeMining(keras.callbacks.Callback):
     def __init__(
         self,
         pipeline,
-        refresh_every: int = 1000,
-        num_candidates: int = 1000,
-        policy="full",
-        grow_with_lr: bool = False,
-        initial_lr: float | None = None,
+        settings: MiningSettings | None = None,
         embedding_model: keras.Model | None = None,
-        encode_batch_size: int = 16,
-        seed: int = 0,
         verbose: int = 1,
         mine_on_train_begin: bool = True,
+        **overrides,
     ):
         super().__init__()
-        for name, value in (
-            ("refresh_every", refresh_every),
-            ("num_candidates", num_candidates),
-            ("encode_batch_size", encode_batch_size),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        settings = dataclasses.replace(settings or MiningSettings(), **overrides)
+        policy = settings.policy
         self.pipeline = pipeline
+        self.settings = settings
         self.policy = get_policy(policy)
-        self.refresh_every = refresh_every
-        self.num_candidates = num_candidates
-        self.grow_with_lr = grow_with_lr
-        self.initial_lr = initial_lr
+        self.refresh_every = settings.refresh_every
+        self.num_candidates = settings.num_candidates
+        self.grow_with_lr = settings.grow_with_lr
+        self.initial_lr = settings.initial_lr
         self.embedding_model = embedding_model
-        self.encode_batch_size = encode_batch_size
-        self.seed = seed
+        self.encode_batch_size = settings.encode_batch_size
+        self.seed = settings.seed
         self.verbose = verbose
         self.mine_on_train_begin = mine_on_train_begin
         self.refreshes: list[dict] = []

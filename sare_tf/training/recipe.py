@@ -379,7 +379,7 @@ class TrainingRun:
         if self.by_images:
             return self._make_image_pipeline(resume_epoch), None
         from sare_tf.data.tuples import MiningState, TuplePipeline
-        from sare_tf.mining import HardNegativeMining, PartialRefresh
+        from sare_tf.mining import HardNegativeMining, MiningSettings, PartialRefresh
         from sare_tf.training.multiworker import prepare_multiworker_fit
 
         config, data = self.config, self.train_data
@@ -408,19 +408,15 @@ class TrainingRun:
             if config.mining_mode == "partial"
             else config.mining_mode
         )
+        settings = MiningSettings(
+            refresh_every=config.refresh_every, num_candidates=config.num_candidates,
+            policy=policy, grow_with_lr=config.mining_grow_with_lr, initial_lr=config.lr,
+            encode_batch_size=config.eval_batch_size, seed=config.seed + 1000 * resume_epoch,
+        )  # fmt: skip
         mining = HardNegativeMining(
-            pipeline,
-            refresh_every=config.refresh_every,
-            num_candidates=config.num_candidates,
-            policy=policy,
-            grow_with_lr=config.mining_grow_with_lr,
-            initial_lr=config.lr,
-            embedding_model=self.embedding,
-            encode_batch_size=config.eval_batch_size,
-            seed=config.seed + 1000 * resume_epoch,
-            verbose=config.verbose,
+            pipeline, settings, embedding_model=self.embedding, verbose=config.verbose,
             mine_on_train_begin=False,
-        )
+        )  # fmt: skip
         # Mine before fit: a distributed fit peeks at one batch before any callback runs.
         mining.set_model(self.fit_model)
         start = time.perf_counter()

@@ -126,7 +126,8 @@ def test_make_synthetic_command(tmp_path, capsys):
     out = tmp_path / "city"
     args = ["make-synthetic", str(out), "--preset", "tiny", "--streets", "1", "1", "1"]
     assert main(args + ["--image-size", "32x48", "--queries-per-street", "3", "2", "5"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err  # the city module logs its summary (stderr)
     assert "train 42 db + 3 queries" in printed and str(out / "synthcity_test.mat") in printed
     assert "test 42 db + 5 queries" in printed
     ds = GeoDataset.from_dbstruct(out / "synthcity_val.mat")

@@ -130,7 +130,7 @@ def test_uniform_loss_and_pairwise_distance_against_hand_values():
     assert mean_pairwise_distance(np.array([[0, 0], [3, 0], [0, 4]])) == pytest.approx(4.0)
 
 
-def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path, capsys):
+def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path, caplog):
     """Issue 19.7: a far too high learning rate collapses the embedding; say so."""
     config = _config(
         tiny_city, tmp_path / "collapse", optimizer="adam", lr=0.5, epochs=2, steps_per_epoch=6,
@@ -141,7 +141,7 @@ def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path,
     collapse = summary["collapse"]
     assert collapse and collapse[-1]["uniform_loss"] == pytest.approx(np.log(3.0), rel=1e-6)
     assert collapse[-1]["mean_pairwise_distance"] < 0.1
-    assert "too high learning rate (lr=0.5)" in capsys.readouterr().out
+    assert "too high learning rate (lr=0.5)" in caplog.text  # logged as a warning
     with open(tmp_path / "collapse" / "summary.json") as handle:
         assert json.load(handle)["collapse"] == collapse
     # A healthy run records no collapse.
@@ -185,7 +185,7 @@ def _spread(path, tiny_city):
 
 
 def test_a_collapse_is_undone_the_rate_lowered_and_never_the_best_model(
-    tiny_city, tmp_path, capsys
+    tiny_city, tmp_path, caplog
 ):
     """A far too high rate collapses the embedding at the first epoch: the run restores the
     weights from before it, lowers the rate, says so, and ends with spread descriptors."""
@@ -202,7 +202,7 @@ def test_a_collapse_is_undone_the_rate_lowered_and_never_the_best_model(
     )
     rates = [record["learning_rate"] for record in summary["epochs"]]
     assert rates[0] == pytest.approx(0.5) and rates[1] == pytest.approx(0.05)
-    assert "training goes on" in capsys.readouterr().out
+    assert "training goes on" in caplog.text
     collapsed_epochs = {record["epoch"] for record in collapse}
     assert summary["best"]["epoch"] not in collapsed_epochs
     for name in ("best.keras", "last.keras"):

@@ -144,6 +144,16 @@ def test_refresh_interval_grows_as_the_learning_rate_drops(tiny_city):
         HardNegativeMining(pipeline, policy="lazy")
     with pytest.raises(ValueError, match="24 queries"):
         TuplePipeline(train_data, MiningState(5, 2), (32, 32))
+    # The settings travel as one object; keyword arguments replace its fields.
+    from sare_tf.mining import MiningSettings
+
+    settings = MiningSettings(refresh_every=500, num_candidates=40, seed=7)
+    by_object = HardNegativeMining(pipeline, settings, verbose=0)
+    assert (by_object.refresh_every, by_object.num_candidates, by_object.seed) == (500, 40, 7)
+    replaced = HardNegativeMining(pipeline, settings, refresh_every=250, verbose=0)
+    assert (replaced.refresh_every, replaced.num_candidates) == (250, 40)
+    with pytest.raises(ValueError, match="refresh_every=0"):
+        MiningSettings(refresh_every=0)
 
 
 @pytest.mark.slow
