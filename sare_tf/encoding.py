@@ -23,7 +23,13 @@ from __future__ import annotations
 import logging
 import os
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from sare_tf.artifacts import DescriptorModel
+from sare_tf.data.images import BadImageError, read_rgb, resize_image, safe_load_image
+from sare_tf.image_size import check_image_size
 
 logger = logging.getLogger("sare_tf.encoding")
 
@@ -48,7 +54,6 @@ def inference_function(model):
     Weights are read at call time, so callers that extract repeatedly while the model trains
     (mining, validation) build it once and pass it to `extract_descriptors` each time.
     """
-    import tensorflow as tf
 
     return tf.function(
         lambda images: model(images, training=False),
@@ -62,7 +67,6 @@ def predict_fn(model):
     A `keras.Model` is traced once (`inference_function`); a callable (a SavedModel signature, an
     already traced function) is used as it is.
     """
-    import keras
 
     if isinstance(model, keras.Model):
         return inference_function(model)
@@ -88,9 +92,6 @@ def descriptors_of(outputs) -> np.ndarray:
 
 def _raw_load(path):
     """`path -> (float32 [H, W, 3], ok)` at the file's own size; never raises (Pillow reader)."""
-    import tensorflow as tf
-
-    from sare_tf.data.images import BadImageError, read_rgb
 
     def read(path_bytes):
         try:
@@ -110,9 +111,6 @@ def _make_dataset(paths, image_size, long_side, boxes, num_parallel_calls):
     Bad files never raise: `safe_load_image` (fixed size) or the Pillow reader `read_rgb`
     (any size, crops, long-side shrinking) flag them with ok=False.
     """
-    import tensorflow as tf
-
-    from sare_tf.data.images import resize_image, safe_load_image
 
     needs_raw = boxes is not None or long_side is not None or image_size is None
 
@@ -139,7 +137,6 @@ def _make_dataset(paths, image_size, long_side, boxes, num_parallel_calls):
 
 def _crop(image, box):
     """Crops `[H, W, 3]` to `box = (x1, y1, x2, y2)` in pixels (NaN box: no crop)."""
-    import tensorflow as tf
 
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
@@ -156,9 +153,6 @@ def _crop(image, box):
 
 def _shrink_to_long_side(image, long_side: int):
     """Resizes so the longer side is `long_side` when it is longer (aspect ratio kept)."""
-    import tensorflow as tf
-
-    from sare_tf.data.images import resize_image
 
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = float(long_side) / tf.reduce_max(shape)
@@ -247,10 +241,6 @@ def encode(
         >>> descriptors.shape
         (2, 32768)
     """
-    import tensorflow as tf
-
-    from sare_tf.artifacts import DescriptorModel
-    from sare_tf.image_size import check_image_size
 
     if isinstance(model, DescriptorModel):
         image_size = image_size if image_size is not None else model.image_size
@@ -279,8 +269,6 @@ def encode(
     descriptors = None
     bar = None
     if progress and paths:
-        import keras
-
         bar = keras.utils.Progbar(len(paths), unit_name="image")
     done = 0
     for indices, images, ok in batches:

@@ -372,20 +372,35 @@ def run(args: argparse.Namespace) -> int:
     rows = configurations(args)
     if not rows:
         raise ValueError("Nothing to measure: no --quantize mode of the chosen --runtime.")
-    peak_policies = [p for r, p, _ in rows if r == "tf"] + (
-        ["float32"] if any(r != "tf" for r, _, _ in rows) else []
+    peak_policies = [p for r, p, _ in rows if r in ("tf", "torch")] + (
+        ["float32"] if any(r not in ("tf", "torch") for r, _, _ in rows) else []
     )
     peaks = peak_for(args, list(dict.fromkeys(peak_policies)))
-    results, failed = [], []
     print(
         f"{'runtime':8} {'backbone':10} {'part':9} {'precision':15} {'img/s':>8}   "
         f"image {args.height}x{args.width}, batch {args.batch_size}"
     )
+    results, failed = _measure_rows(args, rows, peaks)
+    _ratios(results)
+    for line in _overhead_lines(args, results) + _result_lines(args, results):
+        print(line)
+    report.update(
+        config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
+        peak=peaks,
+        results=results,
+        failed=failed,
+    )
+    write_report(args.json, report)
+    return 0
+
+
+def _measure_rows(args, rows, peaks) -> tuple[list[dict], list[dict]]:
+    """Each row measured in a child process, read against the peak: `(results, failures)`."""
+    results, failed = [], []
     for runtime, precision, part in rows:
         flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
-        flags += child_flags(args)
         try:
-            result = run_child("extraction", flags)
+            result = run_child("extraction", flags + child_flags(args))
         except ChildProcessError as error:  # e.g. no bf16 convolution on this CPU: go on
             last = str(error).strip().splitlines()[-1]
             print(f"{runtime:8} {args.backbone:10} {part:9} {precision:15} failed: {last}")
@@ -403,7 +418,12 @@ def run(args: argparse.Namespace) -> int:
             f"{result['images_per_second']:8.2f}",
             flush=True,
         )
-    _ratios(results)
+    return results, failed
+
+
+def _overhead_lines(args, results) -> list[str]:
+    """The aggregator's cost as the difference of TF's two separately timed parts."""
+    lines = []
     for precision in args.precision:
         by_part = {
             r["part"]: r["images_per_second"]
@@ -412,15 +432,23 @@ def run(args: argparse.Namespace) -> int:
         }
         if {"backbone", "full"} <= by_part.keys():
             overhead = by_part["backbone"] / by_part["full"] - 1
-            print(
-                f"NetVLAD + normalisation overhead under {precision}: {100 * overhead:+.1f}% of the backbone time"
+            lines.append(
+                f"NetVLAD + normalisation overhead under {precision}: {100 * overhead:+.1f}% of "
+                "the backbone time (two separate runs; the stage profile below times the head "
+                "directly)"
             )
     gflop = results[0]["conv_flops_per_image"] / 1e9 if results else 0.0
-    print(f"convolutions: {gflop:.4g} GFLOP per {args.height}x{args.width} image (2 x MACs)")
+    lines.append(f"convolutions: {gflop:.4g} GFLOP per {args.height}x{args.width} image (2 x MACs)")
+    return lines
+
+
+def _result_lines(args, results) -> list[str]:
+    """Per result: its share of the peak, its ratios to the other runtimes, its stage profile."""
+    lines = []
     for result in results:
         rate = f"{result['images_per_second']:.2f} img/s"
         label = f"{result['runtime']} {result['precision']} {result['part']}"
-        print(describe_efficiency(label, rate, result))
+        lines.append(describe_efficiency(label, rate, result))
         ratios = [
             f"{result[key]:.2f}x TF {key.removeprefix('ratio_to_tf_')}"
             for key in sorted(result)
@@ -432,18 +460,10 @@ def run(args: argparse.Namespace) -> int:
             cosine = result["cosine_to_float32"]
             ratios.append(f"descriptor cosine to Keras float32 min {cosine['min']:.5f}")
         if ratios:
-            print("    " + ", ".join(ratios))
+            lines.append("    " + ", ".join(ratios))
         if "stage_profile" in result:
-            for line in describe_profile(result["stage_profile"]):
-                print(line)
-    report.update(
-        config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
-        peak=peaks,
-        results=results,
-        failed=failed,
-    )
-    write_report(args.json, report)
-    return 0
+            lines += describe_profile(result["stage_profile"])
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ import os
 import re
 
 import numpy as np
+import tensorflow as tf
 
 from sare_tf.convert.vgg16_netvlad import VGG16_CONVS, expect_shape, refuse_unexpected
 
@@ -71,7 +72,6 @@ def checkpoint_files(prefix: str) -> list[str]:
 
 def read_tf_checkpoint(prefix: str) -> dict:
     """Every tensor of a TF checkpoint by name (numpy), refused clearly when unreadable."""
-    import tensorflow as tf
 
     try:
         reader = tf.train.load_checkpoint(prefix)

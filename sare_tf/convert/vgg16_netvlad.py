@@ -18,7 +18,10 @@ weights already in Keras / sare_tf layout, as a dict:
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+
+from sare_tf.layers import ImagePreprocessing, NetVLAD, PCAWhitening
 
 VGG16_CONVS = (
     "block1_conv1", "block1_conv2",
@@ -60,9 +63,6 @@ def refuse_unexpected(keys, expected: set, path: str, what: str) -> None:
 
 def build_model(converted: dict, image_size=(480, 640), name: str = "imported_netvlad"):
     """The sare_tf embedding model holding the converted weights (float32)."""
-    import keras
-
-    from sare_tf.layers import ImagePreprocessing, NetVLAD, PCAWhitening
 
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
     x = ImagePreprocessing(**converted["preprocessing"], image_size=image_size, name="preprocess")(

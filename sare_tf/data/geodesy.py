@@ -17,6 +17,7 @@ import dataclasses
 import logging
 
 import numpy as np
+import utm
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ class UtmFrame:
 
     def to_latlon(self, positions) -> np.ndarray:
         """`[N, 2]` easting / northing in this frame -> `[N, 2]` latitude, longitude (degrees)."""
-        import utm
 
         positions = np.asarray(positions, np.float64).reshape(-1, 2)
         if not len(positions):
@@ -162,7 +162,6 @@ def warn_outlier_rows(metres, row_names, limit: int = 5) -> list[int]:
 
 
 def _zone_numbers(latitudes, longitudes) -> np.ndarray:
-    import utm
 
     return np.array(
         [
@@ -188,7 +187,6 @@ def utm_from_latlon(latitudes, longitudes, row_names=lambda i: f"row {i}"):
         ValueError: a non-finite or out-of-range coordinate (its row named), or positions
             spanning more than one zone beyond the chosen one.
     """
-    import utm
 
     latitudes, longitudes = check_latlon(latitudes, longitudes, row_names)
     if latitudes.size == 0:

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from sare_tf.data.geo_dataset import GeoDataset
+from sare_tf.data.geodesy import utm_from_latlon
 
 COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 CITY_OFFSET_M = 1e7
@@ -106,7 +107,6 @@ def read_gsv_cities(
             left.
         FileNotFoundError: no `Dataframes/` folder or a named city missing.
     """
-    from sare_tf.data.geodesy import utm_from_latlon
 
     root = os.fspath(root)
     frames = os.path.join(root, "Dataframes")

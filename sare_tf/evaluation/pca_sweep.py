@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sare_tf.layers.pca_whitening import fit_pca_whitening
+
 
 def parse_pca_dims(text) -> tuple[int, ...]:
     """`"4096,2048,512"` (or a sequence) -> `(4096, 2048, 512)`, positive and distinct."""
@@ -47,7 +49,6 @@ def pca_sweep(query_desc, db_desc, dims, evaluate, fit_descriptors=None, max_sam
     Returns:
         `{dim: result}` in the order of `dims`.
     """
-    from sare_tf.layers.pca_whitening import fit_pca_whitening
 
     fit_on = db_desc if fit_descriptors is None else fit_descriptors
     largest = max(dims)

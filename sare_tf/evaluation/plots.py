@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+from scipy.spatial import cKDTree
+
+from sare_tf.data.images import BadImageError, read_rgb
+from sare_tf.evaluation.embedding_2d import pca_project, tsne
 
 
 def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
@@ -90,7 +96,6 @@ def place_labels(positions, cell_m: float = 50.0, max_places: int = 15, min_size
     Returns:
         `[n]` int labels 0..P-1 (busiest first), -1 for points outside the kept places.
     """
-    from scipy.spatial import cKDTree
 
     positions = np.asarray(positions, dtype=np.float64)
     labels = np.full(len(positions), -1, dtype=np.int64)
@@ -141,7 +146,6 @@ def plot_descriptor_map(
     background = labels < 0
     if background.any():
         axes.scatter(*coordinates[background].T, s=6, c="lightgrey", label="other places")
-    from matplotlib import colormaps
 
     palette = colormaps["tab20"]
     for label in np.unique(labels[~background]):
@@ -188,7 +192,6 @@ def plot_query_map(
     Returns:
         The path written.
     """
-    from sare_tf.evaluation.embedding_2d import pca_project, tsne
 
     if method not in ("tsne", "pca"):
         raise ValueError(f"`method` must be 'tsne' or 'pca'. Received: method={method!r}")
@@ -239,9 +242,6 @@ def draw_thumbnail_map(
     Returns:
         The path written.
     """
-    from PIL import Image, ImageDraw
-
-    from sare_tf.data.images import BadImageError, read_rgb
 
     coordinates = np.asarray(coordinates, dtype=np.float64)
     if coordinates.ndim != 2 or coordinates.shape[1] != 2 or len(coordinates) != len(image_paths):
@@ -284,7 +284,6 @@ def plot_thumbnail_map(
     Returns:
         The path written.
     """
-    from sare_tf.evaluation.embedding_2d import tsne
 
     descriptors = np.asarray(descriptors, dtype=np.float64)
     chosen = np.arange(len(descriptors))

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import os
 
+import faiss
 import numpy as np
+from matplotlib.figure import Figure
 
+from sare_tf.data.images import BadImageError, read_rgb
 from sare_tf.evaluation.recall import correct_retrievals
 
 
 def top_predictions(query_desc, db_desc, db_valid, n: int) -> np.ndarray:
     """`[Q, n]` database ids by descriptor similarity (exact search over readable images;
     -1 where fewer exist)."""
-    import faiss
 
     readable = np.flatnonzero(np.asarray(db_valid, bool))
     index = faiss.IndexFlatIP(db_desc.shape[1])
@@ -28,7 +30,6 @@ def top_predictions(query_desc, db_desc, db_valid, n: int) -> np.ndarray:
 
 
 def _panel(axes, path: str, title: str, colour: str) -> None:
-    from sare_tf.data.images import BadImageError, read_rgb
 
     try:
         axes.imshow(read_rgb(path, (120, 160)))
@@ -65,7 +66,6 @@ def save_predictions(
     Returns:
         `{"saved": count, "folder": out_dir, "text": path of predictions.txt}`.
     """
-    from matplotlib.figure import Figure
 
     os.makedirs(out_dir, exist_ok=True)
     queries = np.flatnonzero(np.asarray(query_valid, bool))

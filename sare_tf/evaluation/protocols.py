@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from sare_tf.index.faiss_search import search_index
+
 PROTOCOLS = ("auto", "standard", "tokyo247", "tokyotm")
 PANORAMA_PATTERN = r"^(?P<panorama>.+?)(?:_\d+){1,2}\.[A-Za-z0-9]+$"
 
@@ -195,7 +197,6 @@ def ranked_search(
     Returns:
         `[Q, k]` int64 database ids, best first, -1 where fewer than k survive.
     """
-    from sare_tf.index.faiss_search import search_index
 
     protocol = protocol or RankingProtocol()
     num_index = faiss_index.ntotal

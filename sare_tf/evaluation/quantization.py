@@ -12,10 +12,19 @@ distribution of the cosine between its descriptor and the Keras one of the same 
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 
 import numpy as np
+import tensorflow as tf
+
+from sare_tf.artifacts import load_descriptor_model
+from sare_tf.artifacts.litert_format import LiteRTInterpreter, backbone_only_int8, tflite_converter
+from sare_tf.encoding import encode
+from sare_tf.evaluation.recall import recall_at_n
+from sare_tf.export import exporter
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +62,6 @@ def runtime_comparison(
         out: where the exports are written (`<out>/<format>_models/compared/<version>/`).
         exports: `(format, quantize)` pairs.
     """
-    from sare_tf.artifacts import load_descriptor_model
-    from sare_tf.encoding import encode
-    from sare_tf.evaluation.recall import recall_at_n
-    from sare_tf.export import exporter
 
     keras_model = load_descriptor_model(model_path)
     paths = [*dataset.db_image_paths(), *dataset.query_image_paths()]
@@ -122,17 +127,6 @@ def int8_layer_report(model, image_size, calibration, debug_images: int = 4) -> 
     to the float model of the fully quantized graph (`full_int8`) and of the int8 mode sare_tf
     exports (`backbone_int8`), on the same images.
     """
-    import csv
-    import io
-
-    import numpy as np
-    import tensorflow as tf
-
-    from sare_tf.artifacts.litert_format import (
-        LiteRTInterpreter,
-        backbone_only_int8,
-        tflite_converter,
-    )
 
     images = np.concatenate(list(calibration())[:debug_images])
     converter = tflite_converter(model, image_size)

@@ -14,7 +14,8 @@ import logging
 import numpy as np
 from scipy.spatial import cKDTree
 
-from sare_tf.index.faiss_search import IndexConfig
+from sare_tf.evaluation.protocols import ranked_search
+from sare_tf.index.faiss_search import IndexConfig, as_float32_matrix, build_index
 
 logger = logging.getLogger("sare_tf.evaluation")
 
@@ -302,8 +303,6 @@ def evaluate_retrieval(
     Returns:
         A `RecallResult`.
     """
-    from sare_tf.evaluation.protocols import ranked_search
-    from sare_tf.index.faiss_search import as_float32_matrix, build_index
 
     ns = check_ns(ns)
     xq, xb = as_float32_matrix(query_desc, "query_desc"), as_float32_matrix(db_desc, "db_desc")

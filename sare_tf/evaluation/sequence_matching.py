@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sare_tf.evaluation.recall import check_ns, recall_from_ranking
+
 
 def _check_length(length) -> int:
     if isinstance(length, bool) or int(length) != length or length < 1 or length % 2 == 0:
@@ -66,7 +68,6 @@ def sequence_ranking(query_desc, db_desc, length: int, depth: int, block: int = 
 def evaluate_sequence_matching(query_desc, db_desc, query_utm, db_utm, length: int,
                                ns=(1, 5, 10, 20), dist_thr: float = 25.0):  # fmt: skip
     """Recall@N of the sequence ranking (a `RecallResult`)."""
-    from sare_tf.evaluation.recall import check_ns, recall_from_ranking
 
     ns = check_ns(ns)
     ranking = sequence_ranking(query_desc, db_desc, length, depth=max(max(ns), 25))

@@ -11,6 +11,12 @@ import glob
 import os
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sare_tf.artifacts import check_runtime, load_descriptor_model
+from sare_tf.data.images import BadImageError, read_rgb
+from sare_tf.encoding import encode
+from sare_tf.index.store import PlaceIndex
 
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -55,7 +61,6 @@ def collect_photos(inputs) -> tuple[list[str], list[dict]]:
 def photo_problem(path: str) -> str | None:
     """Why `path` cannot be localized (not an image, unreadable), or None; reads only the
     file's header, so a whole folder is checked before the model loads."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
@@ -68,7 +73,6 @@ def photo_problem(path: str) -> str | None:
 
 
 def _decode_problem(path: str) -> str:
-    from sare_tf.data.images import BadImageError, read_rgb
 
     try:
         read_rgb(path)
@@ -115,9 +119,6 @@ def localize_photos(
         IndexMismatchError: `model` is not the index's model.
         ValueError: `k` is not in [1, index size].
     """
-    from sare_tf.artifacts import check_runtime, load_descriptor_model
-    from sare_tf.encoding import encode
-    from sare_tf.index.store import PlaceIndex
 
     index = index_dir if isinstance(index_dir, PlaceIndex) else PlaceIndex.load(index_dir)
     if not 1 <= k <= index.count:

@@ -20,6 +20,11 @@ import json
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from PIL import Image
+
+from sare_tf.data.images import BadImageError, read_rgb
 
 LEAFLET_VERSION = "1.9.4"
 LEAFLET_URL = f"https://unpkg.com/leaflet@{LEAFLET_VERSION}/dist/leaflet"
@@ -47,9 +52,6 @@ figure.query{border-color:#444} figure.right{border-color:#1a8f3a} figure.wrong{
 
 def _thumbnail(path: str, size: int = 200) -> str:
     """A data: URI of a small JPEG of the image (empty string when unreadable)."""
-    from PIL import Image
-
-    from sare_tf.data.images import BadImageError, read_rgb
 
     try:
         pixels = read_rgb(path)
@@ -69,8 +71,6 @@ def _colour(match: dict) -> str:
 def position_plot(answer: dict, radius_m: float) -> str:
     """A data: URI of a PNG: every match numbered by rank at its position, the answer, the
     truth and the consensus radius, in metres east / north of the answer."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle
 
     origin = np.asarray(answer["position"], np.float64)
     figure = Figure(figsize=(4.2, 4.2), dpi=110, layout="constrained")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import faiss
 import keras
 import numpy as np
 from keras import ops
@@ -287,7 +288,6 @@ def cluster_descriptors(descriptors, num_clusters: int, seed: int = 0, niter: in
     Returns:
         `(centroids [K, D] float32, alpha float)`.
     """
-    import faiss
 
     descriptors = np.asarray(descriptors, dtype="float32")
     if descriptors.ndim != 2:

@@ -9,8 +9,10 @@ import time
 import keras
 import numpy as np
 
+from sare_tf.encoding import encode, inference_function
 from sare_tf.mining.hard_negatives import NO_INDEX
 from sare_tf.mining.policies import FullRefresh, get_policy
+from sare_tf.models import embedding_of
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +222,6 @@ class HardNegativeMining(keras.callbacks.Callback):
 
     def encode(self, paths, dtype, label: str) -> tuple[np.ndarray, np.ndarray]:
         """`(descriptors as dtype, readable mask)` of `paths`, converted chunk by chunk."""
-        from sare_tf.encoding import encode
 
         start = time.perf_counter()
         chunk = 256
@@ -250,9 +251,6 @@ class HardNegativeMining(keras.callbacks.Callback):
     def _encoder_fn(self):
         """One traced inference function for the whole run (weights are read at call time)."""
         if self._encoder is None:
-            from sare_tf.encoding import inference_function
-            from sare_tf.models import embedding_of
-
             self._encoder = inference_function(self.embedding_model or embedding_of(self.model))
         return self._encoder
 

@@ -13,7 +13,9 @@ import os
 import keras
 import tensorflow as tf
 
+from sare_tf.artifacts import locate_model, read_keras_model
 from sare_tf.layers import NetVLAD
+from sare_tf.models import embedding_of
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -106,7 +108,6 @@ def load_model(path) -> keras.Model:
     Returns:
         An image -> descriptor `keras.Model`. For a SavedModel, only gradient methods apply.
     """
-    from sare_tf.artifacts import locate_model, read_keras_model
 
     path, kind = locate_model(path)
     if kind == "saved_model":
@@ -129,8 +130,6 @@ def as_embedding_model(model) -> keras.Model:
     if is_savedmodel_backed(model):
         return model
     if not any(isinstance(layer, NetVLAD) for layer in model.layers):
-        from sare_tf.models import embedding_of
-
         try:
             return embedding_of(model)
         except ValueError:

@@ -20,9 +20,18 @@ import json
 import os
 from collections.abc import Sequence
 
+import keras
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from sare_tf.artifacts import resolve_image_size as model_image_size
+from sare_tf.data.images import read_rgb, resize_image
+from sare_tf.evaluation import extract_descriptors
+from sare_tf.index.faiss_search import search
 from sare_tf.saliency.maps import check_method_supported, saliency_maps
+from sare_tf.saliency.model_access import as_embedding_model
 
 CORRECT_COLOR = (0, 200, 0)
 WRONG_COLOR = (220, 0, 0)
@@ -69,14 +78,12 @@ class _ModelEntry:
 def resolve_image_size(model, dataset, image_size=None) -> tuple[int, int]:
     """The `(height, width)` panels use: given, else the model's own
     (`sare_tf.artifacts.descriptor_model.resolve_image_size`), else the first query's native size."""
-    from sare_tf.artifacts import resolve_image_size as model_image_size
 
     size = model_image_size(model, image_size)
     if size is not None:
         return size
     if dataset.num_queries == 0:
         raise ValueError(f"Dataset {dataset.name!r} has no queries.")
-    from sare_tf.data.images import read_rgb
 
     height, width = read_rgb(dataset.query_image_paths()[0]).shape[:2]
     return int(height), int(width)
@@ -84,7 +91,6 @@ def resolve_image_size(model, dataset, image_size=None) -> tuple[int, int]:
 
 def load_images(paths: Sequence[str], image_size) -> np.ndarray:
     """Reads image files into `[N, H, W, 3]` float32 RGB 0-255 (errors name the file)."""
-    from sare_tf.data.images import read_rgb, resize_image
 
     images = [
         np.asarray(resize_image(read_rgb(path, image_size), image_size), dtype="float32")
@@ -95,7 +101,6 @@ def load_images(paths: Sequence[str], image_size) -> np.ndarray:
 
 def top1_retrievals(query_descriptors, db_descriptors) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-1 search by inner product: `(similarity [Q], db id [Q])`."""
-    from sare_tf.index.faiss_search import search
 
     similarity, ids = search(query_descriptors, db_descriptors, k=1)
     return similarity[:, 0], ids[:, 0]
@@ -220,13 +225,11 @@ def _check_query_ids(query_ids, dataset) -> list[int]:
 def _progbar(total: int, progress: bool):
     if not progress:
         return None
-    import keras
 
     return keras.utils.Progbar(total, unit_name="panel")
 
 
 def _descriptors(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    from sare_tf.saliency.model_access import as_embedding_model
 
     embedding = as_embedding_model(model)
     outputs = [
@@ -250,7 +253,6 @@ def _explain_model(
     saliency_kwargs,
 ):
     """Top-1 retrieval and both heat maps for every query, for one model."""
-    from sare_tf.saliency.model_access import as_embedding_model
 
     model = as_embedding_model(entry.model)
     if entry.query_descriptors is not None:
@@ -261,8 +263,6 @@ def _explain_model(
     if entry.db_descriptors is not None:
         db_desc = _as_matrix(entry.db_descriptors, dataset.num_db, "db_descriptors")
     else:
-        from sare_tf.evaluation import extract_descriptors
-
         db_desc = extract_descriptors(
             model, db_paths, image_size=image_size, batch_size=batch_size, progress=progress
         )
@@ -304,7 +304,6 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, cmap: str = HEATMAP_CMAP, al
     The image is shown in grey under the colour map so that the map's colours are not mixed
     up with the scene's. Returns uint8 RGB.
     """
-    from matplotlib import colormaps
 
     image = np.asarray(image, dtype="float64")
     grey = (image @ np.array([0.299, 0.587, 0.114]))[..., None]
@@ -326,8 +325,6 @@ def framed(image: np.ndarray, color, width: int | None = None) -> np.ndarray:
 
 
 def _draw_panel(path, query_id, query_image, drawn, dataset, method, dpi):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     height, width = query_image.shape[:2]
     cell = 2.6

@@ -24,6 +24,7 @@ import os
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from sare_tf.artifacts import check_runtime, load_descriptor_model, locate_model, model_fingerprint
 from sare_tf.artifacts.versions import list_versions
@@ -58,7 +59,6 @@ def is_base_path(path) -> bool:
 
 def describe_function(loaded):
     """`images [B, H, W, 3] -> descriptors [B, D]` float32 numpy, for the batcher's thread."""
-    import tensorflow as tf
 
     predict = predict_fn(loaded.model)
 

@@ -14,6 +14,9 @@ import os
 import shutil
 
 import numpy as np
+import utm
+
+from sare_tf.data.gsv_cities import image_name
 
 MSLS_CITIES = {"train": "trondheim", "val": "cph", "test": "sf"}
 GSV_CITY = "SynthCity"
@@ -36,7 +39,6 @@ def _write_csv(path: str, rows) -> None:
 
 
 def _latlon(utm_positions) -> tuple[np.ndarray, np.ndarray]:
-    import utm
 
     positions = np.asarray(utm_positions, np.float64)
     return utm.to_latlon(positions[:, 0], positions[:, 1], *UTM_ZONE)
@@ -88,7 +90,6 @@ def write_gsv_cities_layout(dataset, out_root, place_m: float = 10.0) -> str:
     Returns:
         The GSV-Cities root.
     """
-    from sare_tf.data.gsv_cities import image_name
 
     out_root = os.fspath(out_root)
     paths = dataset.db_image_paths() + dataset.query_image_paths()

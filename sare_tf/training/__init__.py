@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 
 from sare_tf.training.config import STRATEGIES, TrainConfig
-from sare_tf.training.recipe import TrainingDivergedError, TrainingRun, train
 from sare_tf.training.run_folder import (
     BACKUP_DIR,
     BEST_MODEL_FILE,
@@ -19,7 +18,13 @@ from sare_tf.training.run_folder import (
 )
 from sare_tf.training.strategy import is_chief, make_strategy
 
-_LAZY = {"backup_exists": "sare_tf.training.backup"}
+# Loaded on first use (they import TensorFlow): name -> module.
+_LAZY = {
+    "backup_exists": "sare_tf.training.backup",
+    "TrainingDivergedError": "sare_tf.training.recipe",
+    "TrainingRun": "sare_tf.training.recipe",
+    "train": "sare_tf.training.recipe",
+}
 _CALLBACKS = (
     "BestModelCheckpoint",
     "CollapseDetector",

@@ -8,6 +8,8 @@ import shutil
 
 import keras
 
+from sare_tf.training.run_folder import BACKUP_DIR
+
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore`, plus what a mining run needs before `fit` starts.
@@ -60,6 +62,5 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
 def backup_exists(out_dir) -> bool:
     """True when the run folder `out_dir` holds an unfinished run's backup."""
-    from sare_tf.training.run_folder import BACKUP_DIR
 
     return ResumableBackup(os.path.join(os.fspath(out_dir), BACKUP_DIR)).exists()

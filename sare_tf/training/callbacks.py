@@ -11,8 +11,13 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from sare_tf.atomic import save_model_atomic, write_json_atomic
+from sare_tf.encoding import encode, inference_function
+from sare_tf.evaluation import evaluate_dataset
+from sare_tf.models import embedding_of
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +87,6 @@ class ValidationRecall(keras.callbacks.Callback):
 
     def evaluate(self) -> dict[str, float]:
         """`{"recall@N": fraction}` of the current weights."""
-        from sare_tf.encoding import inference_function
-        from sare_tf.evaluation import evaluate_dataset
-        from sare_tf.models import embedding_of
 
         if self._predict is None:
             self._predict = inference_function(self.embedding_model or embedding_of(self.model))
@@ -156,7 +158,6 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best_spread = best_epoch is not None and best_spread
 
     def on_epoch_end(self, epoch, logs=None):
-        from sare_tf.models import embedding_of
 
         model = self.embedding_model or embedding_of(self.model)
         value = (logs or {}).get(self.monitor)
@@ -286,15 +287,12 @@ class TensorBoardScalars(keras.callbacks.Callback):
         self._writers = {}
 
     def _writer(self, name: str):
-        import tensorflow as tf
 
         if name not in self._writers:
             self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
         return self._writers[name]
 
     def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
 
         metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
@@ -459,7 +457,6 @@ class CollapseDetector(keras.callbacks.Callback):
         return epoch + 1 in self.contracted_epochs
 
     def _probe_distance(self) -> float:
-        from sare_tf.encoding import encode
 
         descriptors, valid = encode(
             self.embedding_model,

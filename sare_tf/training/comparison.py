@@ -16,7 +16,14 @@ import logging
 import os
 import time
 
+from sare_tf.artifacts import load_descriptor_model
+from sare_tf.atomic import write_json_atomic
+from sare_tf.data import GeoDataset
+from sare_tf.evaluation.evaluate import run_dataset_evaluation
+from sare_tf.evaluation.plots import plot_recall_curves
+from sare_tf.losses import LOSS_NAMES
 from sare_tf.registry import COMPARISON_LOSSES
+from sare_tf.training import train
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +58,6 @@ def compare_losses(config, test_dataset, losses=COMPARISON_LOSSES, out=None, pro
     Returns:
         The report written to `table6.json`.
     """
-    from sare_tf.artifacts import load_descriptor_model
-    from sare_tf.atomic import write_json_atomic
-    from sare_tf.data import GeoDataset
-    from sare_tf.evaluation.evaluate import run_dataset_evaluation
-    from sare_tf.evaluation.plots import plot_recall_curves
-    from sare_tf.losses import LOSS_NAMES
-    from sare_tf.training import train
 
     unknown = [loss for loss in losses if loss not in LOSS_NAMES]
     if unknown or not losses:

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import types
 
+import keras
+import tensorflow as tf
+
 
 def prepare_multiworker_fit(model, element_spec) -> None:
     """Lets `model.fit` run under MultiWorkerMirroredStrategy (Keras 3 work-arounds).
@@ -37,7 +40,6 @@ def prepare_multiworker_fit(model, element_spec) -> None:
         element_spec: the training dataset's `element_spec` (e.g. `(TensorSpec, TensorSpec)`
             for `(x, y)` batches); only shapes and dtypes are used.
     """
-    import keras
 
     train_step = model.train_step
 
@@ -71,7 +73,6 @@ def broadcast_from_chief(strategy, variables) -> None:
         variables: the variables (Keras or TensorFlow) to synchronise, the same list in the
             same order on every worker.
     """
-    import tensorflow as tf
 
     variables = list(variables)
     by_dtype: dict = {}
@@ -102,7 +103,6 @@ def values_of_all_workers(strategy, values) -> list[tuple[int, ...]]:
     Returns:
         One tuple of the integers per replica.
     """
-    import tensorflow as tf
 
     row = [int(v) for v in values]
 

@@ -37,11 +37,40 @@ import os
 import time
 import warnings
 
+import keras
+
+from sare_tf.artifacts import (
+    compute_precision,
+    describe_model,
+    read_keras_model,
+    set_inference_precision,
+    store_image_size,
+    stored_image_size,
+)
+from sare_tf.atomic import save_model_atomic
+from sare_tf.cluster_init import initialize_netvlad
+from sare_tf.data import GeoDataset
+from sare_tf.data.cell_labels import assign_cells
+from sare_tf.data.image_batches import labelled_image_dataset
+from sare_tf.data.tuples import MiningState, TuplePipeline
+from sare_tf.losses import IMAGE_LOSSES, get_loss
+from sare_tf.mining import HardNegativeMining, MiningSettings, PartialRefresh
+from sare_tf.model import build_geo_classifier, needs_cluster_init
+from sare_tf.models import build_embedding_model, build_tuple_model, freeze_before
+from sare_tf.precision import set_precision
+from sare_tf.training import callbacks as cb
+from sare_tf.training.backup import ResumableBackup
+from sare_tf.training.callbacks import ValidationRecall
 from sare_tf.training.config import (
     DEFAULT_BACKBONE,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_NUM_CLUSTERS,
     TrainConfig,
+)
+from sare_tf.training.multiworker import (
+    broadcast_from_chief,
+    check_same_backup_position,
+    prepare_multiworker_fit,
 )
 from sare_tf.training.run_folder import (
     BACKUP_DIR,
@@ -108,7 +137,6 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
         ...                             weights="imagenet", out="runs/pitts30k_sare_joint"))
         >>> summary["best"]["val_recall@5"]
     """
-    import keras
 
     previous_policy = keras.config.dtype_policy().name
     try:
@@ -120,7 +148,6 @@ def train(config: TrainConfig, train_data=None, val_data=None, embedding_model=N
 
 def make_optimizer(config: TrainConfig):
     """SGD with momentum and decoupled weight decay (the paper), or AdamW."""
-    import keras
 
     if config.optimizer == "adam":
         return keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay)
@@ -131,7 +158,6 @@ def make_optimizer(config: TrainConfig):
 
 def load_datasets(config, train_data=None, val_data=None):
     """The training and validation `GeoDataset`s (given, or loaded from the config's paths)."""
-    from sare_tf.data import GeoDataset
 
     if train_data is None:
         if not config.dataset:
@@ -187,8 +213,6 @@ def check_initial_model_settings(config: TrainConfig, described: dict) -> None:
 
 def initial_model(config: TrainConfig, precision: str):
     """The `--initial-model` embedding model, checked against the config, in `precision`."""
-    from sare_tf.artifacts import describe_model, read_keras_model, set_inference_precision
-    from sare_tf.models import freeze_before
 
     if not os.path.isfile(config.initial_model):
         raise FileNotFoundError(f"Initial model not found: {config.initial_model}")
@@ -212,7 +236,6 @@ class TrainingRun:
         self.timings: dict[str, float] = {}
 
     def run(self, train_data=None, val_data=None, embedding_model=None) -> dict:
-        import keras
 
         start = time.perf_counter()
         config = self.config
@@ -223,7 +246,6 @@ class TrainingRun:
         self.strategy = make_strategy(config.strategy)
         self.multiworker = is_multiworker(self.strategy)
         self.folder = RunFolder(config.out, worker_id(self.strategy))
-        from sare_tf.training.backup import ResumableBackup
 
         self.backup = ResumableBackup(
             self.folder.file(BACKUP_DIR), save_freq=config.backup_every or "epoch"
@@ -242,10 +264,6 @@ class TrainingRun:
     # --- stages ------------------------------------------------------------------------------
 
     def _set_precision(self, embedding_model) -> str:
-        import keras
-
-        from sare_tf.artifacts import compute_precision
-        from sare_tf.precision import set_precision
 
         config = self.config
         if embedding_model is None:
@@ -260,9 +278,6 @@ class TrainingRun:
         return policy
 
     def _build_models(self, embedding_model) -> None:
-        from sare_tf.artifacts import store_image_size, stored_image_size
-        from sare_tf.losses import IMAGE_LOSSES, get_loss
-        from sare_tf.models import build_embedding_model, build_tuple_model
 
         config = self.config
         self.by_images = config.loss in IMAGE_LOSSES
@@ -293,9 +308,6 @@ class TrainingRun:
             self.embedding = embedding_model
             self.loss = get_loss(config.loss)
             if self.by_images:
-                from sare_tf.data.cell_labels import assign_cells
-                from sare_tf.model import build_geo_classifier
-
                 # Only `self.embedding` is ever saved, never the classifier around it.
                 self.cells = assign_cells(self.train_data.db_utm, config.geo_cell_m)
                 self.fit_model = build_geo_classifier(
@@ -312,8 +324,6 @@ class TrainingRun:
 
     def _initialise(self, resuming: bool) -> int:
         """Resumes from the backup or clusters NetVLAD; returns the epoch to start at."""
-        from sare_tf.model import needs_cluster_init
-        from sare_tf.training.multiworker import broadcast_from_chief, check_same_backup_position
 
         config = self.config
         position = self.backup.restore_into(self.fit_model) if resuming else (-1, -1)
@@ -325,8 +335,6 @@ class TrainingRun:
                 f"(epoch {max(position[0], 0) + 1})."
             )
         elif needs_cluster_init(self.embedding):
-            from sare_tf.cluster_init import initialize_netvlad
-
             start = time.perf_counter()
             initialize_netvlad(
                 self.embedding,
@@ -345,7 +353,6 @@ class TrainingRun:
         return max(position[0], 0)
 
     def _start_summary(self, resuming: bool) -> None:
-        from sare_tf.artifacts import describe_model
 
         model = describe_model(self.embedding)
         # The config as run: the model's own backbone, K and image size, not the flags' defaults.
@@ -378,9 +385,6 @@ class TrainingRun:
         image objective, the labelled images and no mining)."""
         if self.by_images:
             return self._make_image_pipeline(resume_epoch), None
-        from sare_tf.data.tuples import MiningState, TuplePipeline
-        from sare_tf.mining import HardNegativeMining, MiningSettings, PartialRefresh
-        from sare_tf.training.multiworker import prepare_multiworker_fit
 
         config, data = self.config, self.train_data
         # The mining state lives outside the strategy scope: tf.data reads it on the host.
@@ -426,7 +430,6 @@ class TrainingRun:
 
     def _make_image_pipeline(self, resume_epoch: int):
         """Training database images with their cell labels (geographic classification)."""
-        from sare_tf.data.image_batches import labelled_image_dataset
 
         config = self.config
         logger.info(
@@ -441,8 +444,6 @@ class TrainingRun:
         if config.steps_per_epoch:
             dataset = dataset.repeat()
         if self.multiworker:
-            from sare_tf.training.multiworker import prepare_multiworker_fit
-
             prepare_multiworker_fit(self.fit_model, dataset.element_spec)
         self.folder.summary["geo_classification"] = {
             "cell_m": config.geo_cell_m,
@@ -453,7 +454,6 @@ class TrainingRun:
 
     def _validation(self):
         """The validation callback (None without a validation split)."""
-        from sare_tf.training.callbacks import ValidationRecall
 
         if self.val_data is None:
             return None
@@ -475,9 +475,6 @@ class TrainingRun:
         return validation
 
     def _make_callbacks(self, mining) -> list:
-        import keras
-
-        from sare_tf.training import callbacks as cb
 
         config, folder = self.config, self.folder
         validation = self._validation()
@@ -574,7 +571,6 @@ class TrainingRun:
 
     def _finish_initialized(self, start: float) -> dict:
         """`epochs=0`: the cluster-initialised model, untrained, and its validation recall."""
-        from sare_tf.atomic import save_model_atomic
 
         self._validation()
         save_model_atomic(self.embedding, self.folder.file(INITIAL_MODEL_FILE))

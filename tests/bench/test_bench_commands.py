@@ -195,6 +195,7 @@ def test_extraction_measures_each_mode_where_its_runtime_has_it():
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_training_reports_tuples_per_second_split_and_pytorchs_same_step(tmp_path, fake_peak):
     pytest.importorskip("torch")
     out = tmp_path / "training.json"
@@ -248,6 +249,7 @@ def test_pytorchs_reference_step_is_skipped_where_it_has_no_such_model(capsys):
     assert _frameworks(args) == ["sare_tf", "torch"]
 
 
+@pytest.mark.slow
 def test_extraction_beside_pytorch_with_the_heads_stage_profile(tmp_path, fake_peak, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "extraction.json"
