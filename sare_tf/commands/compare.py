@@ -34,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     report = compare_losses(config, args.test_dataset, losses=args.losses,
                             progress=not config.verbose == 0)  # fmt: skip
+    print("\n" + report["table"])
     print(f"Wrote {report['table_md']}, {report['figure_png']} and the JSON beside them")
     return 0

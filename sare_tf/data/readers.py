@@ -327,6 +327,39 @@ def split_set_suffix(path: str) -> tuple[str, str | None]:
     return path, None
 
 
+def _row_role(where: str, row, columns, fixed_role, which_set, set_names: set) -> str | None:
+    """ "db" or "query" for a CSV row (None: a row of another set than `which_set`); adds the
+    row's set name to `set_names`."""
+    split = row[columns["split"]] if columns.get("split", len(row)) < len(row) else ""
+    if fixed_role is not None:
+        return fixed_role
+    if not split:
+        raise ValueError(
+            f"{where}: no split column; add a column 'split' saying 'db' or 'query' on every "
+            "row (e.g. path,lat,lon,split)."
+        )
+    set_name, role = _parse_split(split, where)
+    if set_name is not None:
+        set_names.add(set_name)
+        if which_set is not None and set_name != which_set.lower():
+            return None
+    return role
+
+
+def _csv_positions(csv_path, parts: dict, latlon: bool, pos_dist_thr: float):
+    """`({"db": [N, 2], "query": [M, 2]} in metres, frame)` of the rows read."""
+    if not latlon:
+        _refuse_degrees_as_metres(csv_path, parts["db"][1], pos_dist_thr)
+        return {role: np.asarray(parts[role][1], np.float64) for role in parts}, None
+    from sare_tf.data.geodesy import utm_from_latlon
+
+    degrees = np.asarray(parts["db"][1] + parts["query"][1], np.float64)
+    row_names = parts["db"][2] + parts["query"][2]
+    metres, frame = utm_from_latlon(degrees[:, 0], degrees[:, 1], row_names.__getitem__)
+    count = len(parts["db"][0])
+    return {"db": metres[:count], "query": metres[count:]}, frame
+
+
 def read_csv(
     csv_path,
     image_root=None,
@@ -364,20 +397,9 @@ def read_csv(
         labelled.add("label" in columns)
         for number, row in rows:
             path, first, second = _row_values(source, number, row, columns)
-            split = row[columns["split"]] if columns.get("split", len(row)) < len(row) else ""
-            if fixed_role is not None:
-                role = fixed_role
-            elif not split:
-                raise ValueError(
-                    f"{source}:{number}: no split column; add a column 'split' saying 'db' or "
-                    "'query' on every row (e.g. path,lat,lon,split)."
-                )
-            else:
-                set_name, role = _parse_split(split, f"{source}:{number}")
-                if set_name is not None:
-                    set_names.add(set_name)
-                if which_set is not None and set_name is not None and set_name != which_set.lower():
-                    continue
+            role = _row_role(f"{source}:{number}", row, columns, fixed_role, which_set, set_names)
+            if role is None:  # another set's row
+                continue
             parts[role][0].append(path)
             parts[role][1].append((first, second))
             parts[role][2].append(f"{source}:{number}")
@@ -396,18 +418,7 @@ def read_csv(
         if not parts[role][0]:
             scope = f" for set {which_set!r}" if which_set else ""
             raise ValueError(f"{csv_path}: no {label} rows{scope}.")
-    frame = None
-    if kinds == {"latlon"}:
-        from sare_tf.data.geodesy import utm_from_latlon
-
-        degrees = np.asarray(parts["db"][1] + parts["query"][1], np.float64)
-        row_names = parts["db"][2] + parts["query"][2]
-        metres, frame = utm_from_latlon(degrees[:, 0], degrees[:, 1], row_names.__getitem__)
-        count = len(parts["db"][0])
-        positions = {"db": metres[:count], "query": metres[count:]}
-    else:
-        _refuse_degrees_as_metres(csv_path, parts["db"][1], pos_dist_thr)
-        positions = {role: np.asarray(parts[role][1], np.float64) for role in parts}
+    positions, frame = _csv_positions(csv_path, parts, kinds == {"latlon"}, pos_dist_thr)
     stem = os.path.splitext(os.path.basename(csv_path))[0]
     try:
         return GeoDataset(

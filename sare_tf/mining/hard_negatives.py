@@ -29,6 +29,34 @@ NO_INDEX = -1
 """Index used for "none" in the returned arrays (a query without positive or negatives)."""
 
 
+def _check_sizes(num_negatives, num_candidates, query_block_size) -> None:
+    for name, value in (
+        ("num_negatives", num_negatives),
+        ("num_candidates", num_candidates),
+        ("query_block_size", query_block_size),
+    ):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    if num_candidates < num_negatives:
+        raise ValueError(
+            "`num_candidates` must be at least `num_negatives`. Received: "
+            f"num_candidates={num_candidates}, num_negatives={num_negatives}"
+        )
+
+
+def _check_db_usable(db_usable, num_db: int):
+    """`db_usable` as a `[num_db]` bool array (None stays None), or a ValueError."""
+    if db_usable is None:
+        return None
+    db_usable = np.asarray(db_usable)
+    if db_usable.shape != (num_db,) or db_usable.dtype != bool:
+        raise ValueError(
+            f"`db_usable` must be a bool array of shape [{num_db}]. Received: "
+            f"shape={db_usable.shape}, dtype={db_usable.dtype}"
+        )
+    return db_usable
+
+
 def mine_tuples(
     query_desc: np.ndarray,
     db_desc: np.ndarray,
@@ -108,28 +136,11 @@ def mine_tuples(
             "`query_desc` and `db_desc` must have the same dimension. Received: "
             f"query_desc.shape={query_desc.shape}, db_desc.shape={db.shape}"
         )
-    for name, value, low in (
-        ("num_negatives", num_negatives, 1),
-        ("num_candidates", num_candidates, 1),
-        ("query_block_size", query_block_size, 1),
-    ):
-        if not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    if num_candidates < num_negatives:
-        raise ValueError(
-            "`num_candidates` must be at least `num_negatives`. Received: "
-            f"num_candidates={num_candidates}, num_negatives={num_negatives}"
-        )
+    _check_sizes(num_negatives, num_candidates, query_block_size)
     positives = _IdLists(train_positives, num_queries, num_db, "train_positives")
     excluded = _IdLists(non_negatives, num_queries, num_db, "non_negatives")
     cache = _check_cache(negative_cache, num_queries, num_db)
-    if db_usable is not None:
-        db_usable = np.asarray(db_usable)
-        if db_usable.shape != (num_db,) or db_usable.dtype != bool:
-            raise ValueError(
-                f"`db_usable` must be a bool array of shape [{num_db}]. Received: "
-                f"shape={db_usable.shape}, dtype={db_usable.dtype}"
-            )
+    db_usable = _check_db_usable(db_usable, num_db)
 
     rng = np.random.default_rng(seed)
     db_sq_norms = _squared_norms(db)

@@ -56,7 +56,7 @@ def compare_losses(config, test_dataset, losses=COMPARISON_LOSSES, out=None, pro
         progress: progress bars and per-run reports.
 
     Returns:
-        The report written to `table6.json`.
+        The report written to `table6.json`, plus "table": the Markdown table (table6.md).
     """
 
     unknown = [loss for loss in losses if loss not in LOSS_NAMES]
@@ -109,6 +109,4 @@ def compare_losses(config, test_dataset, losses=COMPARISON_LOSSES, out=None, pro
         "figure_png": figure,
     }
     write_json_atomic(os.path.join(out, "table6.json"), report)
-    if progress:
-        print("\n" + table)
-    return report
+    return {**report, "table": table}
