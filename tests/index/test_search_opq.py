@@ -182,6 +182,7 @@ def test_evaluate_command_builds_an_opq_index(tiny_city, tmp_path, monkeypatch):
     model = build_embedding_model("tiny", num_clusters=4, pca_dim=16, name="tiny16")
 
     search_module = importlib.import_module("sare_tf.index.faiss_search")
+    recall_module = importlib.import_module("sare_tf.evaluation.recall")  # where evaluate builds
     built = []
     real_build_index = search_module.build_index
 
@@ -190,7 +191,7 @@ def test_evaluate_command_builds_an_opq_index(tiny_city, tmp_path, monkeypatch):
         built.append(faiss_index)
         return faiss_index
 
-    monkeypatch.setattr(search_module, "build_index", recording_build_index)
+    monkeypatch.setattr(recall_module, "build_index", recording_build_index)
     keras_path = tmp_path / "tiny16.keras"
     model.save(keras_path)
     out = tmp_path / "out"
