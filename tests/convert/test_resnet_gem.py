@@ -75,6 +75,7 @@ def test_cosplace_resnet18_at_its_resolution_and_a_non_square_one(tmp_path):
     _assert_same_descriptors_and_retrieval(model, net, (240, 320))
 
 
+@pytest.mark.slow
 def test_eigenplaces_resnet50_through_the_command_line(tmp_path, capsys):
     net, path = _release(tmp_path, 50, 16, seed=3, name="ResNet50_16_eigenplaces.pth")
     out = tmp_path / "eigen.keras"

@@ -224,6 +224,7 @@ def test_transformer_with_a_remote_predictor_answers_like_one_process(served, tm
         np.testing.assert_allclose(got["position"], want["position"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_serve_runs_a_litert_export_and_localizes_with_the_float_index(served, tmp_path):
     """`serve --runtime litert`: the same descriptors as the SavedModel it came from, and the
     index built with the SavedModel accepts it (a float export keeps the weights fingerprint)."""

@@ -58,6 +58,7 @@ def test_sare_trains_each_new_combination(
     assert loaded.model.descriptor_size == descriptor_size and loaded.image_size == image_size
 
 
+@pytest.mark.slow
 def test_frozen_batchnorm_keeps_its_statistics_and_trained_batchnorm_learns_them(
     tiny_city, tmp_path
 ):

@@ -149,6 +149,7 @@ def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path,
     assert "collapse" not in healthy
 
 
+@pytest.mark.slow
 def test_export_needs_no_image_size_for_a_model_trained_by_sare_tf_train(tiny_city, tmp_path):
     """Issue 13: the training size is recorded in the model, so export stops asking for it."""
     from sare_tf import cli
