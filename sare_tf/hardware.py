@@ -61,6 +61,8 @@ ONEDNN_ISA_BF16 = {
     "AVX10_1_512_AMX_FP16": "amx", "ALL": "amx", "DEFAULT": "amx",
 }  # fmt: skip
 _BF16_RANK = {"none": 0, "avx512_bf16": 1, "amx": 2}
+# The caps that leave out AVX-512 altogether (what a CPU with AVX2 only runs).
+ONEDNN_CAPS_WITHOUT_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 def bf16_support(flags: frozenset[str] | set[str], isa_cap: str | None = None) -> str:

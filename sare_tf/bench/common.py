@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sare_tf.hardware import cpu_info, describe_cpu, onednn_isa_cap
+from sare_tf.hardware import ONEDNN_CAPS_WITHOUT_AVX512, cpu_info, describe_cpu, onednn_isa_cap
 
 DEFAULT_DIR = "runs/bench"
 
@@ -100,10 +100,6 @@ def write_report(path: str | os.PathLike, report) -> None:
     print(f"wrote {path}")
 
 
-# oneDNN caps without AVX-512: PyTorch's own (non-oneDNN) kernels are then held to AVX2 as well.
-_CAPS_WITHOUT_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
-
-
 def child_environment(extra: dict | None = None) -> dict:
     """The environment of a child measurement: quiet TensorFlow logs, this process's sare_tf,
     and, under a oneDNN cap below AVX-512 (`ONEDNN_MAX_CPU_ISA=AVX2`), PyTorch's own kernels
@@ -112,7 +108,7 @@ def child_environment(extra: dict | None = None) -> dict:
 
     env = {**os.environ, **(extra or {})}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if onednn_isa_cap(env) in _CAPS_WITHOUT_AVX512:
+    if onednn_isa_cap(env) in ONEDNN_CAPS_WITHOUT_AVX512:
         env.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     # The child must import the same sare_tf as this process (a source checkout or an install).
     package_root = str(Path(sare_tf.__file__).resolve().parent.parent)

@@ -219,27 +219,27 @@ def measure_torch(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "image_size": [args.height, args.width],
         "batch_size": args.batch_size,
-        "conv_flops_per_image": _conv_flops(args),
+        "conv_flops_per_image": _conv_flops(_keras_model(args)),
         "images_per_second": max(rounds),
         "rounds": rounds,
     }
 
 
-def _conv_flops(args) -> float:
-    """Convolution FLOPs per image of the TF model of this configuration."""
-    import keras
-
-    from sare_tf.bench.flops import model_conv_flops
+def _keras_model(args):
+    """The Keras model of this configuration: the full model, or its cropped backbone."""
     from sare_tf.models import build_embedding_model, feature_model
 
     model = build_embedding_model(
         args.backbone, num_clusters=args.num_clusters, input_shape=(args.height, args.width, 3)
     )
-    if args.part == "backbone":
-        model = feature_model(model)
-    flops = sum(c.flops for c in model_conv_flops(model))
-    keras.backend.clear_session()
-    return flops
+    return feature_model(model) if args.part == "backbone" else model
+
+
+def _conv_flops(model) -> float:
+    """Convolution FLOPs per image of `model` at its input size."""
+    from sare_tf.bench.flops import model_conv_flops
+
+    return sum(c.flops for c in model_conv_flops(model))
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -251,17 +251,10 @@ def measure(args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from sare_tf.bench.flops import model_conv_flops
-    from sare_tf.models import build_embedding_model, feature_model
-
     # An exported runtime's model is built in float32; its `precision` is the quantization.
     keras.config.set_dtype_policy(args.precision if args.runtime == "tf" else "float32")
     keras.utils.set_random_seed(0)
-    model = build_embedding_model(
-        args.backbone, num_clusters=args.num_clusters, input_shape=(args.height, args.width, 3)
-    )
-    if args.part == "backbone":
-        model = feature_model(model)
+    model = _keras_model(args)
     result = {
         "runtime": args.runtime,
         "backbone": args.backbone,
@@ -269,7 +262,7 @@ def measure(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "image_size": [args.height, args.width],
         "batch_size": args.batch_size,
-        "conv_flops_per_image": sum(c.flops for c in model_conv_flops(model)),
+        "conv_flops_per_image": _conv_flops(model),
     }
     images = _random_images(args)
     if args.runtime == "tf":

@@ -385,11 +385,12 @@ VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
 TINY_FILTERS = (32, 64, 96, 128)
 
 
-def build_vgg16_conv5_3(torch):
-    """`torchvision.models.vgg16().features[:-2]`: up to conv5_3, without its ReLU and pool."""
+def build_vgg16_conv5_3(torch, config=VGG16_LAYERS):
+    """`torchvision.models.vgg16().features[:-2]`: up to conv5_3, without its ReLU and pool
+    (`config`: the channels and "M" pools, VGG16's by default; the tests use smaller ones)."""
     nn = torch.nn
     layers, channels = [], 3
-    for item in VGG16_LAYERS:
+    for item in config:
         if item == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:

@@ -129,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--child-framework", default=None, help=argparse.SUPPRESS)
 
 
-def _median_seconds(function, value, warmup: int, steps: int) -> tuple[list[float], float]:
+def _timed_calls(function, value, warmup: int, steps: int) -> tuple[list[float], float]:
     """`(seconds of each timed call, warm-up seconds)` of `function(value)`."""
     start = time.perf_counter()
     for _ in range(warmup):
@@ -152,7 +152,7 @@ def _random_batch(args):
 
 
 def _sare_tf_functions(args):
-    """`(functions by part, inference function, embedding, policy)` of sare_tf's step."""
+    """`(functions by part, inference function, policy)` of sare_tf's step."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -191,11 +191,11 @@ def _sare_tf_functions(args):
         "forward_backward": lambda x: [g.numpy() for g in forward_backward(x)],
         "step": lambda x: model.train_on_batch(x, targets),
     }
-    return functions, lambda x: infer(x).numpy(), model, policy
+    return functions, lambda x: infer(x).numpy(), policy
 
 
 def _torch_functions(args):
-    """`(functions by part, inference function, model, policy)` of PyTorch's same step."""
+    """`(functions by part, inference function, policy)` of PyTorch's same step."""
     import torch
 
     from sare_tf.bench import torch_models
@@ -238,7 +238,7 @@ def _torch_functions(args):
             return model(torch_models.imagenet_normalize(torch, x)).float().numpy()
 
     functions = {"forward": forward, "forward_backward": forward_backward, "step": step}
-    return functions, infer, model, args.child_precision
+    return functions, infer, args.child_precision
 
 
 def _torch_images(images):
@@ -255,16 +255,16 @@ def run_child_measurement(args: argparse.Namespace) -> dict:
 
     images = _random_batch(args)
     if args.child_framework == "torch":
-        functions, infer, _, policy = _torch_functions(args)
+        functions, infer, policy = _torch_functions(args)
         batch, eval_batch = _torch_images(images), _torch_images(images[:1])
     else:
-        functions, infer, _, policy = _sare_tf_functions(args)
+        functions, infer, policy = _sare_tf_functions(args)
         batch, eval_batch = images, images[0]
     timings, warmup_seconds = {}, 0.0
     for part in PARTS:
-        seconds, warm = _median_seconds(functions[part], batch, args.warmup, args.steps)
+        seconds, warm = _timed_calls(functions[part], batch, args.warmup, args.steps)
         timings[part], warmup_seconds = seconds, warmup_seconds + warm
-    infer_seconds, _ = _median_seconds(infer, eval_batch, 1, args.steps)
+    infer_seconds, _ = _timed_calls(infer, eval_batch, 1, args.steps)
     loss = functions["forward"](batch)
     step = statistics.median(timings["step"])
     images_per_tuple = 2 + args.num_negatives

@@ -215,12 +215,13 @@ def _run_recall(args, models, names, sizes) -> int:
 
     dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
     print(dataset.summary() if hasattr(dataset, "summary") else dataset.name)
+    index = index_config(args)
     report = RecallReport.for_dataset(
-        dataset, os.fspath(args.dataset), index_config(args), args.image_size, args.ground_truth
+        dataset, os.fspath(args.dataset), index, args.image_size, args.ground_truth
     )
     pca_dims = _pca_dims(args)
     for model, name in zip(models, names, strict=True):
-        _evaluate_model(args, dataset, report, model, name, sizes[name], pca_dims)
+        _evaluate_model(args, dataset, report, model, name, sizes[name], pca_dims, index)
     curve_path = plot_recall_curves(
         report.curves, os.path.join(args.out, "recall_curve.png"), title=dataset.name
     )
@@ -238,7 +239,7 @@ def _pca_dims(args):
     return parse_pca_dims(args.pca_dims) if args.pca_dims else None
 
 
-def _evaluate_model(args, dataset, report, model, name: str, image_size, pca_dims) -> None:
+def _evaluate_model(args, dataset, report, model, name: str, image_size, pca_dims, index) -> None:
     """Evaluates one model and adds it (and what the flags ask for) to the report."""
     from sare_tf.evaluation import run_dataset_evaluation
     from sare_tf.evaluation.report import CURVE_MAX_N, RECALL_NS, size_text
@@ -251,7 +252,7 @@ def _evaluate_model(args, dataset, report, model, name: str, image_size, pca_dim
         descriptor_dir = os.path.join(args.out, "descriptors", name.replace("/", "_"))
     evaluation = run_dataset_evaluation(
         model, dataset, image_size=image_size, progress=not args.quiet, ns=RECALL_NS,
-        index=index_config(args), batch_size=args.batch_size,
+        index=index, batch_size=args.batch_size,
         query_long_side=args.query_long_side, protocol=args.protocol, max_n=CURVE_MAX_N,
         ground_truth=args.ground_truth, pca_dims=pca_dims, pca_fit_descriptors=pca_fit,
         descriptor_dir=descriptor_dir,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sare_tf.bench.torch_models import build_vgg16_conv5_3
+
 # vgg16.features[:-2] with tiny channel counts: (out channels, then "M" for a max-pool).
 TINY_VGG = [4, 4, "M", 6, 6, "M", 8, 8, 8, "M", 8, 8, 8, "M", 8, 8, 8]
 CHANNELS = 8
@@ -25,14 +27,8 @@ def tiny_encoder_and_pool(torch, seed: int, vladv2: bool = False):
     """`vgg16().features[:-2]` (tiny) and pytorch-NetVlad's NetVLAD, trained-looking weights."""
     nn = torch.nn
     torch.manual_seed(seed)
-    layers, channels = [], 3
-    for item in TINY_VGG:
-        if item == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
-            channels = item
-    encoder = nn.Sequential(*layers[:-1])  # [:-2] of the full features: no last ReLU / pool
+    encoder = build_vgg16_conv5_3(torch, TINY_VGG)  # [:-2] of the full features
+    channels = CHANNELS
     assert len(encoder) == 29 and isinstance(encoder[28], nn.Conv2d)
     pool = nn.Module()
     pool.conv = nn.Conv2d(channels, NUM_CLUSTERS, kernel_size=(1, 1), bias=vladv2)
