@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from sare_tf.bench.mining import main
+from sare_tf.bench.common import main as run_benchmark
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark(["mining", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from sare_tf.bench.retrieval import main, parse_args  # noqa: F401  (parse_args: tests)
+from sare_tf.bench.common import main as run_benchmark
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark(["retrieval", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
     sys.exit(main())

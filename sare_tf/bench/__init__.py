@@ -1,4 +1,4 @@
-"""Benchmarks of sare_tf, run as `sare-tf bench NAME` (or `python -m sare_tf.bench.NAME`).
+"""Benchmarks of sare_tf, run as `sare-tf bench NAME` (or `python -m sare_tf.bench NAME`).
 
 Each module measures one thing and writes a JSON report under `runs/bench/`:
 
@@ -14,9 +14,10 @@ Each module measures one thing and writes a JSON report under `runs/bench/`:
 - `import_checkpoint`: importing a full-size NetVLAD + WPCA checkpoint (time, memory, agreement);
 - `models`: today's models (ResNet / DINOv2 + GeM / BoQ / MegaLoc) beside PyTorch's modules.
 
-Every module provides `HELP`, `DESCRIPTION`, `add_arguments(parser)`, `run(args) -> int` and
-`main(argv=None) -> int`, and imports TensorFlow only inside functions (importing this package
-is cheap). Nothing is imported here, so `python -m sare_tf.bench.NAME` runs cleanly.
+Every module provides `HELP`, `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> int`,
+and imports TensorFlow only inside functions: `sare-tf bench --help` builds every benchmark's
+parser, and a child measurement sets its environment (threads, oneDNN) before TensorFlow
+loads. Nothing is imported here.
 """
 
 from __future__ import annotations

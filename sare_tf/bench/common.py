@@ -2,13 +2,14 @@
 
 Benchmarks whose figures depend on process-global state (the Keras dtype policy, oneDNN's
 kernel cache, the peak-RSS counter) measure each configuration in a fresh Python process:
-`run_child` starts `python -m sare_tf.bench.<name> <flags>` and reads the JSON object the child
+`run_child` starts `python -m sare_tf.bench <name> <flags>` and reads the JSON object the child
 prints on its last line of output.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -43,15 +44,9 @@ def add_json_argument(
     )
 
 
-def _name(module) -> str:
-    # Under `python -m sare_tf.bench.<name>` the module is `__main__`; its spec keeps the name.
-    spec = getattr(module, "__spec__", None)
-    return (spec.name if spec else module.__name__).rsplit(".", 1)[-1]
-
-
 def standalone_parser(module) -> argparse.ArgumentParser:
-    """The parser of `python -m sare_tf.bench.<name>`: the same flags as `sare-tf bench <name>`."""
-    name = _name(module)
+    """The parser of `python -m sare_tf.bench <name>`: the same flags as `sare-tf bench <name>`."""
+    name = module.__name__.rsplit(".", 1)[-1]
     parser = argparse.ArgumentParser(
         prog=f"sare-tf bench {name}",
         description=module.DESCRIPTION,
@@ -61,13 +56,27 @@ def standalone_parser(module) -> argparse.ArgumentParser:
     return parser
 
 
-def standalone_main(module, argv: list[str] | None = None) -> int:
-    """Parses `argv` with the module's flags and runs it; a failed child is an error message."""
-    args = standalone_parser(module).parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sare_tf.bench NAME [flags]`: runs benchmark NAME with its flags; a failed
+    child process is an error message, not a traceback."""
+    from sare_tf.bench import BENCHMARKS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in BENCHMARKS:
+        received = argv[0] if argv else "nothing"
+        print(
+            f"usage: python -m sare_tf.bench NAME [flags]; NAME is one of "
+            f"{', '.join(BENCHMARKS)}. Received: {received}",
+            file=sys.stderr,
+        )
+        return 2
+    name, flags = argv[0], argv[1:]
+    module = importlib.import_module(f"sare_tf.bench.{name}")
+    args = standalone_parser(module).parse_args(flags)
     try:
         return int(module.run(args) or 0)
     except ChildProcessError as error:
-        print(f"sare-tf bench {_name(module)}: error: {error}", file=sys.stderr)
+        print(f"sare-tf bench {name}: error: {error}", file=sys.stderr)
         return 1
 
 
@@ -118,7 +127,7 @@ def child_environment(extra: dict | None = None) -> dict:
 
 
 def run_child(name: str, flags: list[str], env: dict | None = None) -> dict:
-    """Runs `python -m sare_tf.bench.<name> <flags>` and returns the JSON its last line prints.
+    """Runs `python -m sare_tf.bench <name> <flags>` and returns the JSON its last line prints.
 
     Args:
         name: the benchmark module under `sare_tf.bench`.
@@ -131,7 +140,7 @@ def run_child(name: str, flags: list[str], env: dict | None = None) -> dict:
     Raises:
         ChildProcessError: when the child fails; the message holds the end of its stderr.
     """
-    command = [sys.executable, "-m", f"sare_tf.bench.{name}", *flags]
+    command = [sys.executable, "-m", "sare_tf.bench", name, *flags]
     completed = subprocess.run(command, capture_output=True, text=True, env=child_environment(env))
     lines = completed.stdout.strip().splitlines()
     if completed.returncode != 0 or not lines:

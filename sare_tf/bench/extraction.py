@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
@@ -457,13 +456,3 @@ def _result_lines(args, results) -> list[str]:
         if "stage_profile" in result:
             lines += describe_profile(result["stage_profile"])
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sare_tf.bench.common import standalone_main
-
-    return standalone_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

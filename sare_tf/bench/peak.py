@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
@@ -323,13 +322,3 @@ def run(args: argparse.Namespace) -> int:
     report.update(config=config, results=list(results.values()))
     write_report(args.json, report)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sare_tf.bench.common import standalone_main
-
-    return standalone_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,7 +33,6 @@ import argparse
 import os
 import platform
 import resource
-import sys
 import time
 
 from sare_tf.bench.common import add_json_argument, default_json, report_header, write_report
@@ -333,13 +332,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The flags of `sare-tf bench retrieval`, parsed from `argv`."""
-    from sare_tf.bench.common import standalone_parser
-
-    return standalone_parser(sys.modules[__name__]).parse_args(argv)
-
-
 def run(args: argparse.Namespace) -> int:
     import faiss
     import numpy as np
@@ -365,13 +357,3 @@ def run(args: argparse.Namespace) -> int:
     name = "retrieval" if args.part == "both" else f"retrieval_{args.part}"
     write_report(args.json or default_json(name), report)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sare_tf.bench.common import standalone_main
-
-    return standalone_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -386,13 +386,3 @@ def run(args: argparse.Namespace) -> int:
         level["valid_failures"] + level["server_errors"] for r in results for level in r["levels"]
     )
     return 0 if failed == 0 else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sare_tf.bench.common import standalone_main
-
-    return standalone_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -474,13 +474,3 @@ def run(args: argparse.Namespace) -> int:
     report.update(peak=peaks, results=results, pipeline=pipeline)
     write_report(args.json, report)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sare_tf.bench.common import standalone_main
-
-    return standalone_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

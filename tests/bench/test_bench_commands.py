@@ -367,7 +367,7 @@ def test_a_failing_child_is_an_error_message_not_a_traceback(tmp_path, capsys):
     assert cli.main(argv) == 2
     error = capsys.readouterr().err
     assert "sare-tf bench: error: the benchmark child process failed (exit code 1)" in error
-    assert "sare_tf.bench.mining --child-dim 8" in error
+    assert "-m sare_tf.bench mining --child-dim 8" in error
 
 
 def test_scripts_are_thin_wrappers_of_the_package(tmp_path):

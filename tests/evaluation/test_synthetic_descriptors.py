@@ -71,4 +71,4 @@ def test_bench_retrieval_script_runs_at_tiny_size(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "TOTAL s" in printed and "max |dR| pts" in printed
     with pytest.raises(SystemExit):
-        bench.parse_args(["--part", "nope"])
+        bench.main(["--part", "nope"])
