@@ -2,7 +2,8 @@
 used across modules.
 
 Imports are read from the source (module level and inside functions alike: a lazy import is
-still a dependency), with the standard library's `ast`.
+still a dependency; so is a name a package lists in its `lazy_exports` table), with the standard
+library's `ast`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,27 @@ def _modules() -> dict[str, pathlib.Path]:
     return {_module_name(path): path for path in sorted(PACKAGE_ROOT.rglob("*.py"))}
 
 
+def _lazy_exports(node: ast.AST, package: str) -> list[tuple[str, list[str]]]:
+    """`(module, names)` of a `lazy_exports(__name__, {module: (names, ...)})` call."""
+    if not (
+        isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "lazy_exports"
+        and len(node.args) == 2
+        and isinstance(node.args[1], ast.Dict)
+    ):
+        return []
+    found = []
+    for key, value in zip(node.args[1].keys, node.args[1].values, strict=True):
+        module = key.value if key.value.startswith("sare_tf.") else f"{package}.{key.value}"
+        found.append((module, [element.value for element in value.elts]))
+    return found
+
+
 def _imports(path: pathlib.Path, modules: dict) -> list[tuple[str, list[str]]]:
     """`(imported module, names taken from it)` for every sare_tf import in the file."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        found += _lazy_exports(node, _module_name(path))
         if isinstance(node, ast.Import):
             found += [(alias.name, []) for alias in node.names if alias.name.startswith("sare_tf")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -83,6 +101,12 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return components
 
 
+def test_a_lazy_exports_table_counts_as_imports():
+    imported = dict(_imports(PACKAGE_ROOT / "evaluation" / "__init__.py", _modules()))
+    assert "recall_at_n" in imported["sare_tf.evaluation.recall"]
+    assert "load_descriptor_model" in imported["sare_tf.artifacts"]
+
+
 def test_the_cycle_finder_finds_a_known_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
@@ -128,7 +152,7 @@ def test_no_private_name_is_imported_across_modules():
 # before it, never a later one (evaluation uses the index; the index never uses evaluation).
 LAYERS = (
     ("foundations", {"__init__", "_version", "atomic", "hashing", "image_size", "precision",
-                     "hardware", "registry", "config_options", "serving_client", "data", "layers",
+                     "hardware", "registry", "config_options", "lazy_exports", "serving_client", "data", "layers",
                      "losses"}),
     ("model", {"model", "models", "synthetic"}),
     ("artifacts", {"artifacts"}),

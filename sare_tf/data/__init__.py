@@ -1,48 +1,22 @@
 """Geo-tagged datasets, their readers, image decoding and the tf.data tuple pipeline.
 
-(The synthetic city lives in `sare_tf.synthetic`.)
-
-Importing this package does not import TensorFlow: the names that need it (`MiningState`,
-`make_tuple_dataset`, `safe_load_image`, ...) are loaded on first use.
+(The synthetic city lives in `sare_tf.synthetic`.) Names load on first use
+(`sare_tf.lazy_exports`), except the readers: importing the package registers them with
+`GeoDataset` (`GeoDataset.load` and friends find them by name), without importing TensorFlow.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from sare_tf.data.dbstruct import read_dbstruct, write_dbstruct
-from sare_tf.data.geo_dataset import GeoDataset, check_relative_path, radius_neighbours
-from sare_tf.data.loading import load_dataset
-
-_LAZY = {
-    "MiningState": "sare_tf.data.tuples",
-    "make_tuple_dataset": "sare_tf.data.tuples",
-    "random_tuples": "sare_tf.data.tuples",
-    "default_augmentation": "sare_tf.data.tuples",
-    "decode_rgb": "sare_tf.data.images",
-    "resize_image": "sare_tf.data.images",
-    "load_image": "sare_tf.data.images",
-    "read_rgb": "sare_tf.data.images",
-    "safe_load_image": "sare_tf.data.images",
-    "BadImageError": "sare_tf.data.images",
-    "BadImageLog": "sare_tf.data.checks",
-    "ImageCheckReport": "sare_tf.data.checks",
-    "check_images": "sare_tf.data.checks",
-    "check_dataset": "sare_tf.data.checks",
-}
-
-__all__ = [
-    "GeoDataset",
-    "check_relative_path",
-    "load_dataset",
-    "radius_neighbours",
-    "read_dbstruct",
-    "write_dbstruct",
-    *_LAZY,
-]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sare_tf.data' has no attribute {name!r}")
+import sare_tf.data.loading  # noqa: F401  (registers the dataset readers)
+from sare_tf.lazy_exports import lazy_exports
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "dbstruct": ("read_dbstruct", "write_dbstruct"),
+        "geo_dataset": ("GeoDataset", "check_relative_path", "radius_neighbours"),
+        "loading": ("load_dataset",),
+        "tuples": ("MiningState", "make_tuple_dataset", "random_tuples", "default_augmentation"),
+        "images": ("decode_rgb", "resize_image", "load_image", "read_rgb", "safe_load_image", "BadImageError"),
+        "checks": ("BadImageLog", "ImageCheckReport", "check_images", "check_dataset"),
+    },
+)

@@ -8,85 +8,52 @@ Typical use:
 Building blocks: `extract_descriptors` (images -> `[N, D]` float32), `search` / `build_index`
 (faiss exact, IVF-PQ or HNSW), `recall_at_n` / `evaluate_retrieval` (Recall@N with the Tokyo 24/7
 and TokyoTM protocols from `protocols`), `mean_average_precision` with the Oxford / Paris /
-Holidays readers, `load_descriptor_model` (`.keras` or SavedModel; owned by `sare_tf.artifacts.descriptor_model`, as `encode` is by `sare_tf.encoding`) and the figures in `plots`.
-
-Importing this package does not import TensorFlow; the functions that need it import it.
+Holidays readers, `load_descriptor_model` (`.keras` or SavedModel; owned by
+`sare_tf.artifacts.descriptor_model`, as `encode` is by `sare_tf.encoding`) and the figures in
+`plots`. Names load on first use (`sare_tf.lazy_exports`).
 """
 
 from __future__ import annotations
 
-from sare_tf.artifacts import DescriptorModel, load_descriptor_model
-from sare_tf.encoding import encode, extract_descriptors
-from sare_tf.evaluation.average_precision import (
-    RetrievalBenchmark,
-    average_precision,
-    load_holidays,
-    load_oxford_paris,
-    mean_average_precision,
-    read_oxford_paris_ground_truth,
-)
-from sare_tf.evaluation.evaluate import (
-    DatasetEvaluation,
-    evaluate_benchmark,
-    evaluate_dataset,
-    run_dataset_evaluation,
-)
-from sare_tf.evaluation.protocols import (
-    DifferentTimeFilter,
-    PanoramaSuppression,
-    RankingProtocol,
-    panorama_ids_from_file_names,
-    protocol_for_dataset,
-    ranked_search,
-)
-from sare_tf.evaluation.recall import (
-    RecallResult,
-    correct_retrievals,
-    evaluate_retrieval,
-    queries_without_positive,
-    recall_at_n,
-    recall_from_ranking,
-)
-from sare_tf.index.faiss_search import (
-    INDEX_TYPES,
-    IndexConfig,
-    build_index,
-    inner_ivfpq,
-    search,
-    search_index,
-)
+from sare_tf.evaluation.average_precision import average_precision  # the module's namesake
+from sare_tf.lazy_exports import lazy_exports
 
-__all__ = [
-    "INDEX_TYPES",
-    "DatasetEvaluation",
-    "DifferentTimeFilter",
-    "IndexConfig",
-    "DescriptorModel",
-    "PanoramaSuppression",
-    "RankingProtocol",
-    "RecallResult",
-    "RetrievalBenchmark",
-    "average_precision",
-    "build_index",
-    "inner_ivfpq",
-    "correct_retrievals",
-    "evaluate_benchmark",
-    "evaluate_dataset",
-    "evaluate_retrieval",
-    "encode",
-    "extract_descriptors",
-    "load_descriptor_model",
-    "load_holidays",
-    "load_oxford_paris",
-    "mean_average_precision",
-    "panorama_ids_from_file_names",
-    "protocol_for_dataset",
-    "queries_without_positive",
-    "ranked_search",
-    "read_oxford_paris_ground_truth",
-    "recall_at_n",
-    "recall_from_ranking",
-    "run_dataset_evaluation",
-    "search",
-    "search_index",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "sare_tf.artifacts": ("DescriptorModel", "load_descriptor_model"),
+        "sare_tf.encoding": ("encode", "extract_descriptors"),
+        "average_precision": (
+            "RetrievalBenchmark",
+            "load_holidays",
+            "load_oxford_paris",
+            "mean_average_precision",
+            "read_oxford_paris_ground_truth",
+        ),
+        "evaluate": (
+            "DatasetEvaluation",
+            "evaluate_benchmark",
+            "evaluate_dataset",
+            "run_dataset_evaluation",
+        ),
+        "protocols": (
+            "DifferentTimeFilter",
+            "PanoramaSuppression",
+            "RankingProtocol",
+            "panorama_ids_from_file_names",
+            "protocol_for_dataset",
+            "ranked_search",
+        ),
+        "recall": (
+            "RecallResult",
+            "correct_retrievals",
+            "evaluate_retrieval",
+            "queries_without_positive",
+            "recall_at_n",
+            "recall_from_ranking",
+        ),
+        "sare_tf.index.config": ("INDEX_TYPES", "IndexConfig"),
+        "sare_tf.index.faiss_search": ("build_index", "inner_ivfpq", "search", "search_index"),
+    },
+)
+__all__ = sorted([*__all__, "average_precision"])

@@ -15,7 +15,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from sare_tf.evaluation.protocols import ranked_search
-from sare_tf.index.faiss_search import IndexConfig, as_float32_matrix, build_index
+from sare_tf.index.config import IndexConfig
+from sare_tf.index.faiss_search import as_float32_matrix, build_index
 
 logger = logging.getLogger("sare_tf.evaluation")
 

@@ -6,49 +6,31 @@
 - `export_onnx`, `export_litert`: the same descriptor graph for ONNX Runtime and LiteRT, float
   or quantized; `exporter(fmt)` picks one;
 - `pca`: fitting PCA whitening on database images before export (`add_pca_whitening`).
+
+Names load on first use (`sare_tf.lazy_exports`).
 """
 
 from __future__ import annotations
 
-from sare_tf.artifacts.litert_format import export_litert
-from sare_tf.artifacts.onnx_format import export_onnx
-from sare_tf.artifacts.saved_model_format import ExportResult, export_versioned
-from sare_tf.artifacts.signatures import (
-    BYTES_INPUT,
-    DESCRIPTOR_OUTPUT,
-    IMAGE_INPUT,
-    SERVE_JPEG,
-    SERVING_DEFAULT,
-    export_saved_model,
-    resolve_image_size,
-    serving_model,
+from sare_tf.lazy_exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "sare_tf.artifacts.litert_format": ("export_litert",),
+        "sare_tf.artifacts.onnx_format": ("export_onnx",),
+        "sare_tf.artifacts.saved_model_format": ("ExportResult", "export_versioned"),
+        "sare_tf.artifacts.signatures": (
+            "BYTES_INPUT",
+            "DESCRIPTOR_OUTPUT",
+            "IMAGE_INPUT",
+            "SERVE_JPEG",
+            "SERVING_DEFAULT",
+            "export_saved_model",
+            "resolve_image_size",
+            "serving_model",
+        ),
+        "sare_tf.artifacts.versions": ("list_versions", "next_version"),
+        "runtimes": ("exporter",),
+    },
 )
-from sare_tf.artifacts.versions import list_versions, next_version
-
-
-def exporter(fmt: str):
-    """The export function of a runtime format: `export_onnx` or `export_litert`."""
-    if fmt == "onnx":
-        return export_onnx
-    if fmt == "litert":
-        return export_litert
-    raise ValueError(f"Unknown runtime export format. Received: {fmt!r}")
-
-
-__all__ = [
-    "BYTES_INPUT",
-    "DESCRIPTOR_OUTPUT",
-    "IMAGE_INPUT",
-    "SERVE_JPEG",
-    "SERVING_DEFAULT",
-    "ExportResult",
-    "export_saved_model",
-    "export_versioned",
-    "export_litert",
-    "export_onnx",
-    "exporter",
-    "list_versions",
-    "next_version",
-    "resolve_image_size",
-    "serving_model",
-]

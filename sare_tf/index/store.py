@@ -42,13 +42,8 @@ import numpy as np
 
 from sare_tf._version import __version__
 from sare_tf.data.geodesy import UtmFrame
-from sare_tf.index.faiss_search import (
-    IndexConfig,
-    as_index_config,
-    search_index,
-    trained_index,
-    training_sample,
-)
+from sare_tf.index.config import IndexConfig, as_index_config
+from sare_tf.index.faiss_search import search_index, trained_index, training_sample
 
 logger = logging.getLogger(__name__)
 

@@ -2,33 +2,26 @@
 
 Reference: Liu, Li, Dai, "Deep Stochastic Attraction and Repulsion Embedding for Image Based
 Localization", ICCV 2019, Fig. 7.
+
+Names load on first use (`sare_tf.lazy_exports`).
 """
 
-from sare_tf.saliency.maps import METHODS, check_method_supported, normalize_maps, saliency_maps
-from sare_tf.saliency.model_access import (
-    SavedModelSignature,
-    default_target_layer,
-    float32_clone,
-    load_model,
-    model_from_savedmodel,
-)
-from sare_tf.saliency.panels import Panel, PanelRow, write_panels
-from sare_tf.saliency.scores import PairedSimilarity, similarity_model, similarity_score
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "PairedSimilarity",
-    "Panel",
-    "PanelRow",
-    "SavedModelSignature",
-    "check_method_supported",
-    "default_target_layer",
-    "float32_clone",
-    "load_model",
-    "model_from_savedmodel",
-    "normalize_maps",
-    "saliency_maps",
-    "similarity_model",
-    "similarity_score",
-    "write_panels",
-]
+from sare_tf.lazy_exports import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "maps": ("METHODS", "check_method_supported", "normalize_maps", "saliency_maps"),
+        "model_access": (
+            "SavedModelSignature",
+            "default_target_layer",
+            "float32_clone",
+            "load_model",
+            "model_from_savedmodel",
+        ),
+        "panels": ("Panel", "PanelRow", "write_panels"),
+        "scores": ("PairedSimilarity", "similarity_model", "similarity_score"),
+    },
+)
