@@ -15,7 +15,9 @@ Holidays readers, `load_descriptor_model` (`.keras` or SavedModel; owned by
 
 from __future__ import annotations
 
-from sare_tf.evaluation.average_precision import average_precision  # the module's namesake
+from sare_tf.evaluation.average_precision import (  # the module's namesake, eagerly
+    average_precision as average_precision,
+)
 from sare_tf.lazy_exports import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
