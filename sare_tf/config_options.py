@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 import typing
 
+from sare_tf.registry import RUNTIME_KINDS
+
 
 def option(
     default,
@@ -158,3 +160,66 @@ def config_from_args(
     if missing:
         raise ValueError(f"{', '.join(missing)} is required.")
     return config
+
+
+# The shared flag vocabulary: a flag means one thing in every command that has it. Each
+# function returns a fresh field (a dataclass field belongs to one class).
+
+MODEL_HELP = (
+    ".keras file, SavedModel or TF Serving base path (its newest version), or an ONNX / LiteRT "
+    "export (sare-tf export --format onnx|litert)"
+)
+RUNTIMES = tuple(RUNTIME_KINDS)
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def model_option(help: str = MODEL_HELP, *, many: bool = False):
+    """`--model PATH` (`many`: one or more paths), required."""
+    return option(
+        None, help, group="model", flag="--model", metavar="PATH", required=True,
+        nargs="+" if many else None, type=str,
+    )  # fmt: skip
+
+
+def runtime_option():
+    """`--runtime tf|onnx|litert`: refuse a model that is not this runtime's artefact."""
+    return option(
+        None, "refuse a --model that is not this runtime's artefact: tf (.keras / SavedModel), "
+        "onnx or litert (sare-tf export --format onnx|litert); default: whatever the path is",
+        group="model", choices=RUNTIMES,
+    )  # fmt: skip
+
+
+def precision_option(help: str = "compute precision for .keras models (default: as saved)"):
+    """`--precision`, the Keras dtype policy a model runs under."""
+    return option(None, help, group="model", choices=PRECISIONS)
+
+
+def image_size_option(help: str):
+    """`--image-size H W` (None: the command's own rule, told by `help`)."""
+    return option(None, help, group="model", nargs=2, type=int, metavar=("H", "W"))
+
+
+def batch_size_option(default: int, help: str = "images per model call"):
+    """`--batch-size N`."""
+    return option(default, help, group="model")
+
+
+def dataset_option(help: str, *, flag: str = "--dataset", required: bool = True):
+    """A dataset path: a .mat dbStruct, a .csv or a dataset folder (`GeoDataset.load`)."""
+    return option(None, help, group="data", flag=flag, metavar="DATASET", required=required)
+
+
+def image_root_option():
+    """`--image-root DIR`, the folder a dataset's image paths are relative to."""
+    return option(None, "folder the dataset's image paths are relative to", group="data")
+
+
+def out_option(default: str | None, help: str, *, metavar: str = "DIR"):
+    """`--out PATH`, where a command writes (required when `default` is None)."""
+    return option(default, help, group="output", metavar=metavar, required=default is None)
+
+
+def quiet_option():
+    """`--quiet`: no progress bars (log lines too, `sare_tf.cli`)."""
+    return option(False, "no progress bars", group="output", switch="on")
