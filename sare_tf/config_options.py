@@ -27,6 +27,7 @@ def option(
     nargs=None,
     type=None,
     switch: str | None = None,
+    repeat: bool = False,
     from_cli=None,
     cli_default=None,
 ):
@@ -39,6 +40,7 @@ def option(
         flag: the flag (default `--field-name`).
         choices, metavar, required, nargs, type: as for `argparse.add_argument`.
         switch: for a bool field: "on" (`--flag` sets True) or "off" (`--flag` sets False).
+        repeat: for a tuple field: the flag may be given again, each time adding one value.
         from_cli: converts the parsed value to the field's value (e.g. "all" -> None).
         cli_default: the flag's own default when it differs in kind from the field's (e.g.
             `--quiet` False for `verbose=1`).
@@ -46,7 +48,7 @@ def option(
     metadata = {
         "cli": {
             "help": help, "group": group, "flag": flag, "choices": choices, "metavar": metavar,
-            "required": required, "nargs": nargs, "type": type, "switch": switch,
+            "required": required, "nargs": nargs, "type": type, "switch": switch, "repeat": repeat,
             "from_cli": from_cli, "cli_default": cli_default,
         }
     }  # fmt: skip
@@ -117,12 +119,19 @@ def add_config_arguments(
             for key in ("choices", "metavar", "nargs", "required"):
                 if spec[key]:
                     kwargs[key] = spec[key]
+            if spec["repeat"]:
+                kwargs["action"] = "append"
+            if "metavar" not in kwargs and "choices" not in kwargs:
+                # named after the flag, not the field (`--batch-wait-ms BATCH_WAIT_MS`)
+                kwargs["metavar"] = _flag(field).lstrip("-").replace("-", "_").upper()
             if unset:  # a required flag may come from the base config instead (checked later)
                 kwargs.pop("required", None)
                 kwargs["default"] = None
             elif spec["required"]:
                 kwargs.pop("default")
-            shown = "" if spec["required"] or default is None else f" (default: {_show(default)})"
+            shown = (
+                "" if spec["required"] or default in (None, ()) else f" (default: {_show(default)})"
+            )
         groups[spec["group"]].add_argument(_flag(field), help=spec["help"] + shown, **kwargs)
 
 

@@ -11,11 +11,10 @@ import numpy as np
 
 from sare_tf.data.images import BadImageError, decode_image_bytes, resize_image
 from sare_tf.serving.protocol import SERVE_JPEG, RequestError, decode_b64, pixels_from_json
+from sare_tf.serving.settings import MAX_PIXELS
 
-DEFAULT_MAX_PIXELS = 40_000_000
 
-
-def decode_images(signature: str, values, image_size, max_pixels: int = DEFAULT_MAX_PIXELS):
+def decode_images(signature: str, values, image_size, max_pixels: int = MAX_PIXELS):
     """`[n, H, W, 3]` float32 from one request's input values.
 
     Raises:

@@ -12,7 +12,6 @@ flight finish within `grace_seconds`, the process exits with code 0.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 import socket
@@ -21,48 +20,10 @@ import uvicorn
 
 from sare_tf.serving.admission import Admission
 from sare_tf.serving.app import LOCALIZE_SUFFIX, ServedState, build_app
-from sare_tf.serving.images import DEFAULT_MAX_PIXELS
 from sare_tf.serving.servables import LocalizeIndex, ModelVersions, load_servable
-from sare_tf.serving.version_policy import VersionPolicy
+from sare_tf.serving.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
-
-
-@dataclasses.dataclass
-class ServeSettings:
-    """How `sare-tf serve` runs (each field is a flag of the command).
-
-    Attributes:
-        host, port: where to listen (127.0.0.1: this machine only).
-        policy, labels: which versions of a base path are served, and label -> version.
-        poll_seconds: how often the base path and the index folder are looked at (0: never).
-        max_batch, max_wait_ms: micro-batching of concurrent requests (`MicroBatcher`).
-        max_in_flight, max_queued, queue_timeout_ms: load bounds (`Admission`).
-        max_request_bytes, max_pixels, max_instances: per-request limits.
-        grace_seconds: how long requests in flight may take to finish after SIGTERM.
-        runtime: refuse models that are not this runtime's ("tf", "onnx", "litert"; None: any).
-        predictor_url: compute descriptors with this TF Serving predict URL instead of in this
-            process (KServe's transformer / predictor split).
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8501
-    policy: VersionPolicy = dataclasses.field(default_factory=VersionPolicy)
-    labels: dict = dataclasses.field(default_factory=dict)
-    poll_seconds: float = 2.0
-    max_batch: int = 16
-    max_wait_ms: float = 5.0
-    max_in_flight: int = 32
-    max_queued: int = 64
-    queue_timeout_ms: float = 1000.0
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_instances: int = 64
-    grace_seconds: float = 30.0
-    runtime: str | None = None
-    predictor_url: str | None = None
 
 
 def bind_port(host: str, port: int) -> socket.socket:
