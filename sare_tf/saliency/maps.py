@@ -39,10 +39,7 @@ from sare_tf.saliency.model_access import (
     is_savedmodel_backed,
 )
 from sare_tf.saliency.scores import similarity_model, similarity_score
-
-METHODS = ("gradcam++", "scorecam", "saliency", "smoothgrad")
-GRADIENT_METHODS = ("saliency", "smoothgrad")
-CAM_METHODS = ("gradcam++", "scorecam")
+from sare_tf.saliency.settings import CAM_METHODS, GRADIENT_METHODS, METHODS
 
 # Score-CAM holds three [channels, B, H, W, 3] float32 arrays (tiled images, masks, masked
 # images); queries are processed in chunks that keep them under this size.

@@ -83,17 +83,17 @@ def test_command_explains_why_a_savedmodel_cannot_do_gradcam(
     assert "Traceback" not in error
 
 
-def test_query_choice():
-    from sare_tf.commands.saliency import choose_queries
+def test_query_choice(capsys):
+    from sare_tf.saliency.settings import choose_queries
 
     assert choose_queries(10, queries=[4, 2]) == [4, 2]
     picked = choose_queries(10, random_count=3, seed=5)
     assert len(set(picked)) == 3 and all(0 <= i < 10 for i in picked)
     assert picked == choose_queries(10, random_count=3, seed=5)
     assert choose_queries(2, random_count=8) == [0, 1]
-    with pytest.raises(SystemExit):
-        cli.main(["saliency", "--model", "m", "--dataset", "d", "--out", "o",
-                  "--queries", "1", "--random", "2"])  # fmt: skip
+    assert cli.main(["saliency", "--model", "m", "--dataset", "d", "--out", "o",
+                     "--queries", "1", "--random", "2"]) == 2  # fmt: skip
+    assert "--queries and --random both choose the queries; give one" in capsys.readouterr().err
 
 
 def test_command_scorecam_options_reach_the_maps(saved_models, tiny_city, tmp_path, monkeypatch):
