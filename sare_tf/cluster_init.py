@@ -18,6 +18,7 @@ import tensorflow as tf
 from sare_tf.data.checks import BadImageLog, check_policy
 from sare_tf.data.images import safe_load_image
 from sare_tf.models import feature_model, netvlad_layer
+from sare_tf.progress import ProgressBar
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def sample_local_descriptors(
     depth = features_of.output_shape[-1]
     samples = np.empty((count * descriptors_per_image, depth), dtype="float32")
     filled = 0
-    progress = keras.utils.Progbar(count, unit_name="image") if verbose else None
+    bar = ProgressBar(count, "image", enabled=verbose)
     if verbose:
         logger.info(
             f"Sampling up to {descriptors_per_image} local descriptors from each of {count} images"
@@ -116,10 +117,8 @@ def sample_local_descriptors(
             rows = rng.choice(image_features.shape[0], size=keep, replace=False)
             samples[filled : filled + keep] = image_features[rows]
             filled += keep
-        if progress is not None:
-            progress.add(features.shape[0])
-    if progress is not None and bad_images.count:
-        progress.update(count)  # skipped images are done too
+        bar.add(features.shape[0])
+    bar.update(count)  # skipped images are done too
     if bad_images.count and verbose:
         logger.info(f"Cluster initialisation skipped unreadable images. {bad_images.summary()}")
     if filled == 0:

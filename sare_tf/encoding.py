@@ -30,6 +30,7 @@ import tensorflow as tf
 from sare_tf.artifacts import DescriptorModel
 from sare_tf.data.images import BadImageError, read_rgb, resize_image, safe_load_image
 from sare_tf.image_size import check_image_size
+from sare_tf.progress import ProgressBar
 
 logger = logging.getLogger("sare_tf.encoding")
 
@@ -267,9 +268,7 @@ def encode(
 
     valid = np.zeros(len(paths), dtype=bool)
     descriptors = None
-    bar = None
-    if progress and paths:
-        bar = keras.utils.Progbar(len(paths), unit_name="image")
+    bar = ProgressBar(len(paths), "image", enabled=progress)
     done = 0
     for indices, images, ok in batches:
         output = descriptors_of(predict(tf.constant(images, dtype=tf.float32)))
@@ -282,8 +281,7 @@ def encode(
         descriptors[indices] = output
         valid[indices] = ok
         done += len(indices)
-        if bar is not None:
-            bar.update(done)
+        bar.update(done)
     if require_any and paths and not valid.any():
         raise ValueError(f"None of the {len(paths)} images could be read (e.g. {paths[0]!r}).")
     if descriptors is None:
@@ -301,8 +299,7 @@ def encode(
             examples,
             ", ..." if bad.size > 5 else "",
         )
-    if bar is not None and done < len(paths):
-        bar.update(len(paths))
+    bar.update(len(paths))  # skipped images are done too
     return descriptors, valid
 
 

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from sare_tf.data.images import DEFAULT_MAX_PIXELS, BadImageError, read_rgb
+from sare_tf.progress import ProgressBar
 
 POLICIES = ("skip", "error")
 
@@ -167,11 +168,7 @@ def check_images(
     paths = [os.fsdecode(p) for p in paths]
     workers = num_workers or os.cpu_count() or 1
     bad, converted, formats = {}, collections.Counter(), collections.Counter()
-    bar = None
-    if progress and paths:
-        import keras
-
-        bar = keras.utils.Progbar(len(paths), unit_name="image")
+    bar = ProgressBar(len(paths), "image", enabled=progress)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda p: _check_one(p, max_pixels), paths, chunksize=16)
         for done, (path, reason, mode, image_format) in enumerate(results, start=1):
@@ -181,8 +178,7 @@ def check_images(
                 formats[image_format or "unknown"] += 1
                 if mode != "RGB":
                     converted[mode] += 1
-            if bar is not None and (done % 64 == 0 or done == len(paths)):
-                bar.update(done)
+            bar.update(done)
     return ImageCheckReport(len(paths), bad, dict(converted), dict(formats))
 
 

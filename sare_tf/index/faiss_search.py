@@ -36,6 +36,7 @@ import faiss
 import numpy as np
 
 from sare_tf.index.config import IndexConfig, as_index_config, default_nlist, default_pq_m
+from sare_tf.progress import ProgressBar
 
 
 def as_float32_matrix(x, name: str) -> np.ndarray:
@@ -186,16 +187,11 @@ def inner_ivfpq(faiss_index):
 
 
 def _iterate_blocks(num_rows: int, block_size: int, progress: bool, label: str):
-    bar = None
-    if progress and num_rows > block_size:
-        import keras
-
-        bar = keras.utils.Progbar(num_rows, unit_name=label)
+    bar = ProgressBar(num_rows, label, enabled=progress and num_rows > block_size)
     for start in range(0, num_rows, block_size):
         stop = min(num_rows, start + block_size)
         yield start, stop
-        if bar is not None:
-            bar.update(stop)
+        bar.update(stop)
 
 
 def _order_ties(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from sare_tf.encoding import encode, inference_function
 from sare_tf.mining.hard_negatives import NO_INDEX
 from sare_tf.mining.policies import FullRefresh, get_policy
 from sare_tf.models import embedding_of
+from sare_tf.progress import ProgressBar
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ class HardNegativeMining(keras.callbacks.Callback):
 
         start = time.perf_counter()
         chunk = 256
-        bar = keras.utils.Progbar(len(paths), unit_name="image") if self.verbose else None
-        if bar is not None:
+        bar = ProgressBar(len(paths), "image", enabled=self.verbose)
+        if self.verbose:
             logger.info(f"Mining: encoding {len(paths)} {label} images")
         parts, readable = [], []
         for first in range(0, len(paths), chunk):
@@ -239,8 +240,7 @@ class HardNegativeMining(keras.callbacks.Callback):
             )
             parts.append(np.asarray(descriptors, dtype=dtype))
             readable.append(ok)
-            if bar is not None:
-                bar.update(min(first + chunk, len(paths)))
+            bar.update(min(first + chunk, len(paths)))
         self._encode_seconds += time.perf_counter() - start
         if not parts:
             return np.zeros((0, 0), dtype), np.zeros(0, bool)

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sare_tf.progress import ProgressBar
+
 NO_INDEX = -1
 """Index used for "none" in the returned arrays (a query without positive or negatives)."""
 
@@ -111,7 +113,7 @@ def mine_tuples(
         db_usable: optional `[Ndb]` bool; database images marked False (e.g. unreadable
             files) are never chosen, neither as positive nor as negative.
         query_block_size: queries per block (memory / speed trade-off).
-        verbose: show a progress bar (Keras `Progbar`).
+        verbose: show a progress bar (`sare_tf.progress`).
 
     Returns:
         `(positive_idx [Q] int64, negative_idx [Q, N] int64, valid [Q] bool)`; `valid[i]` is
@@ -149,7 +151,7 @@ def mine_tuples(
     negative_idx = np.full((num_queries, num_negatives), NO_INDEX, dtype=np.int64)
     num_available = np.zeros(num_queries, dtype=np.int64)
 
-    progbar = _progbar(num_queries) if verbose else None
+    bar = ProgressBar(num_queries, "query", enabled=verbose)
     for start in range(0, num_queries, query_block_size):
         stop = min(start + query_block_size, num_queries)
         xq = np.ascontiguousarray(query_desc[start:stop], dtype=np.float32)
@@ -169,8 +171,7 @@ def mine_tuples(
             num_candidates,
             rng,
         )
-        if progbar is not None:
-            progbar.update(stop)
+        bar.update(stop)
 
     padded = (num_available > 0) & (num_available < num_negatives)
     if padded.any():
@@ -375,9 +376,3 @@ def _usable_cache(cache_block, excluded_rows, excluded_ids, chosen, pool_positio
     present &= unique
     ids[~present] = NO_INDEX
     return ids.reshape(block, width)
-
-
-def _progbar(total: int):
-    import keras
-
-    return keras.utils.Progbar(total, unit_name="query")

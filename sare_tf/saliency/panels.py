@@ -20,7 +20,6 @@ import json
 import os
 from collections.abc import Sequence
 
-import keras
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -30,6 +29,7 @@ from sare_tf.artifacts import resolve_image_size as model_image_size
 from sare_tf.data.images import read_rgb, resize_image
 from sare_tf.evaluation import extract_descriptors
 from sare_tf.index.faiss_search import search
+from sare_tf.progress import ProgressBar
 from sare_tf.saliency.maps import check_method_supported, saliency_maps
 from sare_tf.saliency.model_access import as_embedding_model
 
@@ -195,14 +195,13 @@ def write_panels(
         )
 
     panels = []
-    bar = _progbar(len(query_ids), progress)
+    bar = ProgressBar(len(query_ids), "panel", enabled=progress)
     for position, query_id in enumerate(query_ids):
         path = os.path.join(os.fspath(out_dir), f"query_{query_id:05d}.png")
         drawn = [rows[position] for rows in rows_per_model]
         _draw_panel(path, query_id, query_images[position], drawn, dataset, method, dpi)
         panels.append(Panel(query_id, path, [row for row, *_ in drawn]))
-        if bar is not None:
-            bar.update(position + 1)
+        bar.update(position + 1)
     _write_summary(out_dir, panels, dataset, method, image_size)
     return panels
 
@@ -220,13 +219,6 @@ def _check_query_ids(query_ids, dataset) -> list[int]:
             f"Received: {bad.tolist()}"
         )
     return [int(i) for i in ids]
-
-
-def _progbar(total: int, progress: bool):
-    if not progress:
-        return None
-
-    return keras.utils.Progbar(total, unit_name="panel")
 
 
 def _descriptors(model, images: np.ndarray, batch_size: int) -> np.ndarray:

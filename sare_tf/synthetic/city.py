@@ -35,6 +35,7 @@ from PIL import Image
 
 from sare_tf.data.dbstruct import write_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset
+from sare_tf.progress import ProgressBar
 from sare_tf.synthetic.facades import make_facade, make_glyph_alphabet
 from sare_tf.synthetic.render import (
     TIMES_OF_DAY,
@@ -253,49 +254,57 @@ def _write_jpeg(path: str, pixels: np.ndarray, quality: int) -> None:
     Image.fromarray(pixels).save(path, format="JPEG", quality=int(quality))
 
 
-def _render_street(
-    config: CityConfig, seed: int, split_index: int, street: int, glyphs, out_dir: str
-) -> tuple[list, list, list, list, list]:
-    """Renders and writes the database images and queries of one street (+ query metadata)."""
-    split = SPLITS[split_index]
-    facade_distance = config.facade_distance_m
-    lane = config.lane_offset_m
-    length = config.street_length_m
-    # Views near the street ends see past them: the facade strip extends by a margin.
-    margin = (facade_distance + config.query_lateral_m) * np.tan(
+def _street_facades(config: CityConfig, seed: int, split_index: int, street: int, glyphs):
+    """The two facades of a street (side 0 faces north, side 1 south), each longer than the
+    street by a margin: views near the street ends see past them."""
+    margin = (config.facade_distance_m + config.query_lateral_m) * np.tan(
         np.radians(config.hfov_deg / 2 + config.query_max_yaw_deg)
     ) + 8
     ppm = _pixels_per_m(config)
-    facades = [
+    return [
         make_facade(
             _rng(seed, split_index, street, side, 1),
-            length + 2 * margin,
+            config.street_length_m + 2 * margin,
             ppm,
             glyphs,
             x_offset_m=-margin,
         )
         for side in (0, 1)
     ]
-    east0 = CITY_ORIGIN[0] + split_index * DISTRICT_STRIDE_M
-    north0 = CITY_ORIGIN[1] + street * STREET_STRIDE_M
 
-    def facade_coordinate(side: int, along: float) -> float:
-        # Side 0 faces north (east is to the right), side 1 faces south (east is to the left).
-        return along if side == 0 else length - along
 
-    db_paths, db_utm, query_paths, query_utm, query_info = [], [], [], [], []
-    folder = os.path.join(out_dir, "images", split)
+def _facade_coordinate(config: CityConfig, side: int, along: float) -> float:
+    # Side 0 faces north (east is to the right), side 1 faces south (east is to the left).
+    return along if side == 0 else config.street_length_m - along
+
+
+def _street_origin(split_index: int, street: int) -> tuple[float, float]:
+    """UTM (east, north) of a street's west end on its centre line."""
+    return (
+        CITY_ORIGIN[0] + split_index * DISTRICT_STRIDE_M,
+        CITY_ORIGIN[1] + street * STREET_STRIDE_M,
+    )
+
+
+def _render_database(
+    config: CityConfig, seed: int, split_index: int, street: int, facades, out_dir: str
+) -> tuple[list, list]:
+    """Writes a street's database images (both sides, every `_db_positions` step): paths, UTM."""
+    split = SPLITS[split_index]
+    east0, north0 = _street_origin(split_index, street)
+    lane = config.lane_offset_m
+    db_paths, db_utm = [], []
     for index, along in enumerate(_db_positions(config)):
         for side in (0, 1):
             rng = _rng(seed, split_index, street, side, 2, index)
             pose = CameraPose(
-                along_m=facade_coordinate(side, along),
-                distance_m=facade_distance,
+                along_m=_facade_coordinate(config, side, along),
+                distance_m=config.facade_distance_m,
                 height_m=config.camera_height_m,
                 yaw_deg=float(rng.uniform(-2, 2)),
                 pitch_deg=config.pitch_deg,
             )
-            conditions = _database_conditions(rng, config, facade_distance)
+            conditions = _database_conditions(rng, config, config.facade_distance_m)
             pixels = apply_sensor(
                 render_view(facades[side], pose, config.image_size, config.hfov_deg, conditions),
                 conditions,
@@ -305,16 +314,47 @@ def _render_street(
             _write_jpeg(os.path.join(out_dir, relative), pixels, config.db_jpeg_quality)
             db_paths.append(relative)
             db_utm.append((east0 + along, north0 + (lane if side == 0 else -lane)))
+    return db_paths, db_utm
+
+
+def _query_record(relative: str, side: int, distance: float, pose, conditions) -> dict:
+    """What `query_conditions.json` says of one query view."""
+    return {
+        "path": relative,
+        "side": "NS"[side],
+        "distance_m": round(distance, 3),
+        "yaw_deg": round(pose.yaw_deg, 2),
+        "pitch_deg": round(pose.pitch_deg, 2),
+        "time_of_day": conditions.time_of_day,
+        "shadow": conditions.shadow is not None,
+        "haze": round(conditions.haze, 3),
+        "noise_std": round(conditions.noise_std, 4),
+        "blur": conditions.blur,
+        "rain": conditions.rain > 0,
+        "cars": len(conditions.cars),
+        "pedestrians": len(conditions.pedestrians),
+        "jpeg_quality": conditions.jpeg_quality,
+    }
+
+
+def _render_queries(
+    config: CityConfig, seed: int, split_index: int, street: int, facades, out_dir: str
+) -> tuple[list, list, list]:
+    """Writes a street's queries (random positions, poses and conditions): paths, UTM, records."""
+    split = SPLITS[split_index]
+    east0, north0 = _street_origin(split_index, street)
+    lane, facade_distance = config.lane_offset_m, config.facade_distance_m
+    query_paths, query_utm, query_info = [], [], []
     rng = _rng(seed, split_index, street, 3)
     for index in range(config.queries_per_split()[split_index]):
-        along = float(rng.uniform(4.0, length - 4.0))
+        along = float(rng.uniform(4.0, config.street_length_m - 4.0))
         side = int(rng.integers(2))
         lateral = float(rng.uniform(-config.query_lateral_m, config.query_lateral_m))
         # Lateral offsets are northward; side 0's facade is to the north, side 1's to the south.
         distance = facade_distance - lateral if side == 0 else facade_distance + lateral
         view_rng = _rng(seed, split_index, street, 4, index)
         pose = CameraPose(
-            along_m=facade_coordinate(side, along),
+            along_m=_facade_coordinate(config, side, along),
             distance_m=distance,
             height_m=config.camera_height_m + float(view_rng.uniform(-0.3, 0.3)),
             yaw_deg=float(view_rng.uniform(-1, 1) * config.query_max_yaw_deg),
@@ -331,25 +371,20 @@ def _render_street(
         _write_jpeg(os.path.join(out_dir, relative), pixels, conditions.jpeg_quality)
         query_paths.append(relative)
         query_utm.append((east0 + along, north0 + (lane if side == 0 else -lane) + lateral))
-        query_info.append(
-            {
-                "path": relative,
-                "side": "NS"[side],
-                "distance_m": round(distance, 3),
-                "yaw_deg": round(pose.yaw_deg, 2),
-                "pitch_deg": round(pose.pitch_deg, 2),
-                "time_of_day": conditions.time_of_day,
-                "shadow": conditions.shadow is not None,
-                "haze": round(conditions.haze, 3),
-                "noise_std": round(conditions.noise_std, 4),
-                "blur": conditions.blur,
-                "rain": conditions.rain > 0,
-                "cars": len(conditions.cars),
-                "pedestrians": len(conditions.pedestrians),
-                "jpeg_quality": conditions.jpeg_quality,
-            }
-        )
-    os.makedirs(folder, exist_ok=True)
+        query_info.append(_query_record(relative, side, distance, pose, conditions))
+    return query_paths, query_utm, query_info
+
+
+def _render_street(
+    config: CityConfig, seed: int, split_index: int, street: int, glyphs, out_dir: str
+) -> tuple[list, list, list, list, list]:
+    """Renders and writes the database images and queries of one street (+ query metadata)."""
+    facades = _street_facades(config, seed, split_index, street, glyphs)
+    db_paths, db_utm = _render_database(config, seed, split_index, street, facades, out_dir)
+    query_paths, query_utm, query_info = _render_queries(
+        config, seed, split_index, street, facades, out_dir
+    )
+    os.makedirs(os.path.join(out_dir, "images", SPLITS[split_index]), exist_ok=True)
     return db_paths, db_utm, query_paths, query_utm, query_info
 
 
@@ -403,15 +438,12 @@ def make_synthetic_city(
     glyphs = make_glyph_alphabet(_rng(seed, 99))
     counts = config.num_images()
     total = sum(db + q for db, q in counts.values())
-    bar = None
     if progress:
-        import keras
-
         logger.info(
             f"Generating the '{preset}' synthetic city in {out_dir}: {total} images of "
             f"{config.image_size[0]}x{config.image_size[1]} (seed {seed})"
         )
-        bar = keras.utils.Progbar(total, unit_name="image")
+    bar = ProgressBar(total, "image", enabled=progress)
     start = time.perf_counter()
     done = 0
     for split_index, split in enumerate(SPLITS):
@@ -424,8 +456,7 @@ def make_synthetic_city(
             query_utm += parts[3]
             query_info += parts[4]
             done += len(parts[0]) + len(parts[2])
-            if bar is not None:
-                bar.update(done)
+            bar.update(done)
         dataset = GeoDataset(
             db_paths=db_paths,
             db_utm=np.asarray(db_utm),
