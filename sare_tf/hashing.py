@@ -23,10 +23,17 @@ def arrays_fingerprint(arrays: Iterable) -> str:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """The plain hex sha256 of a file's bytes, read in blocks (bounded memory)."""
+    return files_sha256(path)
+
+
+def files_sha256(*paths: str | os.PathLike) -> str:
+    """One plain hex sha256 over the files' bytes in order (a TF checkpoint: its index, then
+    its data shards)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(_BLOCK), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
