@@ -12,6 +12,8 @@ import math
 import os
 import uuid
 
+import numpy as np
+
 
 def _temporary_path(path: str, suffix: str) -> str:
     """A fresh name beside `path` (same file system, so the final rename is atomic)."""
@@ -57,8 +59,6 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
 
 
 def _finite(value):
-    import numpy as np
-
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -69,8 +69,6 @@ def _finite(value):
 
 
 def _json_default(value):
-    import numpy as np
-
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

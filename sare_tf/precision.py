@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import warnings
 
+import keras
+import tensorflow as tf
+
+from sare_tf.hardware import cpu_info, describe_cpu, has_native_bf16
+
 POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 def gpu_available() -> bool:
     """Returns True when TensorFlow sees at least one GPU."""
-    import tensorflow as tf
-
     if not tf.test.is_built_with_cuda() and not tf.test.is_built_with_rocm():
         return False
     return bool(tf.config.list_physical_devices("GPU"))
@@ -35,8 +38,6 @@ def auto_precision(gpu: bool, cpu: dict) -> str:
         "mixed_float16" with a GPU; "mixed_bfloat16" on a CPU that multiplies bf16 natively
         (AMX, AVX512-BF16, Arm BF16); "float32" otherwise.
     """
-    from sare_tf.hardware import has_native_bf16
-
     if gpu:
         return "mixed_float16"
     return "mixed_bfloat16" if has_native_bf16(cpu) else "float32"
@@ -58,12 +59,8 @@ def resolve_precision(policy: str = "auto", force: bool = False) -> str:
             f"Unknown precision policy. Expected one of {POLICIES}. Received: policy={policy!r}"
         )
     if policy == "auto":
-        from sare_tf.hardware import cpu_info
-
         return auto_precision(gpu_available(), cpu_info())
     if policy == "mixed_bfloat16" and not gpu_available():
-        from sare_tf.hardware import cpu_info, describe_cpu
-
         cpu = cpu_info()
         if cpu["bf16"] == "none":
             warnings.warn(
@@ -101,8 +98,6 @@ def set_precision(policy: str = "auto", force: bool = False) -> str:
         >>> sare_tf.set_precision("float32")
         'float32'
     """
-    import keras
-
     name = resolve_precision(policy, force=force)
     keras.config.set_dtype_policy(name)
     return name

@@ -152,7 +152,7 @@ def test_no_private_name_is_imported_across_modules():
 # before it, never a later one (evaluation uses the index; the index never uses evaluation).
 LAYERS = (
     ("foundations", {"__init__", "_version", "atomic", "hashing", "image_size", "precision",
-                     "hardware", "registry", "config_options", "lazy_exports", "progress", "serving_client", "data", "layers",
+                     "hardware", "registry", "config_options", "lazy_exports", "extras", "progress", "serving_client", "data", "layers",
                      "losses"}),
     ("model", {"model", "models", "synthetic"}),
     ("artifacts", {"artifacts"}),

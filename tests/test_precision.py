@@ -34,10 +34,10 @@ def test_unknown_policy():
 
 @pytest.mark.skipif(gpu_available(), reason="this host has a GPU")
 def test_bfloat16_on_a_cpu_without_native_bf16_warns(monkeypatch):
-    import sare_tf.hardware
+    import sare_tf.precision
 
-    monkeypatch.setattr(
-        sare_tf.hardware,
+    monkeypatch.setattr(  # where resolve_precision looks it up
+        sare_tf.precision,
         "cpu_info",
         lambda: {"model": "Old Xeon", "machine": "x86_64", "cores": 2, "bf16": "none"},
     )

@@ -42,7 +42,12 @@ import os
 import re
 import threading
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+# The one private import (tests/test_architecture.py says why).
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from sare_tf.artifacts.runtime_export import (
     FLOAT_SCOPES,
@@ -53,6 +58,7 @@ from sare_tf.artifacts.runtime_export import (
     read_export_info,
     write_runtime_export,
 )
+from sare_tf.extras import require
 
 QUANTIZATIONS = ("none", "dynamic", "int8")
 LITERT_FILE = "model.tflite"
@@ -60,11 +66,6 @@ LITERT_FILE = "model.tflite"
 
 def tflite_converter(model, image_size):
     """A TFLite converter of the frozen `image [None, H, W, 3] -> descriptor` function."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
     spec = tf.TensorSpec([None, *image_size, 3], tf.float32, name="image")
 
     @tf.function(input_signature=[spec], autograph=False)
@@ -82,8 +83,6 @@ def backbone_layer_names(model) -> list[str]:
     float32 like the head: a mean of squares spans orders of magnitude that one int8 scale
     does not hold (batch normalisation at inference is an affine map and quantizes well).
     """
-    import keras
-
     statistics = (keras.layers.GroupNormalization, keras.layers.LayerNormalization)
     return [
         layer.name
@@ -106,8 +105,6 @@ def float_node_names(tensor_names, backbone_layers) -> list[str]:
 
 
 def _int8_backbone(converter, model, calibration) -> tuple[bytes, dict]:
-    import tensorflow as tf
-
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image] for image in calibration())
     debugger = tf.lite.experimental.QuantizationDebugger(
@@ -118,8 +115,6 @@ def _int8_backbone(converter, model, calibration) -> tuple[bytes, dict]:
 
 def backbone_only_int8(debugger, model) -> tuple[bytes, dict]:
     """The debugger's calibrated model quantized with every node outside the backbone denylisted."""
-    import tensorflow as tf
-
     calibrated = interpreter_class()(model_content=debugger.calibrated_model)
     names = [tensor["name"] for tensor in calibrated.get_tensor_details()]
     kept_float = float_node_names(names, backbone_layer_names(model))
@@ -136,8 +131,6 @@ def litert_bytes(model, image_size, quantize: str = "none", calibration=None) ->
 
     `calibration()` yields float32 `[1, H, W, 3]` images (int8 only).
     """
-    import tensorflow as tf
-
     converter = tflite_converter(model, image_size)
     if quantize == "int8":
         return _int8_backbone(converter, model, calibration)
@@ -178,13 +171,7 @@ def export_litert(
 
 def interpreter_class():
     """LiteRT's `Interpreter` (the `ai-edge-litert` package: pip install -e ".[runtimes]")."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as error:
-        raise ValueError(
-            f'LiteRT models need the ai-edge-litert package: pip install -e ".[runtimes]" ({error})'
-        ) from None
-    return Interpreter
+    return require("ai_edge_litert.interpreter", "runtimes", "LiteRT models").Interpreter
 
 
 class LiteRTInterpreter:

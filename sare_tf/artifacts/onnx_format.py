@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from sare_tf.artifacts.runtime_export import (
     RuntimeExportFormat,
@@ -36,6 +37,7 @@ from sare_tf.artifacts.runtime_export import (
     read_export_info,
     write_runtime_export,
 )
+from sare_tf.extras import require
 
 QUANTIZATIONS = ("none", "int8")
 OPSET = 17
@@ -44,9 +46,7 @@ ONNX_FILE = "model.onnx"
 
 def onnx_bytes(model, opset: int = OPSET) -> bytes:
     """The serialised ONNX graph of `image -> descriptor` for a Keras embedding model."""
-    import tensorflow as tf
-    import tf2onnx
-
+    tf2onnx = require("tf2onnx", "runtimes", "ONNX exports")
     spec = (tf.TensorSpec([None, None, None, 3], tf.float32, name="image"),)
 
     @tf.function(input_signature=spec, autograph=False)
@@ -70,23 +70,23 @@ class _CalibrationImages:
 
 def quantize_int8(float_path: str, out_path: str, calibration_paths, image_size) -> dict:
     """Static QDQ int8 of the backbone convolutions; returns what was quantized."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    onnx = require("onnx", "runtimes", "int8 ONNX exports")
+    quantization = require("onnxruntime.quantization", "runtimes", "int8 ONNX exports")
+    QuantType = quantization.QuantType
     graph = onnx.load(float_path).graph
     kept_float = [n.name for n in graph.node if in_float_scope(n.name)]
     convolutions = [n.name for n in graph.node if n.op_type == "Conv" and n.name not in kept_float]
-    quantize_static(
+    quantization.quantize_static(
         float_path,
         out_path,
         _CalibrationImages(list(calibration_paths), image_size),
-        quant_format=QuantFormat.QDQ,
+        quant_format=quantization.QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["Conv"],
         nodes_to_exclude=kept_float,
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method=quantization.CalibrationMethod.MinMax,
     )
     return {"quantized_convolutions": len(convolutions), "float_nodes": len(kept_float)}
 
@@ -139,8 +139,7 @@ class OnnxDescriptorModel:
     runtime = "onnx"
 
     def __init__(self, folder: str, num_threads: int | None = None):
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "runtimes", "ONNX models")
         self.folder = os.fspath(folder)
         self.info = read_export_info(self.folder)
         options = ort.SessionOptions()

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import h5py
 import numpy as np
 
 from sare_tf.convert.vgg16_netvlad import VGG16_CONVS, expect_shape, refuse_unexpected
@@ -193,7 +194,6 @@ def read_openibl_pca(path, num_components: int | None = None, whitening: bool = 
     eigenvalues), `lams` `[P]`, `mu` `[K*D, 1]` and `Utmu`. OpenIBL applies `W = (U diag(lams^-1/2))^T`
     (without the scaling when not whitening), bias `-W mu`, then L2.
     """
-    import h5py
 
     path = str(path)
     try:

@@ -32,6 +32,8 @@ import re
 import numpy as np
 
 from sare_tf.data.geo_dataset import GeoDataset
+from sare_tf.data.geodesy import utm_from_latlon
+from sare_tf.data.photo_gps import exif_latlon
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DB_FOLDER_NAMES = ("database", "db")
@@ -149,9 +151,6 @@ def _positions_of(files: list[str]) -> tuple[np.ndarray, str | None]:
             f"{named} images carry '@<utm_east>@<utm_north>@' names and {len(unnamed)} do not "
             f"(first: {unnamed[0]}); one dataset takes its positions from one source."
         )
-    from sare_tf.data.geodesy import utm_from_latlon
-    from sare_tf.data.images import exif_latlon
-
     degrees = [exif_latlon(f) for f in files]
     missing = [f for f, position in zip(files, degrees, strict=True) if position is None]
     if missing:
@@ -351,8 +350,6 @@ def _csv_positions(csv_path, parts: dict, latlon: bool, pos_dist_thr: float):
     if not latlon:
         _refuse_degrees_as_metres(csv_path, parts["db"][1], pos_dist_thr)
         return {role: np.asarray(parts[role][1], np.float64) for role in parts}, None
-    from sare_tf.data.geodesy import utm_from_latlon
-
     degrees = np.asarray(parts["db"][1] + parts["query"][1], np.float64)
     row_names = parts["db"][2] + parts["query"][2]
     metres, frame = utm_from_latlon(degrees[:, 0], degrees[:, 1], row_names.__getitem__)

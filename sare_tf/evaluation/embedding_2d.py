@@ -8,6 +8,8 @@ inputs are first reduced to 50 dimensions by PCA, as is customary.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 
 
 def pca_project(x, num_components: int = 2) -> np.ndarray:
@@ -22,7 +24,6 @@ def pca_project(x, num_components: int = 2) -> np.ndarray:
         data has fewer dimensions), signs fixed so that the largest loading of each component is
         positive (deterministic output).
     """
-    from sklearn.decomposition import PCA
 
     x = np.asarray(x, dtype=np.float64)
     num_components = min(num_components, *x.shape)
@@ -50,7 +51,6 @@ def tsne(x, perplexity: float = 30.0, num_iterations: int = 1000, seed: int = 0)
     Reference:
         van der Maaten and Hinton, "Visualizing Data using t-SNE", JMLR 2008.
     """
-    from sklearn.manifold import TSNE
 
     x = np.asarray(x, dtype=np.float64)
     n = len(x)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 
 
@@ -65,7 +66,6 @@ def write_global_descriptors(path, names, descriptors, image_sizes=None, block: 
         descriptors: `[N, D]` (a memory-mapped array is read `block` rows at a time).
         image_sizes: optional `[N, 2]` width, height of the original images.
     """
-    import h5py
 
     names = check_names(names)
     if len(names) != len(descriptors):

@@ -41,7 +41,9 @@ import faiss
 import numpy as np
 
 from sare_tf._version import __version__
+from sare_tf.artifacts import model_fingerprint
 from sare_tf.data.geodesy import UtmFrame
+from sare_tf.encoding import encode
 from sare_tf.index.config import IndexConfig, as_index_config
 from sare_tf.index.faiss_search import search_index, trained_index, training_sample
 
@@ -170,8 +172,6 @@ def encode_resumable(
     Returns:
         `(descriptors memmap [N, D] float32 in work_dir, valid [N] bool)`.
     """
-    from sare_tf.encoding import encode
-
     os.makedirs(work_dir, exist_ok=True)
     identity_path = os.path.join(work_dir, "identity.json")
     if os.path.exists(identity_path):
@@ -355,8 +355,6 @@ class PlaceIndex:
         Raises:
             IndexMismatchError: another fingerprint or descriptor size (both named).
         """
-        from sare_tf.artifacts import model_fingerprint
-
         expected = self.manifest["model"]["fingerprint"]
         found = model_fingerprint(loaded)
         if found != expected:
@@ -510,8 +508,6 @@ class PlaceIndex:
                 longitude have one): recorded, so that answers also come in degrees.
             overwrite: replace an index already in `folder` (its files only).
         """
-        from sare_tf.artifacts import model_fingerprint
-
         folder = os.path.abspath(os.fspath(folder))
         if os.path.exists(os.path.join(folder, MANIFEST)):
             if not overwrite:

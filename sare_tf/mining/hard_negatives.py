@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import faiss
 import numpy as np
 
 from sare_tf.progress import ProgressBar
@@ -276,8 +277,6 @@ def _squared_norms(x: np.ndarray, rows_per_chunk: int = 4096) -> np.ndarray:
 
 def _gathered_sq_distances(xq: np.ndarray, xb: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """`d[i, j] = |xq[i] - xb[ids[i, j]]|^2`, inf where `ids[i, j] == NO_INDEX`."""
-    import faiss
-
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     distances = np.empty(ids.shape, dtype=np.float32)
     if ids.size:

@@ -30,6 +30,9 @@ import weakref
 import keras
 import numpy as np
 import tensorflow as tf
+from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+from tf_keras_vis.saliency import Saliency
+from tf_keras_vis.scorecam import Scorecam
 
 from sare_tf.saliency.model_access import (
     as_embedding_model,
@@ -218,10 +221,6 @@ class _Explainer:
 
     def __call__(self, images, references) -> tuple[np.ndarray, np.ndarray]:
         """Raw maps `[B, h, w]` and the similarities `[B]` of the whole images."""
-        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-        from tf_keras_vis.saliency import Saliency
-        from tf_keras_vis.scorecam import Scorecam
-
         model = self._similarity_model(references)
         seed_input = tf.constant(images)
         similarity = keras.ops.convert_to_numpy(model(seed_input, training=False))[:, 0]

@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from sare_tf.config_options import option
+from sare_tf.image_size import check_image_size
 from sare_tf.registry import AGGREGATOR_NAMES, BACKBONE_NAMES, LOSS_NAMES
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -233,8 +234,6 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.image_size is not None:
-            from sare_tf.image_size import check_image_size
-
             self.image_size = check_image_size(self.image_size)
         if self.strategy not in STRATEGIES:
             raise ValueError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 
 def make_strategy(name: str):
     """The `tf.distribute` strategy for "none", "mirrored" or "multiworker".
@@ -10,8 +12,6 @@ def make_strategy(name: str):
     device (one unless `tf.config.set_logical_device_configuration` split the CPU, as the
     tests do). "multiworker" reads the cluster from the `TF_CONFIG` environment variable.
     """
-    import tensorflow as tf
-
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
