@@ -111,6 +111,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["backbone", "full"],
         help="'backbone' (cropped backbone only), 'full' (+NetVLAD, L2)",
     )
+    _add_runtime_arguments(parser)
+    add_peak_arguments(parser)
+    add_json_argument(parser, "extraction")
+    parser.add_argument(
+        "--single", action="store_true", help=argparse.SUPPRESS
+    )  # child-process mode
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which runtimes run the model, their quantizations, and the per-stage split."""
     parser.add_argument(
         "--runtime",
         nargs="+",
@@ -137,11 +147,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="random JPEGs that calibrate the int8 exports (default 8)",
     )
-    add_peak_arguments(parser)
-    add_json_argument(parser, "extraction")
-    parser.add_argument(
-        "--single", action="store_true", help=argparse.SUPPRESS
-    )  # child-process mode
 
 
 def child_flags(args) -> list[str]:

@@ -103,6 +103,25 @@ def _status_kib(field):
     return None
 
 
+def _reset_peak_rss() -> str:
+    """Resets the peak-RSS counter so a later peak is the measured work's own (Linux >= 4.0);
+    says which counter the peak will come from."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return "VmHWM after reset"
+    except OSError:
+        return "ru_maxrss (includes data generation)"
+
+
+def _peak_rss_kib(peak_source: str) -> int:
+    if peak_source.startswith("VmHWM"):
+        return _status_kib("VmHWM")
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def run_child_measurement(args: argparse.Namespace) -> dict:
     """Makes the data and times one `mine_tuples` call in this process (run it in a fresh one)."""
     import numpy as np
@@ -128,12 +147,7 @@ def run_child_measurement(args: argparse.Namespace) -> dict:
         cache = rng.integers(0, args.num_db, size=(args.num_queries, args.num_negatives))
 
     rss_before = _status_kib("VmRSS")
-    try:  # reset the peak-RSS counter so the peak below is the mining's own (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        peak_source = "VmHWM after reset"
-    except OSError:
-        peak_source = "ru_maxrss (includes data generation)"
+    peak_source = _reset_peak_rss()
     start = time.perf_counter()
     positive_idx, negative_idx, valid = mine_tuples(
         query_desc,
@@ -146,12 +160,7 @@ def run_child_measurement(args: argparse.Namespace) -> dict:
         seed=args.seed,
     )
     seconds = time.perf_counter() - start
-    if peak_source.startswith("VmHWM"):
-        peak_kib = _status_kib("VmHWM")
-    else:
-        import resource
-
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = _peak_rss_kib(peak_source)
     return {
         "dim": dim,
         "num_queries": args.num_queries,

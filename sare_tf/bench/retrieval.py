@@ -181,11 +181,46 @@ def transform_spectrum(x, variance_decay: float):
     return x
 
 
+COMPRESSED_COLUMNS = [
+    ("index", "index"),
+    ("params", "parameters"),
+    ("build_s", "build s"),
+    ("search_s", "search s"),
+    ("ms_per_query", "ms/query"),
+    ("queries_per_s", "queries/s"),
+    ("bytes_per_vector", "B/vector"),
+    *((f"R@{n}", f"R@{n}") for n in NS),
+    ("max_delta_points", "max |dR| pts"),
+]
+
+
+def _compressed_row(label, kind, params, index, seconds, recalls, exact, args) -> dict:
+    """One index's row of the compressed table: its settings, times, memory and recalls."""
+    from sare_tf.index.faiss_search import inner_ivfpq
+
+    build_s, search_s = seconds
+    described = {k: v for k, v in params.items() if v is not None and k != "opq"}
+    if kind == "ivfpq":
+        ivfpq = inner_ivfpq(index)
+        described.update(nlist=ivfpq.nlist, m=ivfpq.pq.M, nbits=ivfpq.pq.nbits, nprobe=ivfpq.nprobe)
+    return {
+        "index": label,
+        "params": " ".join(f"{k}={v}" for k, v in described.items()) or "-",
+        "build_s": round(build_s, 2),
+        "search_s": round(search_s, 2),
+        "ms_per_query": round(1000 * search_s / args.cmp_num_queries, 3),
+        "queries_per_s": round(args.cmp_num_queries / search_s, 1),
+        "bytes_per_vector": round(bytes_per_vector(kind, params, args.cmp_dim, index), 1),
+        **{f"R@{n}": round(recalls[n], 2) for n in NS},
+        "max_delta_points": round(max(abs(recalls[n] - exact[n]) for n in NS), 2),
+    }
+
+
 def run_compressed(args) -> dict:
     from sare_tf.evaluation.protocols import ranked_search
     from sare_tf.evaluation.recall import recall_from_ranking
     from sare_tf.evaluation.synthetic_descriptors import SyntheticPlaceDescriptors
-    from sare_tf.index.faiss_search import build_index, inner_ivfpq
+    from sare_tf.index.faiss_search import build_index
 
     spectrum = (
         f", coordinate variance ~ i^-{args.cmp_variance_decay:g}" if args.cmp_variance_decay else ""
@@ -212,44 +247,13 @@ def run_compressed(args) -> dict:
         recalls = {n: 100 * result.recalls[n] for n in NS}
         if exact is None:
             exact = recalls
-        described = {k: v for k, v in params.items() if v is not None and k != "opq"}
-        if kind == "ivfpq":
-            ivfpq = inner_ivfpq(index)
-            described.update(
-                nlist=ivfpq.nlist, m=ivfpq.pq.M, nbits=ivfpq.pq.nbits, nprobe=ivfpq.nprobe
-            )
         rows.append(
-            {
-                "index": label,
-                "params": " ".join(f"{k}={v}" for k, v in described.items()) or "-",
-                "build_s": round(build_s, 2),
-                "search_s": round(search_s, 2),
-                "ms_per_query": round(1000 * search_s / args.cmp_num_queries, 3),
-                "queries_per_s": round(args.cmp_num_queries / search_s, 1),
-                "bytes_per_vector": round(bytes_per_vector(kind, params, args.cmp_dim, index), 1),
-                **{f"R@{n}": round(recalls[n], 2) for n in NS},
-                "max_delta_points": round(max(abs(recalls[n] - exact[n]) for n in NS), 2),
-            }
+            _compressed_row(label, kind, params, index, (build_s, search_s), recalls, exact, args)
         )
         del index
     for row in rows:
         row["within_1_point"] = row["max_delta_points"] <= 1.0
-    print(
-        table(
-            rows,
-            [
-                ("index", "index"),
-                ("params", "parameters"),
-                ("build_s", "build s"),
-                ("search_s", "search s"),
-                ("ms_per_query", "ms/query"),
-                ("queries_per_s", "queries/s"),
-                ("bytes_per_vector", "B/vector"),
-                *((f"R@{n}", f"R@{n}") for n in NS),
-                ("max_delta_points", "max |dR| pts"),
-            ],
-        )
-    )
+    print(table(rows, COMPRESSED_COLUMNS))
     return {
         "queries": args.cmp_num_queries,
         "db": args.cmp_num_db,
@@ -263,6 +267,7 @@ def run_compressed(args) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sizes of both parts, the indexes compared, the run."""
     parser.add_argument(
         "--part",
         choices=("exact", "compressed", "both"),
@@ -298,6 +303,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compressed part: scale coordinate i so its variance falls as i^-this, like "
         "unwhitened PCA output (default 0: isotropic, like whitened descriptors)",
     )
+    _add_index_arguments(parser.add_argument_group("indexes of the compressed part"))
+    parser.add_argument("--block-size", type=int, default=2048, help="queries per faiss call")
+    parser.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    add_json_argument(
+        parser,
+        "retrieval",
+        default_help="runs/bench/retrieval.json, retrieval_<part>.json for one part",
+    )
+
+
+def _add_index_arguments(parser) -> None:
     parser.add_argument(
         "--indexes",
         nargs="+",
@@ -322,14 +339,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (default 32)")
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW search beam (default 128)")
-    parser.add_argument("--block-size", type=int, default=2048, help="queries per faiss call")
-    parser.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    add_json_argument(
-        parser,
-        "retrieval",
-        default_help="runs/bench/retrieval.json, retrieval_<part>.json for one part",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

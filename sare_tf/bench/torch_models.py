@@ -24,6 +24,18 @@ import numpy as np
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
 
 
+def randomize_batch_norm(torch, model):
+    """Gives every BatchNorm2d of `model` trained-looking statistics (so a wrong BatchNorm shows)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
 def build_resnet(torch, depth: int, seed: int = 0):
     """torchvision's `resnet{depth}()` with random weights and random BatchNorm statistics."""
     nn = torch.nn
@@ -90,15 +102,7 @@ def build_resnet(torch, depth: int, seed: int = 0):
             return nn.Sequential(*layers)
 
     torch.manual_seed(seed)
-    model = ResNet()
-    with torch.no_grad():  # trained-looking statistics, so that a wrong BatchNorm shows
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomize_batch_norm(torch, ResNet()).eval()
 
 
 def resnet_features(torch, resnet):
@@ -301,6 +305,29 @@ def torch_forward_train(torch, module, images_rgb255):
     return module(torch.from_numpy(pixels))
 
 
+def log_optimal_transport(torch, log_a, log_b, costs, iterations=3):
+    """Sinkhorn in log space, as MegaLoc's aggregator runs it (3 iterations)."""
+    u, v = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    for _ in range(iterations):
+        u = log_a - torch.logsumexp(costs + v.unsqueeze(1), dim=2)
+        v = log_b - torch.logsumexp(costs + u.unsqueeze(2), dim=1)
+    return costs + u.unsqueeze(2) + v.unsqueeze(1)
+
+
+def matching_probs(torch, scores, dust_bin):
+    """Log assignment probabilities of `[B, m, n]` scores plus a dust bin row."""
+    batch, m, n = scores.shape
+    augmented = torch.cat([scores, dust_bin.expand(batch, 1, n)], dim=1)
+    norm = -torch.tensor(math.log(n + m))
+    log_a = norm.expand(m + 1).clone()
+    log_a[-1] = log_a[-1] + math.log(n - m)
+    log_b = norm.expand(n)
+    return (
+        log_optimal_transport(torch, log_a.expand(batch, -1), log_b.expand(batch, -1), augmented)
+        - norm
+    )
+
+
 def build_megaloc(
     torch, vit, num_clusters=8, cluster_dim=16, token_dim=12, mlp_dim=32, feat_dim=40, seed=0
 ):
@@ -309,22 +336,6 @@ def build_megaloc(
     paper and MegaLoc's MIT-licensed definition; `forward` returns the L2-normalised descriptor."""
     nn, F = torch.nn, torch.nn.functional
     channels = vit.norm.normalized_shape[0]
-
-    def log_otp(log_a, log_b, costs, iterations=3):
-        u, v = torch.zeros_like(log_a), torch.zeros_like(log_b)
-        for _ in range(iterations):
-            u = log_a - torch.logsumexp(costs + v.unsqueeze(1), dim=2)
-            v = log_b - torch.logsumexp(costs + u.unsqueeze(2), dim=1)
-        return costs + u.unsqueeze(2) + v.unsqueeze(1)
-
-    def matching_probs(scores, dust_bin):
-        batch, m, n = scores.shape
-        augmented = torch.cat([scores, dust_bin.expand(batch, 1, n)], dim=1)
-        norm = -torch.tensor(math.log(n + m))
-        log_a = norm.expand(m + 1).clone()
-        log_a[-1] = log_a[-1] + math.log(n - m)
-        log_b = norm.expand(n)
-        return log_otp(log_a.expand(batch, -1), log_b.expand(batch, -1), augmented) - norm
 
     class Agg(nn.Module):
         def __init__(self):
@@ -348,7 +359,8 @@ def build_megaloc(
 
         def forward(self, features, token):
             f = self.cluster_features(features).flatten(2)
-            p = torch.exp(matching_probs(self.score(features).flatten(2), self.dust_bin))[:, :-1, :]
+            p = torch.exp(matching_probs(torch, self.score(features).flatten(2), self.dust_bin))
+            p = p[:, :-1, :]
             v = (f.unsqueeze(2) * p.unsqueeze(1)).sum(dim=-1)  # [B, cluster_dim, K]
             out = torch.cat(
                 [F.normalize(self.token_features(token), dim=-1), F.normalize(v, dim=1).flatten(1)],

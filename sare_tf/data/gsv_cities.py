@@ -85,6 +85,29 @@ def read_city_dataframe(path: str) -> list[dict]:
     return parsed
 
 
+def _dataframe_paths(root: str, cities) -> list[str]:
+    """The city dataframes to read: the named ones, or every `Dataframes/*.csv`."""
+    frames = os.path.join(root, "Dataframes")
+    if not os.path.isdir(frames):
+        raise FileNotFoundError(f"No GSV-Cities Dataframes folder in {root}")
+    if cities is None:
+        paths = sorted(glob.glob(os.path.join(frames, "*.csv")))
+    else:
+        paths = [os.path.join(frames, f"{city}.csv") for city in cities]
+    if not paths:
+        raise ValueError(f"{frames}: no city dataframes (*.csv).")
+    return paths
+
+
+def _refuse_repeated_images(rows) -> None:
+    seen = {}
+    for row in rows:
+        name = image_name(row)
+        if name in seen:
+            raise ValueError(f"{row['where']}: the image {name} is listed again ({seen[name]}).")
+        seen[name] = row["where"]
+
+
 def read_gsv_cities(
     root,
     cities=None,
@@ -107,17 +130,8 @@ def read_gsv_cities(
             left.
         FileNotFoundError: no `Dataframes/` folder or a named city missing.
     """
-
     root = os.fspath(root)
-    frames = os.path.join(root, "Dataframes")
-    if not os.path.isdir(frames):
-        raise FileNotFoundError(f"No GSV-Cities Dataframes folder in {root}")
-    if cities is None:
-        paths = sorted(glob.glob(os.path.join(frames, "*.csv")))
-    else:
-        paths = [os.path.join(frames, f"{city}.csv") for city in cities]
-    if not paths:
-        raise ValueError(f"{frames}: no city dataframes (*.csv).")
+    paths = _dataframe_paths(root, cities)
     image_root = os.fspath(image_root) if image_root else root
     images_rel = os.path.relpath(os.path.join(root, "Images"), image_root).replace(os.sep, "/")
     parts = {"query": ([], [], []), "database": ([], [], [])}
@@ -129,12 +143,7 @@ def read_gsv_cities(
         city = os.path.splitext(os.path.basename(path))[0]
         if not rows:
             continue
-        seen = {}
-        for row in rows:
-            name = image_name(row)
-            if name in seen:
-                raise ValueError(f"{row['where']}: the image {name} is listed again ({seen[name]}).")
-            seen[name] = row["where"]
+        _refuse_repeated_images(rows)
         metres, _ = utm_from_latlon(
             [r["lat"] for r in rows], [r["lon"] for r in rows], lambda i: rows[i]["where"]
         )

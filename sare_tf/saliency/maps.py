@@ -56,6 +56,26 @@ _SIMILARITY_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _AT_MAXIMUM = 1e-6
 
 
+def _check_settings(method, batch_size, smooth_samples, scorecam_temperature) -> None:
+    if method not in METHODS:
+        raise ValueError(
+            f"Unknown saliency method. Expected one of {METHODS}. Received: method={method!r}"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}"
+        )
+    if not (np.isfinite(scorecam_temperature) and scorecam_temperature > 0):
+        raise ValueError(
+            "`scorecam_temperature` must be a positive number. "
+            f"Received: scorecam_temperature={scorecam_temperature!r}"
+        )
+    if method == "smoothgrad" and (not isinstance(smooth_samples, int) or smooth_samples < 1):
+        raise ValueError(
+            f"`smooth_samples` must be a positive integer. Received: smooth_samples={smooth_samples!r}"
+        )
+
+
 def saliency_maps(
     model,
     images,
@@ -107,23 +127,7 @@ def saliency_maps(
     Example:
         >>> maps = saliency_maps(model, images, db_descriptors[top1], method="gradcam++")
     """
-    if method not in METHODS:
-        raise ValueError(
-            f"Unknown saliency method. Expected one of {METHODS}. Received: method={method!r}"
-        )
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}"
-        )
-    if not (np.isfinite(scorecam_temperature) and scorecam_temperature > 0):
-        raise ValueError(
-            "`scorecam_temperature` must be a positive number. "
-            f"Received: scorecam_temperature={scorecam_temperature!r}"
-        )
-    if method == "smoothgrad" and (not isinstance(smooth_samples, int) or smooth_samples < 1):
-        raise ValueError(
-            f"`smooth_samples` must be a positive integer. Received: smooth_samples={smooth_samples!r}"
-        )
+    _check_settings(method, batch_size, smooth_samples, scorecam_temperature)
     embedding = as_embedding_model(model)
     check_method_supported(embedding, method)
     images = _as_image_batch(images)

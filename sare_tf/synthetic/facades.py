@@ -130,28 +130,8 @@ def _wall_finish(finish: str, xs, ys, rng: np.random.Generator) -> np.ndarray:
     return 0.95 + 0.03 * field
 
 
-def _paint_building(canvas, alpha, ppm, x0_m, width_m, style, rng, glyphs) -> None:
-    """Paints one building into `canvas` (`[rows, cols, 3]` float32) in place."""
-    rows, cols = canvas.shape[:2]
-    total_h = rows / ppm
-    floors = max(1, style["floors"] + int(rng.integers(-1, 2)))
-    height = style["ground_h"] + floors * style["floor_h"] + style["cornice_h"]
-    height = min(height, total_h - 0.5)
-    c0, c1 = int(round(x0_m * ppm)), int(round((x0_m + width_m) * ppm))
-    r0 = int(round((total_h - height) * ppm))
-    c0, c1, r0 = max(c0, 0), min(c1, cols), max(r0, 0)
-    if c1 <= c0:
-        return
-    xs = (np.arange(c0, c1) + 0.5) / ppm - x0_m  # metres from the building's left edge
-    ys = total_h - (np.arange(r0, rows) + 0.5) / ppm  # metres above ground
-    region = canvas[r0:rows, c0:c1]
-    wall = WALL_PALETTE[style["palette_index"]] + rng.normal(0, 0.035, 3).astype(np.float32)
-    wall = np.clip(wall, 0.05, 0.98)
-    shade = _wall_finish(style["finish"], xs, ys, rng)
-    region[:] = wall[None, None, :] * shade[:, :, None]
-    alpha[r0:rows, c0:c1] = 255
-
-    # Upper-floor windows: a grid in (floor, column) cells, all windows of the building at once.
+def _paint_upper_windows(region, xs, ys, width_m: float, floors: int, style, rng) -> None:
+    """Paints the upper floors' windows (a grid of floor x column cells) in place, all at once."""
     spacing = style["spacing"]
     ncols = max(1, int((width_m - 0.6) // spacing))
     margin_x = (width_m - ncols * spacing) / 2
@@ -195,6 +175,31 @@ def _paint_building(canvas, alpha, ppm, x0_m, width_m, style, rng, glyphs) -> No
         sx = (np.abs(u) >= half_w + frame) & (np.abs(u) < half_w + frame + style["win_w"] * 0.45)
         shutter = sx[None, :] & inside_y[:, None] & grid_ok
         region[shutter] = shutter_colour
+
+
+def _paint_building(canvas, alpha, ppm, x0_m, width_m, style, rng, glyphs) -> None:
+    """Paints one building into `canvas` (`[rows, cols, 3]` float32) in place."""
+    rows, cols = canvas.shape[:2]
+    total_h = rows / ppm
+    floors = max(1, style["floors"] + int(rng.integers(-1, 2)))
+    height = style["ground_h"] + floors * style["floor_h"] + style["cornice_h"]
+    height = min(height, total_h - 0.5)
+    c0, c1 = int(round(x0_m * ppm)), int(round((x0_m + width_m) * ppm))
+    r0 = int(round((total_h - height) * ppm))
+    c0, c1, r0 = max(c0, 0), min(c1, cols), max(r0, 0)
+    if c1 <= c0:
+        return
+    xs = (np.arange(c0, c1) + 0.5) / ppm - x0_m  # metres from the building's left edge
+    ys = total_h - (np.arange(r0, rows) + 0.5) / ppm  # metres above ground
+    region = canvas[r0:rows, c0:c1]
+    wall = WALL_PALETTE[style["palette_index"]] + rng.normal(0, 0.035, 3).astype(np.float32)
+    wall = np.clip(wall, 0.05, 0.98)
+    shade = _wall_finish(style["finish"], xs, ys, rng)
+    region[:] = wall[None, None, :] * shade[:, :, None]
+    alpha[r0:rows, c0:c1] = 255
+
+    _paint_upper_windows(region, xs, ys, width_m, floors, style, rng)
+    y_above = ys - style["ground_h"]
     if style["floor_bands"]:
         band = (np.abs(y_above % style["floor_h"]) < 0.12) & (y_above > 0) & (ys < height - 0.3)
         region[band] *= 0.8
