@@ -144,15 +144,8 @@ def export_litert(
 ):
     """Writes a version of `<root>/<name>/` as LiteRT (module docstring).
 
-    `options`: `version` (default the next), `image_size`, `calibration_paths`,
-    `calibration_count` (200), `seed` (0), `source_model`, as `write_runtime_export` takes them.
-
-    Returns:
-        The `export_info.json` contents, with `path` (the version folder).
-
-    Raises:
-        ValueError: an unknown quantization, int8 without calibration images, a bad name.
-        FileExistsError: `version` exists (versions are never overwritten).
+    `options` (version, image size, calibration images, seed, source model), what it returns
+    (the `export_info.json` contents with `path`) and what it raises: `write_runtime_export`.
     """
 
     def write_model(staging, model, image_size, calibration):

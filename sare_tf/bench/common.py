@@ -101,8 +101,10 @@ def report_header(name: str) -> dict:
     }
 
 
-def write_report(path: str | os.PathLike, report) -> None:
-    """Writes `report` as indented JSON to `path` (creating folders) and says where."""
+def write_report(path: str | os.PathLike, report, **fields) -> None:
+    """Writes `report`, updated with `fields` (e.g. `results=`), as indented JSON to `path`
+    (creating folders) and says where."""
+    report.update(fields)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))

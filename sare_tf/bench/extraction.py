@@ -381,13 +381,14 @@ def run(args: argparse.Namespace) -> int:
     _ratios(results)
     for line in _overhead_lines(args, results) + _result_lines(args, results):
         print(line)
-    report.update(
+    write_report(
+        args.json,
+        report,
         config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
         peak=peaks,
         results=results,
         failed=failed,
     )
-    write_report(args.json, report)
     return 0
 
 

@@ -160,6 +160,5 @@ def run(args: argparse.Namespace) -> int:
         f"{imported['peak_gib']} GiB; descriptor cosine to PyTorch's forward pass >= "
         f"{cosine.min():.6f} ({len(images)} images at {args.image_size[0]}x{args.image_size[1]})"
     )
-    report.update(results=results)
-    write_report(args.json, report)
+    write_report(args.json, report, results=results)
     return 0

@@ -186,6 +186,5 @@ def run(args: argparse.Namespace) -> int:
         f"Recall@1 {100 * query['recall@1']:.2f} vs exact {100 * exact['recall@1']:.2f} "
         f"(top-1 agreement {100 * agreement:.1f} %)"
     )
-    report.update(results=results)
-    write_report(args.json, report)
+    write_report(args.json, report, results=results)
     return 0

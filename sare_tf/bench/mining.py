@@ -211,6 +211,5 @@ def run(args: argparse.Namespace) -> int:
             f"{r['mean_non_negatives']:>8.1f}"
         )
     print(f"peak = {results[0]['peak_source']}; it includes the inputs and the runtime.")
-    report.update(results=results)
-    write_report(args.json, report)
+    write_report(args.json, report, results=results)
     return 0

@@ -169,6 +169,5 @@ def run(args: argparse.Namespace) -> int:
     config = {
         k: getattr(args, k) for k in ("models", "batch_size", "batches", "rounds", "precision")
     }
-    report.update(config=config, results=results)
-    write_report(args.json, report)
+    write_report(args.json, report, config=config, results=results)
     return 0

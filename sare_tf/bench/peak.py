@@ -319,6 +319,5 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     results = measure_in_children(args.dtypes, config)
-    report.update(config=config, results=list(results.values()))
-    write_report(args.json, report)
+    write_report(args.json, report, config=config, results=list(results.values()))
     return 0

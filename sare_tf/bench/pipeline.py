@@ -119,6 +119,5 @@ def run(args: argparse.Namespace) -> int:
             f"{2 + args.num_negatives}), batch {tuple(images.shape)}, {count} images in "
             f"{elapsed:.2f} s"
         )
-    report.update(results=results)
-    write_report(args.json, report)
+    write_report(args.json, report, results=results)
     return 0

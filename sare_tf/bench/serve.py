@@ -26,6 +26,7 @@ import urllib.request
 import numpy as np
 
 from sare_tf.bench.common import add_json_argument, child_environment, report_header, write_report
+from sare_tf.extras import MissingExtraError
 
 HELP = "load test of sare-tf serve on loopback (latency, throughput, batching, server RSS)"
 DESCRIPTION = __doc__
@@ -367,11 +368,13 @@ def run(args: argparse.Namespace) -> int:
             if label == "onnx_int8":
                 try:
                     path = _onnx_int8(model, scratch)
-                except ImportError as error:
+                except MissingExtraError as error:
                     print(f"  onnx_int8 skipped: the runtimes extra is missing ({error})")
                     continue
             results.append(bench_format(path, label, args, scratch))
-    report.update(
+    write_report(
+        args.json,
+        report,
         settings={
             "model": args.model or "random tiny NetVLAD(8) at 96x128",
             "requests_per_client": args.requests,
@@ -381,7 +384,6 @@ def run(args: argparse.Namespace) -> int:
         },
         results=results,
     )
-    write_report(args.json, report)
     failed = sum(
         level["valid_failures"] + level["server_errors"] for r in results for level in r["levels"]
     )

@@ -471,6 +471,5 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         for line in _efficiency_lines(r, peaks):
             print(line)
-    report.update(peak=peaks, results=results, pipeline=pipeline)
-    write_report(args.json, report)
+    write_report(args.json, report, peak=peaks, results=results, pipeline=pipeline)
     return 0

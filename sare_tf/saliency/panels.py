@@ -175,24 +175,9 @@ def write_panels(
     os.makedirs(out_dir, exist_ok=True)
 
     query_images = load_images([dataset.query_image_paths()[q] for q in query_ids], image_size)
-    db_paths = dataset.db_image_paths()
-    rows_per_model = []
-    for entry in entries:
-        rows_per_model.append(
-            _explain_model(
-                entry,
-                dataset,
-                query_ids,
-                query_images,
-                db_paths,
-                image_size,
-                method,
-                layer_name,
-                batch_size,
-                progress,
-                saliency_kwargs,
-            )
-        )
+    queries = _Queries(dataset, query_ids, query_images, image_size)
+    options = dict(method=method, layer_name=layer_name, batch_size=batch_size, **saliency_kwargs)
+    rows_per_model = [_explain_model(entry, queries, options, progress) for entry in entries]
 
     panels = []
     bar = ProgressBar(len(query_ids), "panel", enabled=progress)
@@ -231,21 +216,25 @@ def _descriptors(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs, axis=0)
 
 
-def _explain_model(
-    entry,
-    dataset,
-    query_ids,
-    query_images,
-    db_paths,
-    image_size,
-    method,
-    layer_name,
-    batch_size,
-    progress,
-    saliency_kwargs,
-):
-    """Top-1 retrieval and both heat maps for every query, for one model."""
+@dataclasses.dataclass(frozen=True)
+class _Queries:
+    """The queries drawn: their dataset, ids, images (at `image_size`)."""
 
+    dataset: object
+    query_ids: list
+    query_images: np.ndarray
+    image_size: tuple | None
+
+
+def _explain_model(entry, queries: _Queries, options: dict, progress: bool):
+    """Top-1 retrieval and both heat maps for every query, for one model.
+
+    `options`: `saliency_maps`'s settings (method, layer, batch size, ...).
+    """
+    dataset, query_ids, query_images = queries.dataset, queries.query_ids, queries.query_images
+    image_size = queries.image_size
+    batch_size = options["batch_size"]
+    db_paths = dataset.db_image_paths()
     model = as_embedding_model(entry.model)
     if entry.query_descriptors is not None:
         all_queries = _as_matrix(entry.query_descriptors, dataset.num_queries, "query_descriptors")
@@ -265,7 +254,6 @@ def _explain_model(
         )
     similarity, top1 = top1_retrievals(query_desc, db_desc)
     db_images = load_images([db_paths[i] for i in top1], image_size)
-    options = dict(method=method, layer_name=layer_name, batch_size=batch_size, **saliency_kwargs)
     query_maps = saliency_maps(model, query_images, db_desc[top1], **options)
     db_maps = saliency_maps(model, db_images, query_desc, **options)
     rows = []

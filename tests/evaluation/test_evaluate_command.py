@@ -37,14 +37,11 @@ def test_evaluate_command_keras_and_saved_models_agree(tiny_model, tiny_city, tm
     contract_dir = tmp_path / "serving" / "contract" / "1"
     save_contract_saved_model(tiny_model, contract_dir)
     models = [str(keras_path), str(contract_dir.parent)]  # a TF Serving root: newest version
-    try:
-        from sare_tf.export import export_saved_model
-    except ImportError:  # the export module is another engineer's; the contract test still runs
-        export_saved_model = None
-    if export_saved_model is not None:
-        exported = tmp_path / "exported"
-        export_saved_model(tiny_model, str(exported), image_size=(60, 80))
-        models.append(str(exported))
+    from sare_tf.export import export_saved_model
+
+    exported = tmp_path / "exported"  # the exporter's SavedModel, beside the contract one
+    export_saved_model(tiny_model, str(exported), image_size=(60, 80))
+    models.append(str(exported))
     out = tmp_path / "out"
     command = [
         sys.executable,
