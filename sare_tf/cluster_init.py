@@ -133,33 +133,25 @@ def initialize_netvlad(
     model: keras.Model,
     image_paths: Sequence[str],
     image_size: tuple[int, int] | None,
-    descriptors_per_image: int = 100,
-    max_images: int = 500,
-    batch_size: int = 8,
+    *,
     seed: int = 0,
     verbose: bool = True,
-    on_bad_image: str = "skip",
+    **sampling,
 ) -> float:
     """Samples local descriptors and initialises the model's NetVLAD layer from them.
 
     Args:
         model: an embedding model (or a tuple model wrapping one).
-        image_paths, image_size, descriptors_per_image, max_images, batch_size, seed, verbose,
-        on_bad_image: as in `sample_local_descriptors`.
+        image_paths, image_size, seed, verbose: as in `sample_local_descriptors`; the seed
+            also seeds the k-means.
+        **sampling: the rest of `sample_local_descriptors`'s settings (`descriptors_per_image`,
+            `max_images`, `batch_size`, `on_bad_image`).
 
     Returns:
         The alpha that was set.
     """
     descriptors = sample_local_descriptors(
-        model,
-        image_paths,
-        image_size,
-        descriptors_per_image=descriptors_per_image,
-        max_images=max_images,
-        batch_size=batch_size,
-        seed=seed,
-        verbose=verbose,
-        on_bad_image=on_bad_image,
+        model, image_paths, image_size, seed=seed, verbose=verbose, **sampling
     )
     layer = netvlad_layer(model)
     if verbose:

@@ -80,6 +80,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def process_status_kib(field: str, pid: int | str = "self") -> int | None:
+    """A memory field of `/proc/<pid>/status` ("VmRSS", "VmHWM": the peak), in KiB; None
+    without such a file (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (VmHWM), GiB; NaN where unknown."""
+    kib = process_status_kib("VmHWM")
+    return float("nan") if kib is None else round(kib / 2**20, 3)
+
+
 def report_header(name: str) -> dict:
     """Prints the hardware line every benchmark starts with; returns the report's common fields.
 

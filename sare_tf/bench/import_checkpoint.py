@@ -18,7 +18,13 @@ import time
 
 import numpy as np
 
-from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
+from sare_tf.bench.common import (
+    add_json_argument,
+    peak_rss_gib,
+    report_header,
+    run_child,
+    write_report,
+)
 
 HELP = "import a full-size NetVLAD + WPCA checkpoint: time, peak memory, descriptor agreement"
 DESCRIPTION = __doc__
@@ -92,14 +98,6 @@ def _source_forward(model, images):
         return F.normalize(out, p=2, dim=-1).numpy()
 
 
-def _peak_gib() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 2**20, 3)
-    return float("nan")
-
-
 def _import_child(args) -> dict:
     from sare_tf.convert import import_checkpoint
 
@@ -110,7 +108,7 @@ def _import_child(args) -> dict:
     )
     return {
         "seconds": round(time.perf_counter() - start, 1),
-        "peak_gib": _peak_gib(),
+        "peak_gib": peak_rss_gib(),
         "model": sidecar["model"],
     }
 

@@ -20,7 +20,13 @@ import time
 
 import numpy as np
 
-from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
+from sare_tf.bench.common import (
+    add_json_argument,
+    peak_rss_gib,
+    report_header,
+    run_child,
+    write_report,
+)
 
 HELP = "build and query a place index of 1,000,000 descriptors (time, peak memory, recall)"
 DESCRIPTION = __doc__
@@ -44,14 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--child", default=None, choices=("build", "query", "exact"), help=argparse.SUPPRESS
     )
     add_json_argument(parser, "index")
-
-
-def _peak_gib() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 2**20, 3)
-    return float("nan")
 
 
 def _synthetic(args):
@@ -89,7 +87,7 @@ def _build(args) -> dict:
         "generate_seconds": round(generated, 1),
         "build_seconds": round(time.perf_counter() - start, 1),
         "count": index.count,
-        "peak_gib": _peak_gib(),
+        "peak_gib": peak_rss_gib(),
         "index_bytes": os.path.getsize(
             os.path.join(index.folder, index.manifest["files"]["faiss"])
         ),
@@ -124,7 +122,7 @@ def _query(args) -> dict:
         "batch_ms_per_query": round(1000 * batch_seconds / len(xq), 3),
         "recall@1": float(correct.mean()),
         "top1": top1,
-        "peak_gib": _peak_gib(),
+        "peak_gib": peak_rss_gib(),
     }
 
 

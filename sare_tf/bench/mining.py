@@ -23,7 +23,13 @@ import json
 import sys
 import time
 
-from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
+from sare_tf.bench.common import (
+    add_json_argument,
+    process_status_kib,
+    report_header,
+    run_child,
+    write_report,
+)
 
 HELP = "Time and peak memory of hard-negative mining at Pitts30k size (numpy / faiss, no model)."
 DESCRIPTION = __doc__
@@ -95,14 +101,6 @@ def _positions(rng, num, images_per_place, side):
     return np.repeat(places, images_per_place, axis=0)[:num]
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
 def _reset_peak_rss() -> str:
     """Resets the peak-RSS counter so a later peak is the measured work's own (Linux >= 4.0);
     says which counter the peak will come from."""
@@ -116,7 +114,7 @@ def _reset_peak_rss() -> str:
 
 def _peak_rss_kib(peak_source: str) -> int:
     if peak_source.startswith("VmHWM"):
-        return _status_kib("VmHWM")
+        return process_status_kib("VmHWM")
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -146,7 +144,7 @@ def run_child_measurement(args: argparse.Namespace) -> dict:
     if args.with_cache:
         cache = rng.integers(0, args.num_db, size=(args.num_queries, args.num_negatives))
 
-    rss_before = _status_kib("VmRSS")
+    rss_before = process_status_kib("VmRSS")
     peak_source = _reset_peak_rss()
     start = time.perf_counter()
     positive_idx, negative_idx, valid = mine_tuples(

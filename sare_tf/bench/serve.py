@@ -25,7 +25,13 @@ import urllib.request
 
 import numpy as np
 
-from sare_tf.bench.common import add_json_argument, child_environment, report_header, write_report
+from sare_tf.bench.common import (
+    add_json_argument,
+    child_environment,
+    process_status_kib,
+    report_header,
+    write_report,
+)
 from sare_tf.extras import MissingExtraError
 
 HELP = "load test of sare-tf serve on loopback (latency, throughput, batching, server RSS)"
@@ -70,14 +76,8 @@ def free_port() -> int:
 
 def rss_mib(pid: int) -> float | None:
     """Resident memory of a process (Linux /proc), MiB."""
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+    kib = process_status_kib("VmRSS", pid)
+    return None if kib is None else round(kib / 1024, 1)
 
 
 def wait_until_ready(url: str, process, timeout: float = 180.0) -> None:
