@@ -223,7 +223,7 @@ def test_query_server_command_prints_nearest_database_images(tmp_path, capsys):
             cli_main(
                 argv
                 + ["--db-descriptors", str(tmp_path / "db.npy")]
-                + ["--db-list", str(tmp_path / "db.txt"), "--top", "2"]
+                + ["--db-list", str(tmp_path / "db.txt"), "--top-k", "2"]
             )
             == 0
         )

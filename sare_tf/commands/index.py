@@ -6,7 +6,8 @@ import argparse
 import json
 
 from sare_tf.commands._index_flags import add_index_arguments, index_config
-from sare_tf.commands._runtime_flag import MODEL_HELP, add_runtime_argument
+from sare_tf.config_options import add_config_arguments, config_from_args
+from sare_tf.index.settings import IndexBuildSettings, IndexSourceSettings
 
 HELP = "build, extend, inspect or merge a place index (database descriptors + positions, faiss)"
 DESCRIPTION = """\
@@ -18,21 +19,15 @@ array; see deploy/), then `merge` the N shard folders."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """build: `IndexBuildSettings` + `IndexConfig`; add: INDEX + `IndexSourceSettings`."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="encode a dataset's database images into a new index")
-    _add_source(build)
-    build.add_argument("--out", required=True, help="the index folder to write")
-    build.add_argument("--overwrite", action="store_true", help="replace an index already in --out")
-    build.add_argument(
-        "--shard", default=None, metavar="I/N", help="encode only part I of N (merge them later)"
-    )
+    add_config_arguments(build, IndexBuildSettings)
     add_index_arguments(build)
-    _add_encoding(build)
 
     add = actions.add_parser("add", help="append a dataset's database images to an index")
     add.add_argument("index_dir", metavar="INDEX", help="the index folder")
-    _add_source(add)
-    _add_encoding(add)
+    add_config_arguments(add, IndexSourceSettings)
 
     info = actions.add_parser("info", help="print an index's manifest (JSON)")
     info.add_argument("index_dir", metavar="INDEX", help="the index folder")
@@ -42,40 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("--out", required=True, help="the merged index folder to write")
 
 
-def _add_source(parser) -> None:
-    parser.add_argument("--model", required=True, help=MODEL_HELP)
-    add_runtime_argument(parser)
-    parser.add_argument(
-        "--dataset",
-        required=True,
-        help="whose database images to index: .mat dbStruct, .csv (FILE.csv:SET) or folder",
-    )
-    parser.add_argument("--image-root", default=None, help="folder the image paths are relative to")
-
-
-def _add_encoding(parser) -> None:
-    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=512,
-        help="images per resumable chunk (default 512): a killed build redoes at most one",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def _source(args):
+def _source(settings):
     from sare_tf.artifacts import check_runtime, load_descriptor_model
     from sare_tf.data import GeoDataset
 
-    loaded = load_descriptor_model(args.model)
-    check_runtime(args.runtime, loaded)
+    loaded = load_descriptor_model(settings.model)
+    check_runtime(settings.runtime, loaded)
     if loaded.image_size is None:
         raise ValueError(
-            f"{args.model} does not record the image size it was trained at, and an index must "
+            f"{settings.model} does not record the image size it was trained at, and an index must "
             "encode every image at one size: export or train it with sare-tf (which record it)."
         )
-    dataset = GeoDataset.load(args.dataset, image_root=args.image_root)
+    dataset = GeoDataset.load(settings.dataset, image_root=settings.image_root)
     return loaded, dataset
 
 
@@ -89,19 +62,22 @@ def run(args: argparse.Namespace) -> int:
         merged = PlaceIndex.merge(args.shards, args.out)
         print(f"Merged {len(args.shards)} shards into {merged.folder}: {merged.count} images")
         return 0
-    loaded, dataset = _source(args)
-    progress = not args.quiet
-    if args.action == "build":
-        shard = parse_shard(args.shard) if args.shard else None
+    building = args.action == "build"
+    settings = config_from_args(IndexBuildSettings if building else IndexSourceSettings, args)
+    index_settings = index_config(args) if building else None  # bad flags fail before loading
+    loaded, dataset = _source(settings)
+    progress = not settings.quiet
+    if building:
+        shard = parse_shard(settings.shard) if settings.shard else None
         index = PlaceIndex.build(
-            loaded, dataset.db_image_paths(), dataset.db_utm, args.out, index=index_config(args),
-            shard=shard, batch_size=args.batch_size, chunk_size=args.chunk_size,
-            progress=progress, frame=dataset.frame, overwrite=args.overwrite,
+            loaded, dataset.db_image_paths(), dataset.db_utm, settings.out, index=index_settings,
+            shard=shard, batch_size=settings.batch_size, chunk_size=settings.chunk_size,
+            progress=progress, frame=dataset.frame, overwrite=settings.overwrite,
         )  # fmt: skip
     else:
         index = PlaceIndex.load(args.index_dir).add(
-            loaded, dataset.db_image_paths(), dataset.db_utm, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, progress=progress, frame=dataset.frame,
+            loaded, dataset.db_image_paths(), dataset.db_utm, batch_size=settings.batch_size,
+            chunk_size=settings.chunk_size, progress=progress, frame=dataset.frame,
         )  # fmt: skip
     skipped = index.manifest["skipped"]["count"]
     print(

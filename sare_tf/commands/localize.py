@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sare_tf.commands._runtime_flag import add_runtime_argument
+from sare_tf.config_options import add_config_arguments, config_from_args
+from sare_tf.index.settings import LocalizeSettings
 
 HELP = "estimate where photos were taken from a place index (JSON lines, optional HTML report)"
 DESCRIPTION = """\
@@ -22,42 +23,11 @@ for photos that are queries of that dataset. --report writes an HTML page."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The photos, then one flag per field of `LocalizeSettings`."""
     parser.add_argument(
         "photos", nargs="+", metavar="PHOTO", help="image files, folders of images or glob patterns"
     )
-    parser.add_argument("--index", required=True, help="the place index folder")
-    parser.add_argument(
-        "--model", default=None, help="the model (default: the one the index was built with)"
-    )
-    add_runtime_argument(parser)
-    parser.add_argument(
-        "--top-k",
-        type=int,
-        default=10,
-        help="matches per photo, at most the index's size (default 10)",
-    )
-    parser.add_argument(
-        "--radius", type=float, default=25.0, help="consensus radius in metres (default 25)"
-    )
-    parser.add_argument(
-        "--dataset", default=None,
-        help="a dataset whose queries include the photos: answers are marked right or wrong",
-    )  # fmt: skip
-    parser.add_argument(
-        "--image-root", default=None, help="folder --dataset's paths are relative to"
-    )
-    parser.add_argument("--report", default=None, help="also write this HTML report")
-    parser.add_argument(
-        "--hloc-out", default=None, metavar="DIR",
-        help="also write hloc's pairs-from-retrieval.txt (each photo with its top-K matches) and "
-        "global-feats.h5 (the photos' and the index's descriptors) into DIR",
-    )  # fmt: skip
-    parser.add_argument(
-        "--hloc-image-dir", default=None, metavar="DIR",
-        help="the image folder hloc names images relative to (default: the folder holding the "
-        "photos and the database images)",
-    )  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    add_config_arguments(parser, LocalizeSettings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,29 +37,30 @@ def run(args: argparse.Namespace) -> int:
     from sare_tf.index.report import write_report
     from sare_tf.index.store import PlaceIndex
 
+    settings = config_from_args(LocalizeSettings, args)
     truth = None
-    if args.dataset:
+    if settings.dataset:
         from sare_tf.data import GeoDataset
 
-        truth = query_truth(GeoDataset.load(args.dataset, image_root=args.image_root))
-    index = PlaceIndex.load(args.index)  # once: answers and hloc's files read the same index
-    descriptors = {} if args.hloc_out else None
+        truth = query_truth(GeoDataset.load(settings.dataset, image_root=settings.image_root))
+    index = PlaceIndex.load(settings.index)  # once: answers and hloc's files read the same index
+    descriptors = {} if settings.hloc_out else None
     answers = localize_photos(
-        index, args.photos, model=args.model, k=args.top_k, radius_m=args.radius,
-        batch_size=args.batch_size, runtime=args.runtime, truth=truth,
+        index, args.photos, model=settings.model, k=settings.top_k, radius_m=settings.radius,
+        batch_size=settings.batch_size, runtime=settings.runtime, truth=truth,
         descriptors_out=descriptors,
     )  # fmt: skip
     for answer in answers:
         print(json.dumps(answer))
-    if args.hloc_out:
-        _write_hloc(args, index, answers, descriptors)
-    if args.report:
-        path = write_report(answers, args.report, radius_m=args.radius)
+    if settings.hloc_out:
+        _write_hloc(settings, index, answers, descriptors)
+    if settings.report:
+        path = write_report(answers, settings.report, radius_m=settings.radius)
         print(f"Wrote {path}", file=sys.stderr)
     return 0 if all(a.get("error") is None for a in answers) else 1
 
 
-def _write_hloc(args, index, answers, descriptors) -> None:
+def _write_hloc(settings, index, answers, descriptors) -> None:
     import os
     import sys
 
@@ -99,15 +70,15 @@ def _write_hloc(args, index, answers, descriptors) -> None:
 
     localized = [a for a in answers if a.get("error") is None and a["matches"]]
     photos = [a["photo"] for a in localized]
-    image_dir = args.hloc_image_dir or os.path.commonpath(
+    image_dir = settings.hloc_image_dir or os.path.commonpath(
         [os.path.dirname(os.path.abspath(p)) for p in photos + index.paths]
     )
     photo_names = relative_names(photos, image_dir)
     db_names = relative_names(index.paths, image_dir)
     pairs = [(name, db_names[m["db_id"]]) for name, a in zip(photo_names, localized, strict=True)
              for m in a["matches"]]  # fmt: skip
-    pairs_path = write_pairs(os.path.join(args.hloc_out, "pairs-from-retrieval.txt"), pairs)
-    features = os.path.join(args.hloc_out, "global-feats.h5")
+    pairs_path = write_pairs(os.path.join(settings.hloc_out, "pairs-from-retrieval.txt"), pairs)
+    features = os.path.join(settings.hloc_out, "global-feats.h5")
     if os.path.exists(features):
         os.remove(features)
     write_global_descriptors(features, db_names, index.descriptors())

@@ -52,7 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TXT",
         help="database image names, one per line, in the rows' order of --db-descriptors",
     )
-    parser.add_argument("--top", type=int, default=5, help="nearest database images to print")
+    parser.add_argument(
+        "--top-k", type=int, default=5, help="nearest database images to print (default 5)"
+    )
+    parser.add_argument("--top", dest="top_k", type=int, help=argparse.SUPPRESS)  # former name
     parser.add_argument("--out", default=None, help="save the descriptors [Q, D] to this .npy")
     parser.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # its former name
     parser.add_argument("--batch-size", type=int, default=16, help="images per request")
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{path}\tdim={descriptor.shape[0]}\tnorm={np.linalg.norm(descriptor):.4f}\t[{head} ...]"
             )
         return 0
-    distances, indices = serving_client.nearest_database_images(descriptors, db_desc, args.top)
+    distances, indices = serving_client.nearest_database_images(descriptors, db_desc, args.top_k)
     for path, row_d, row_i in zip(args.images, distances, indices, strict=True):
         print(path)
         for rank, (distance, index) in enumerate(zip(row_d, row_i, strict=True), start=1):

@@ -94,3 +94,8 @@ def test_one_flag_vocabulary_index_is_a_folder_and_the_faiss_kind_is_index_type(
         ["query-server", "http://localhost:8501", "p.jpg", "--output", "q.npy"]
     )
     assert args.out == "q.npy"
+    # Neighbours are --top-k everywhere (query-server's --top kept as its former name).
+    args = parser.parse_args(["query-server", "http://localhost:8501", "p.jpg", "--top", "3"])
+    assert args.top_k == 3
+    args = parser.parse_args(["localize", "p.jpg", "--index", "idx", "--top-k", "4"])
+    assert args.top_k == 4
