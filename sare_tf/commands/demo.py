@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 HELP = "make the synthetic city, train NetVLAD with SARE, evaluate, export, draw saliency (< 10 min on CPU)"
 DESCRIPTION = (
@@ -13,33 +14,14 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `DemoConfig` field, then the training flags of `TrainConfig` the demo
+    exposes, with the demo preset's values as defaults: only the flags given replace the
+    preset's values (the quick preset's with --quick)."""
     from sare_tf.config_options import add_config_arguments
     from sare_tf.demo import DEMO_TRAINING_FLAGS, DemoConfig, demo_training
     from sare_tf.training.config import TrainConfig
 
-    defaults = DemoConfig()
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a 1-2 minute run on the tiny city (1 epoch, 60x80 images)",
-    )
-    parser.add_argument(
-        "--preset", default=None, help="synthetic city size: tiny or demo (default demo)"
-    )
-    parser.add_argument(
-        "--data-dir", default=defaults.data_dir, help=f"city folder (default {defaults.data_dir})"
-    )
-    parser.add_argument("--out", default=defaults.out, help=f"run folder (default {defaults.out})")
-    parser.add_argument(
-        "--export-root", default=defaults.export_root, help="SavedModel root (default saved_models)"
-    )
-    parser.add_argument(
-        "--name",
-        default=defaults.export_name,
-        help=f"exported model name (default {defaults.export_name})",
-    )
-    # The training settings: flags of TrainConfig, defaults from the demo preset; only the
-    # flags given replace the preset's values (the quick preset's with --quick).
+    add_config_arguments(parser, DemoConfig)
     add_config_arguments(
         parser, TrainConfig, names=DEMO_TRAINING_FLAGS, defaults=demo_training(), unset=True
     )
@@ -55,14 +37,5 @@ def run(args: argparse.Namespace) -> int:
         TrainConfig, args, base=demo_training(args.quick), names=DEMO_TRAINING_FLAGS,
         skip_unset=True,
     )  # fmt: skip
-    config = DemoConfig(
-        data_dir=args.data_dir,
-        preset=args.preset,
-        out=args.out,
-        export_root=args.export_root,
-        export_name=args.name,
-        quick=args.quick,
-        training=training,
-    )
-    run_demo(config)
+    run_demo(dataclasses.replace(config_from_args(DemoConfig, args), training=training))
     return 0

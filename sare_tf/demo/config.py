@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from sare_tf.config_options import option, out_option
 from sare_tf.training.config import TrainConfig
+
+CITY_PRESETS = ("tiny", "demo")
 
 
 def _training_presets():
@@ -58,12 +61,18 @@ class DemoConfig:
             `<out>/train`).
     """
 
-    data_dir: str = "data/synthetic_city"
-    preset: str | None = None
-    out: str = "runs/demo"
-    export_root: str = "saved_models"
-    export_name: str = "sare_demo"
-    quick: bool = False
+    data_dir: str = option("data/synthetic_city", "city folder", group="demo", metavar="DIR")
+    preset: str | None = option(
+        None, "synthetic city size: tiny or demo (default demo)", group="demo",
+        choices=CITY_PRESETS,
+    )  # fmt: skip
+    out: str = out_option("runs/demo", "run folder")
+    export_root: str = option("saved_models", "SavedModel root", group="output", metavar="DIR")
+    export_name: str = option("sare_demo", "exported model name", group="output", flag="--name")
+    quick: bool = option(
+        False, "a 1-2 minute run on the tiny city (1 epoch, 60x80 images)", group="demo",
+        switch="on",
+    )  # fmt: skip
     saliency_method: str = "gradcam++"
     training: object = None
 

@@ -68,3 +68,10 @@ def test_quick_demo_runs_end_to_end_and_reruns(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "reused" in second.stderr  # the city module logs it
     assert (tmp_path / "saved_models" / "sare_demo" / "2" / "saved_model.pb").is_file()
+
+
+def test_the_demo_offers_the_city_presets_the_generator_has():
+    from sare_tf.demo.config import CITY_PRESETS
+    from sare_tf.synthetic.city import PRESETS
+
+    assert set(CITY_PRESETS) == set(PRESETS)
