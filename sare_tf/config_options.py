@@ -37,7 +37,8 @@ def option(
         default: the field's default.
         help: what the setting does (the flag's help; "(default: ...)" is added).
         group: the parser's argument group.
-        flag: the flag (default `--field-name`).
+        flag: the flag (default `--field-name`); a name without dashes makes a positional
+            argument (its metavar), e.g. `flag="SRC", nargs="?"`.
         choices, metavar, required, nargs, type: as for `argparse.add_argument`.
         switch: for a bool field: "on" (`--flag` sets True) or "off" (`--flag` sets False).
         repeat: for a tuple field: the flag may be given again, each time adding one value.
@@ -132,6 +133,11 @@ def add_config_arguments(
             shown = (
                 "" if spec["required"] or default in (None, ()) else f" (default: {_show(default)})"
             )
+        if not _flag(field).startswith("-"):  # a positional argument: argparse names its dest
+            kwargs.pop("dest")
+            kwargs.pop("required", None)
+            groups[spec["group"]].add_argument(field.name, help=spec["help"] + shown, **kwargs)
+            continue
         groups[spec["group"]].add_argument(_flag(field), help=spec["help"] + shown, **kwargs)
 
 
@@ -159,8 +165,8 @@ def config_from_args(
         elif isinstance(value, list):
             value = tuple(value)
         values[field.name] = value
-    base = base if base is not None else config_class()
-    config = dataclasses.replace(base, **values)
+    # Without a base, the flags' values make the config at once (its checks see them all).
+    config = config_class(**values) if base is None else dataclasses.replace(base, **values)
     missing = [
         _flag(field)
         for field in cli_fields(config_class, names)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from sare_tf.config_options import add_config_arguments, config_from_args
+from sare_tf.convert.settings import ImportSettings
 from sare_tf.registry import PRESETS
 
 HELP = "import a released place-recognition model (PyTorch, safetensors or TF checkpoint) as .keras"
@@ -28,72 +30,25 @@ Presets: """ + ", ".join(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sare_tf.convert import FORMATS
-
-    parser.add_argument(
-        "src",
-        nargs="?",
-        help="the checkpoint: .pth / .pth.tar, .safetensors, a TF checkpoint (prefix, its .index "
-        "or its folder), or a Keras weights file (.h5); or --preset",
-    )
-    parser.add_argument(
-        "--preset", default=None, choices=sorted(PRESETS), help="a known release, downloaded"
-    )
-    parser.add_argument(
-        "--out", default=None,
-        help="the .keras model to write (required with SRC; with --preset, default: the cache)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--cache-dir", default=None, help="where presets are kept (default ~/.keras/models/sare_tf)"
-    )
-    parser.add_argument(
-        "--mirror", default=None, metavar="URL",
-        help="fetch the preset's file name from this base URL instead of the authors' URL",
-    )  # fmt: skip
-    parser.add_argument(
-        "--format",
-        default="auto",
-        choices=FORMATS,
-        help="default: from the name, and for PyTorch files from the keys",
-    )
-    parser.add_argument(
-        "--image-size", type=int, nargs=2, metavar=("H", "W"), default=[480, 640],
-        help="the image size the model was trained at, recorded in it (default 480 640; a "
-        "preset records its authors' size)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--trained-on", default=None, help="what the checkpoint was trained on (recorded)"
-    )
-    parser.add_argument(
-        "--pca", default=None, metavar="H5",
-        help="OpenIBL's pca_params_*.h5, for its checkpoints that keep the PCA apart",
-    )  # fmt: skip
-    parser.add_argument(
-        "--pca-dim", type=int, default=None,
-        help="keep the first N components of --pca (default: all in the file, 4096 in OpenIBL)",
-    )  # fmt: skip
+    """One argument per field of `ImportSettings`."""
+    add_config_arguments(parser, ImportSettings)
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.src is None) == (args.preset is None):
-        raise SystemExit("sare-tf import: give either a checkpoint file (SRC) or --preset NAME.")
-    if args.preset is not None:
+    settings = config_from_args(ImportSettings, args)
+    if settings.preset is not None:
         from sare_tf.convert.presets import import_preset
 
-        sidecar = import_preset(args.preset, args.out, args.cache_dir, args.mirror)
-        source, out = args.preset, args.out or sidecar["output"]
+        sidecar = import_preset(settings.preset, settings.out, settings.cache_dir, settings.mirror)
+        source, out = settings.preset, settings.out or sidecar["output"]
     else:
-        if args.out is None:
-            raise SystemExit(
-                "sare-tf import: --out MODEL.keras is required with a checkpoint file."
-            )
         from sare_tf.convert import import_checkpoint
 
         sidecar = import_checkpoint(
-            args.src, args.out, args.format, tuple(args.image_size), args.trained_on,
-            pca_file=args.pca, pca_dim=args.pca_dim,
+            settings.src, settings.out, settings.format, settings.image_size,
+            settings.trained_on, pca_file=settings.pca, pca_dim=settings.pca_dim,
         )  # fmt: skip
-        source, out = args.src, args.out
+        source, out = settings.src, settings.out
     model = sidecar["model"]
     parts = [model["backbone"], model["aggregator"]]
     if model.get("num_clusters"):
