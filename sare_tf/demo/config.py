@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from sare_tf.config_options import option, out_option
+from sare_tf.synthetic.settings import CITY_PRESETS
 from sare_tf.training.config import TrainConfig
-
-CITY_PRESETS = ("tiny", "demo")
 
 
 def _training_presets():

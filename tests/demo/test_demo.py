@@ -70,8 +70,8 @@ def test_quick_demo_runs_end_to_end_and_reruns(tmp_path):
     assert (tmp_path / "saved_models" / "sare_demo" / "2" / "saved_model.pb").is_file()
 
 
-def test_the_demo_offers_the_city_presets_the_generator_has():
-    from sare_tf.demo.config import CITY_PRESETS
+def test_the_commands_offer_the_city_presets_the_generator_has():
     from sare_tf.synthetic.city import PRESETS
+    from sare_tf.synthetic.settings import CITY_PRESETS
 
     assert set(CITY_PRESETS) == set(PRESETS)

@@ -125,7 +125,7 @@ def test_make_synthetic_command(tmp_path, capsys):
 
     out = tmp_path / "city"
     args = ["make-synthetic", str(out), "--preset", "tiny", "--streets", "1", "1", "1"]
-    assert main(args + ["--image-size", "32x48", "--queries-per-street", "3", "2", "5"]) == 0
+    assert main(args + ["--image-size", "32", "48", "--queries-per-street", "3", "2", "5"]) == 0
     captured = capsys.readouterr()
     printed = captured.out + captured.err  # the city module logs its summary (stderr)
     assert "train 42 db + 3 queries" in printed and str(out / "synthcity_test.mat") in printed
@@ -136,7 +136,7 @@ def test_make_synthetic_command(tmp_path, capsys):
         assert image.size == (48, 32)
     info = json.loads((out / "synthcity_val_queries.json").read_text())
     assert [q["path"] for q in info] == ds.query_paths
-    assert main(["make-synthetic", str(out), "--image-size", "8x8"]) == 2
+    assert main(["make-synthetic", str(out), "--image-size", "8", "8"]) == 2
     assert "image_size" in capsys.readouterr().err
 
 
