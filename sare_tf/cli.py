@@ -16,6 +16,7 @@ import sys
 
 from sare_tf._version import __version__
 from sare_tf.commands._stderr_filter import StderrFilter
+from sare_tf.progress import show_progress_bars
 
 
 def _command_modules() -> dict[str, str]:
@@ -94,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
-    _configure_logging(bool(getattr(args, "quiet", False)))
-    with StderrFilter():
-        return _run_command(args)
+    quiet = bool(getattr(args, "quiet", False))
+    _configure_logging(quiet)
+    show_progress_bars(not quiet)
+    try:
+        with StderrFilter():
+            return _run_command(args)
+    finally:
+        show_progress_bars(True)  # the process may go on (tests, notebooks calling main)
 
 
 def _run_command(args) -> int:

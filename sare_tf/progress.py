@@ -14,6 +14,13 @@ import time
 
 BAR_WIDTH = 24
 REDRAW_SECONDS = 0.1
+_shown = True  # the command line's --quiet turns every bar off (`show_progress_bars`)
+
+
+def show_progress_bars(shown: bool) -> None:
+    """Turns every progress bar of this process on or off (the command line's `--quiet`)."""
+    global _shown
+    _shown = bool(shown)
 
 
 def _duration(seconds: float) -> str:
@@ -58,7 +65,7 @@ class ProgressBar:
     def __init__(self, total: int, unit: str = "item", enabled: bool = True, stream=None):
         self.total = max(int(total), 0)
         self.unit = unit
-        self.enabled = bool(enabled) and self.total > 0
+        self.enabled = bool(enabled) and _shown and self.total > 0
         self.done = 0
         self._stream = stream
         self._start = time.perf_counter()

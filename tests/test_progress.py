@@ -55,3 +55,14 @@ def test_counts_are_clipped_to_the_total():
     bar.update(9)
     assert bar.done == 4
     assert "4/4 images 100%" in bar.text()
+
+
+def test_quiet_on_the_command_line_turns_every_bar_off(tmp_path, capsys):
+    from sare_tf.cli import main
+
+    out = tmp_path / "city"
+    flags = ["make-synthetic", str(out), "--preset", "tiny", "--streets", "1", "1", "1"]
+    assert main([*flags, "--quiet"]) == 0
+    assert "images" not in capsys.readouterr().err  # no bar, no summary line
+    assert main([*flags, "--force"]) == 0
+    assert "/" in capsys.readouterr().err and ProgressBar(1, enabled=True).enabled  # back on
