@@ -7,6 +7,7 @@ previous version intact (plus, at worst, a stray `.tmp` file).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,24 +24,51 @@ def _temporary_path(path: str, suffix: str) -> str:
     return os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{token}.tmp{suffix}")
 
 
-def write_json_atomic(path: str | os.PathLike, data) -> None:
-    """Writes `data` as indented JSON to `path` atomically (temp file, fsync, rename).
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = ""):
+    """Yields a temporary path beside `path`; when the block ends, the file written there
+    replaces `path` at once (a reader sees the old file or the new one, never a part). If the
+    block fails, the temporary file is removed and `path` is left as it was.
 
-    NaN and infinite floats become `null` (strict JSON has no NaN).
+    Args:
+        path: the file to write.
+        suffix: the temporary name's ending, for writers that add or expect one (".npy").
+
+    Example:
+        >>> with atomic_file("table.npy", ".npy") as temporary:
+        ...     np.save(temporary, table)
     """
     path = os.fspath(path)
-    temporary = _temporary_path(path, ".json")
+    temporary = _temporary_path(path, suffix)
     try:
-        with open(temporary, "w") as out:
-            json.dump(_finite(data), out, indent=2, default=_json_default, allow_nan=False)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
+        yield temporary
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, contents: bytes) -> None:
+    """Writes `contents` to `path` atomically (temp file, fsync, rename)."""
+    with atomic_file(path) as temporary, open(temporary, "wb") as out:
+        out.write(contents)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes UTF-8 `text` to `path` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, data, indent: int = 2) -> None:
+    """Writes `data` as indented JSON to `path` atomically.
+
+    NaN and infinite floats become `null` (strict JSON has no NaN).
+    """
+    text = json.dumps(_finite(data), indent=indent, default=_json_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def save_model_atomic(model, path: str | os.PathLike) -> None:
@@ -48,14 +76,8 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"Model files must end in '.keras'. Received: path={path!r}")
-    temporary = _temporary_path(path, ".keras")
-    try:
+    with atomic_file(path, ".keras") as temporary:
         model.save(temporary, overwrite=True)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _finite(value):

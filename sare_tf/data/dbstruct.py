@@ -27,6 +27,7 @@ import os
 import numpy as np
 import scipy.io
 
+from sare_tf.atomic import write_bytes_atomic
 from sare_tf.data.geo_dataset import GeoDataset
 
 REQUIRED_FIELDS = (
@@ -260,8 +261,5 @@ def write_dbstruct(path, dataset: GeoDataset, which_set: str, do_compression: bo
     # The 116-byte header text carries a creation time; a fixed text makes equal inputs give
     # byte-identical files (the synthetic city's determinism).
     contents[:116] = MAT_HEADER_TEXT
-    temporary = path + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(contents)
-    os.replace(temporary, path)
+    write_bytes_atomic(path, bytes(contents))
     return path

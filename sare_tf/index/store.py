@@ -42,6 +42,7 @@ import numpy as np
 
 from sare_tf._version import __version__
 from sare_tf.artifacts import model_fingerprint
+from sare_tf.atomic import atomic_file, write_text_atomic
 from sare_tf.data.geodesy import UtmFrame
 from sare_tf.encoding import encode
 from sare_tf.index.config import IndexConfig, as_index_config
@@ -128,19 +129,9 @@ def consensus(positions: np.ndarray, similarities: np.ndarray, radius_m: float =
     return {"position": estimate.tolist(), "members": members, "confidence": confidence}
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def _save_npy_atomic(path: str, array: np.ndarray) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}.npy"
-    np.save(temporary, array)
-    os.replace(temporary, path)
+    with atomic_file(path, ".npy") as temporary:
+        np.save(temporary, array)
 
 
 def _list_hash(paths, positions) -> str:
@@ -183,7 +174,7 @@ def encode_resumable(
                 f"(recorded {recorded}, now {identity}). Delete it to start over."
             )
     else:
-        _atomic_write_text(identity_path, json.dumps(identity, indent=2))
+        write_text_atomic(identity_path, json.dumps(identity, indent=2))
     paths = list(image_paths)
     starts = list(range(0, len(paths), chunk_size))
     done = [s for s in starts if os.path.exists(os.path.join(work_dir, f"chunk-{s:010d}.npz"))]
@@ -199,9 +190,8 @@ def encode_resumable(
             loaded, paths[start : start + chunk_size], batch_size=batch_size, progress=progress,
             require_any=False,  # a chunk of only bad images is skipped and counted, not fatal
         )  # fmt: skip
-        temporary = f"{chunk_path}.tmp-{os.getpid()}.npz"
-        np.savez(temporary, descriptors=np.asarray(descriptors, np.float32), valid=valid)
-        os.replace(temporary, chunk_path)
+        with atomic_file(chunk_path, ".npz") as temporary:
+            np.savez(temporary, descriptors=np.asarray(descriptors, np.float32), valid=valid)
     return _assemble_chunks(work_dir, starts)
 
 
@@ -881,7 +871,7 @@ def _write_generation(
         for first in range(0, count, _ADD_BLOCK):
             faiss_index.add(read_rows(target, first, first + _ADD_BLOCK))
     _save_npy_atomic(os.path.join(folder, files["positions"]), np.asarray(positions, np.float64))
-    _atomic_write_text(os.path.join(folder, files["paths"]), "".join(f"{p}\n" for p in paths))
+    write_text_atomic(os.path.join(folder, files["paths"]), "".join(f"{p}\n" for p in paths))
     faiss_path = os.path.join(folder, files["faiss"])
     faiss.write_index(faiss_index, f"{faiss_path}.tmp")
     os.replace(f"{faiss_path}.tmp", faiss_path)
@@ -896,7 +886,7 @@ def _write_generation(
         or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sare_tf_version": __version__,
     }
-    _atomic_write_text(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=2))
+    write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=2))
     for name in previous.get("files", {}).values():  # the old generation, now unreferenced
         if name not in files.values():
             try:

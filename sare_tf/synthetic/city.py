@@ -33,6 +33,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from sare_tf.atomic import write_json_atomic
 from sare_tf.data.dbstruct import write_dbstruct
 from sare_tf.data.geo_dataset import GeoDataset
 from sare_tf.progress import ProgressBar
@@ -469,9 +470,7 @@ def make_synthetic_city(
         # How each query was taken (viewpoint, time, weather, occluders): for error analysis.
         with open(os.path.join(out_dir, f"synthcity_{split}_queries.json"), "w") as handle:
             json.dump(query_info, handle, indent=0)
-    with open(manifest_path + ".tmp", "w") as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-    os.replace(manifest_path + ".tmp", manifest_path)
+    write_json_atomic(manifest_path, manifest, indent=1)
     if progress:
         seconds = time.perf_counter() - start
         logger.info(

@@ -155,7 +155,7 @@ def test_add_appends_and_an_interrupted_add_leaves_the_index_intact(
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # killed while writing the new generation
 
-    monkeypatch.setattr(module, "_atomic_write_text", crash)
+    monkeypatch.setattr(module, "write_text_atomic", crash)
     with pytest.raises(KeyboardInterrupt):
         index.add(loaded, rest.db_image_paths(), rest.db_utm, progress=False)
     monkeypatch.undo()
