@@ -354,7 +354,6 @@ def recall_at_n(
     db_utm,
     ns=DEFAULT_NS,
     dist_thr: float = 25.0,
-    index: str | IndexConfig = "flat",
     **kwargs,
 ) -> dict[int, float]:
     """Recall@N: the fraction of queries with a database image within `dist_thr` in their top N.
@@ -371,8 +370,8 @@ def recall_at_n(
         db_utm: `[Ndb, 2]` database positions (metres).
         ns: the N to report.
         dist_thr: correct-retrieval radius (metres); `|q - x|^2 <= dist_thr^2` counts.
-        index: "flat", "ivfpq", "hnsw" or an `IndexConfig`.
-        **kwargs: more `evaluate_retrieval` arguments (protocol, index parameters, ...).
+        **kwargs: `evaluate_retrieval`'s other arguments: `index` ("flat" by default, "ivfpq",
+            "hnsw" or an `IndexConfig`), `protocol`, ...
 
     Returns:
         `{N: fraction}`.
@@ -387,7 +386,7 @@ def recall_at_n(
         SARE, ICCV 2019, sec. 5).
     """
     result = evaluate_retrieval(
-        query_desc, db_desc, query_utm, db_utm, ns=ns, dist_thr=dist_thr, index=index, **kwargs
+        query_desc, db_desc, query_utm, db_utm, ns=ns, dist_thr=dist_thr, **kwargs
     )
     log_recall_caveats(result)
     return result.recalls
