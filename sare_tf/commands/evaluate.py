@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-from sare_tf.atomic import write_json_atomic
 from sare_tf.commands._index_flags import add_index_arguments, index_config
 from sare_tf.config_options import add_config_arguments, config_from_args
 from sare_tf.evaluation.settings import EvaluationSettings
@@ -33,38 +32,6 @@ def add_arguments(parser) -> None:
     """One flag per field of `EvaluationSettings` and of `IndexConfig`."""
     add_config_arguments(parser, EvaluationSettings)
     add_index_arguments(parser)
-
-
-def _unique_names(models) -> list[str]:
-    """Short labels that tell the models apart: a model's name, with as many of its parent
-    folders as it takes (`runs/a/best.keras` and `runs/b/best.keras` -> `a/best`, `b/best`);
-    the same file given twice is numbered."""
-    paths = [
-        os.path.normpath(os.path.abspath(m.path)) if m.path else f"<model {i}>"
-        for i, m in enumerate(models)
-    ]
-    parents = [path.split(os.sep)[:-1] for path in paths]
-    bases = [m.name.split("/")[-1] for m in models]
-    names = [m.name for m in models]
-
-    def clashing(names):
-        return {
-            n for n in names if len({p for p, m in zip(paths, names, strict=True) if m == n}) > 1
-        }
-
-    depth = 0
-    while (clash := clashing(names)) and depth < max((len(p) for p in parents), default=0):
-        depth += 1
-        names = [
-            "/".join([*parent[-depth:], base]) if name in clash else name
-            for parent, base, name in zip(parents, bases, names, strict=True)
-        ]
-    seen = {}
-    for position, name in enumerate(names):
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            names[position] = f"{name} ({seen[name]})"
-    return names
 
 
 def _is_oxford_paris_folder(path: str) -> bool:
@@ -93,6 +60,7 @@ def run(args) -> int:
     from sare_tf.artifacts import check_runtime
     from sare_tf.data.loading import dataset_path_exists
     from sare_tf.evaluation import load_descriptor_model
+    from sare_tf.evaluation.report import unique_model_names
 
     settings = config_from_args(EvaluationSettings, args)
     index = index_config(args)
@@ -102,7 +70,7 @@ def run(args) -> int:
     models = [load_descriptor_model(path, precision=settings.precision) for path in settings.model]
     check_runtime(settings.runtime, models)
     os.makedirs(settings.out, exist_ok=True)
-    names = _unique_names(models)
+    names = unique_model_names(models)
     mode = "map" if settings.protocol in ("oxford", "holidays") else "recall"
     if settings.protocol == "auto" and _is_oxford_paris_folder(dataset_path):
         mode = "map"
@@ -278,7 +246,7 @@ def _database_descriptors(settings, model, image_size):
 
 def _run_map(settings, index, models, names, sizes) -> int:
     from sare_tf.evaluation import evaluate_benchmark, load_holidays, load_oxford_paris
-    from sare_tf.evaluation.report import format_table, size_text
+    from sare_tf.evaluation.report import MapReport, size_text
 
     if settings.protocol == "holidays":
         benchmark = load_holidays(settings.image_root or settings.dataset)
@@ -288,30 +256,17 @@ def _run_map(settings, index, models, names, sizes) -> int:
         f"{benchmark.name}: {len(benchmark.db_paths)} database images, "
         f"{len(benchmark.query_paths)} queries"
     )
-    report = {"dataset": os.fspath(settings.dataset), "dataset_name": benchmark.name, "models": {}}
-    rows = []
+    report = MapReport.for_benchmark(benchmark, os.fspath(settings.dataset))
     for model, name in zip(models, names, strict=True):
         image_size = sizes[name]
         print(f"\n== {name} ({model.path}) at {size_text(image_size)} image size")
         result = evaluate_benchmark(
-            model,
-            benchmark,
-            image_size=image_size,
-            batch_size=settings.batch_size,
-            index=index,
-            long_side=settings.query_long_side,
-            progress=not settings.quiet,
-        )
-        report["models"][name] = {
-            "path": model.path,
-            "kind": model.kind,
-            "image_size": None if image_size is None else list(image_size),
-            **result,
-        }
-        rows.append({"model": name, "image_size": image_size, "map": result["map"]})
+            model, benchmark, image_size=image_size, batch_size=settings.batch_size, index=index,
+            long_side=settings.query_long_side, progress=not settings.quiet,
+        )  # fmt: skip
+        report.add_model(name, model, image_size, result)
     metrics_path = os.path.join(settings.out, "metrics.json")
-    write_json_atomic(metrics_path, report)
-    print(f"\nmAP on {benchmark.name}, in %:")
-    print(format_table(rows, ["map"]))
+    report.write(metrics_path)
+    print("\n" + report.table())
     print(f"Wrote {metrics_path}")
     return 0

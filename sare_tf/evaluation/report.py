@@ -1,9 +1,11 @@
-"""The Recall@N report of one or several models on a dataset: what `sare-tf evaluate` writes to
-`metrics.json` and prints as tables, assembled model by model from `DatasetEvaluation`s."""
+"""The reports of one or several models on a dataset: what `sare-tf evaluate` writes to
+`metrics.json` and prints as tables, assembled model by model (`RecallReport` from
+`DatasetEvaluation`s, `MapReport` from mAP results), and the names that tell the models apart."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 from sare_tf.atomic import write_json_atomic
@@ -145,3 +147,74 @@ class RecallReport:
                 "image within the positive radius and count as failures."
             )
         return "\n".join(parts)
+
+
+@dataclasses.dataclass
+class MapReport:
+    """metrics.json's content and the printed table of a mAP benchmark (Oxford, Paris, Holidays).
+
+    Attributes:
+        header: the dataset (the top-level keys of metrics.json).
+        models: per model name, its entry (path, kind, image size and the mAP result).
+        rows: the rows of the printed table.
+    """
+
+    header: dict
+    models: dict = dataclasses.field(default_factory=dict)
+    rows: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def for_benchmark(cls, benchmark, source: str):
+        """An empty report of `benchmark` (a `RetrievalBenchmark` read from `source`)."""
+        return cls({"dataset": source, "dataset_name": benchmark.name})
+
+    def add_model(self, name: str, model, image_size, result: dict) -> None:
+        """Adds one model's mAP result (`evaluate_benchmark`'s)."""
+        self.models[name] = {
+            "path": model.path,
+            "kind": model.kind,
+            "image_size": None if image_size is None else list(image_size),
+            **result,
+        }
+        self.rows.append({"model": name, "image_size": image_size, "map": result["map"]})
+
+    def to_json(self) -> dict:
+        return {**self.header, "models": self.models}
+
+    def write(self, path: str) -> None:
+        write_json_atomic(path, self.to_json())
+
+    def table(self) -> str:
+        return f"mAP on {self.header['dataset_name']}, in %:\n" + format_table(self.rows, ["map"])
+
+
+def unique_model_names(models) -> list[str]:
+    """Short labels that tell the models apart: a model's name, with as many of its parent
+    folders as it takes (`runs/a/best.keras` and `runs/b/best.keras` -> `a/best`, `b/best`);
+    the same file given twice is numbered."""
+    paths = [
+        os.path.normpath(os.path.abspath(m.path)) if m.path else f"<model {i}>"
+        for i, m in enumerate(models)
+    ]
+    parents = [path.split(os.sep)[:-1] for path in paths]
+    bases = [m.name.split("/")[-1] for m in models]
+    names = [m.name for m in models]
+
+    def clashing(names):
+        return {
+            n for n in names if len({p for p, m in zip(paths, names, strict=True) if m == n}) > 1
+        }
+
+    depth = 0
+    while (clash := clashing(names)) and depth < max((len(p) for p in parents), default=0):
+        depth += 1
+        names = [
+            "/".join([*parent[-depth:], base]) if name in clash else name
+            for parent, base, name in zip(parents, bases, names, strict=True)
+        ]
+    seen = {}
+    for position, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[position] = f"{name} ({seen[name]})"
+    return names

@@ -53,7 +53,7 @@ def test_messages_name_flags_a_cli_user_can_pass(tmp_path, capsys):
 
 
 def test_models_with_one_file_name_are_told_apart_by_their_folders():
-    from sare_tf.commands.evaluate import _unique_names
+    from sare_tf.evaluation.report import unique_model_names
 
     def model(path, name):
         return DescriptorModel(None, name, path, "keras")
@@ -64,7 +64,7 @@ def test_models_with_one_file_name_are_told_apart_by_their_folders():
         model("/saved_models/city/3", "city/3"),
         model("/runs/sare/best.keras", "best"),
     ]
-    assert _unique_names(models) == ["sare/best", "triplet/best", "city/3", "sare/best (2)"]
+    assert unique_model_names(models) == ["sare/best", "triplet/best", "city/3", "sare/best (2)"]
 
 
 def test_one_flag_vocabulary_index_is_a_folder_and_the_faiss_kind_is_index_type(capsys):
