@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sare_tf.artifacts import DescriptorModel, store_image_size
+from sare_tf.artifacts import store_image_size
 
 
 def test_export_given_a_savedmodel_or_a_run_folder_points_at_the_keras_file(tmp_path, capsys):
@@ -50,21 +50,6 @@ def test_messages_name_flags_a_cli_user_can_pass(tmp_path, capsys):
 
     with pytest.raises(ValueError, match=r"--name"):
         check_name("bad name")
-
-
-def test_models_with_one_file_name_are_told_apart_by_their_folders():
-    from sare_tf.evaluation.report import unique_model_names
-
-    def model(path, name):
-        return DescriptorModel(None, name, path, "keras")
-
-    models = [
-        model("/runs/sare/best.keras", "best"),
-        model("/runs/triplet/best.keras", "best"),
-        model("/saved_models/city/3", "city/3"),
-        model("/runs/sare/best.keras", "best"),
-    ]
-    assert unique_model_names(models) == ["sare/best", "triplet/best", "city/3", "sare/best (2)"]
 
 
 def test_one_flag_vocabulary_index_is_a_folder_and_the_faiss_kind_is_index_type(capsys):
