@@ -16,6 +16,7 @@ import sys
 
 from sare_tf._version import __version__
 from sare_tf.commands._stderr_filter import StderrFilter
+from sare_tf.config_options import add_quiet_argument
 from sare_tf.progress import show_progress_bars
 
 
@@ -27,18 +28,6 @@ def _command_modules() -> dict[str, str]:
         if not info.name.startswith("_"):
             found[info.name.replace("_", "-")] = f"sare_tf.commands.{info.name}"
     return dict(sorted(found.items()))
-
-
-def _add_quiet(parser: argparse.ArgumentParser) -> None:
-    """`--quiet` on every command: those that define it themselves keep their own."""
-    try:
-        parser.add_argument(
-            "--quiet",
-            action="store_true",
-            help="no progress output or log lines: results and errors only",
-        )
-    except argparse.ArgumentError:
-        pass  # the command's own --quiet (same meaning, e.g. no progress bars)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -83,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
         )
         module.add_arguments(sub)
-        _add_quiet(sub)
+        add_quiet_argument(sub)
         sub.set_defaults(_run=module.run)
     return parser
 

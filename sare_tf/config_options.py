@@ -238,3 +238,15 @@ def out_option(default: str | None, help: str, *, metavar: str = "DIR"):
 def quiet_option():
     """`--quiet`: no progress bars (log lines too, `sare_tf.cli`)."""
     return option(False, "no progress bars", group="output", switch="on")
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """`--quiet` (results and errors only), for a parser that has none of its own yet."""
+    try:
+        parser.add_argument(
+            "--quiet",
+            action="store_true",
+            help="no progress output or log lines: results and errors only",
+        )
+    except argparse.ArgumentError:
+        pass  # the parser's own --quiet (same meaning, e.g. from a config's quiet field)

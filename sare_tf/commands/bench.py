@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from sare_tf.config_options import add_quiet_argument
+
 HELP = "Benchmarks: conv peak, extraction, training, mining, pipeline, retrieval, serve, index."
 DESCRIPTION = (
     "Measures speed and memory on this machine and writes a JSON report under runs/bench/. "
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
+        add_quiet_argument(sub)
     parser.set_defaults(_bench_parser=parser)
 
 

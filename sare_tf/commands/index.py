@@ -6,7 +6,7 @@ import argparse
 import json
 
 from sare_tf.commands._index_flags import add_index_arguments, index_config
-from sare_tf.config_options import add_config_arguments, config_from_args
+from sare_tf.config_options import add_config_arguments, add_quiet_argument, config_from_args
 from sare_tf.index.settings import IndexBuildSettings, IndexSourceSettings
 
 HELP = "build, extend, inspect or merge a place index (database descriptors + positions, faiss)"
@@ -31,10 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     info = actions.add_parser("info", help="print an index's manifest (JSON)")
     info.add_argument("index_dir", metavar="INDEX", help="the index folder")
+    add_quiet_argument(info)
 
     merge = actions.add_parser("merge", help="combine the complete set of shards of one build")
     merge.add_argument("shards", nargs="+", metavar="SHARD", help="shard folders (any order)")
     merge.add_argument("--out", required=True, help="the merged index folder to write")
+    add_quiet_argument(merge)
 
 
 def _source(settings):

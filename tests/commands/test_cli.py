@@ -73,11 +73,24 @@ def test_a_typo_in_backbone_or_loss_fails_before_tensorflow_loads():
 def test_every_command_accepts_quiet():
     from sare_tf.cli import build_parser
 
+    def leaves(parser, path):
+        """Every (sub)command parser that runs something: `index info`, `bench peak`, ..."""
+        nested = [a for a in parser._actions if isinstance(a.choices, dict)]  # subparsers
+        if not nested:
+            yield path, parser
+        for action in nested:
+            for name, sub in action.choices.items():
+                yield from leaves(sub, f"{path} {name}")
+
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps them here
     assert len(commands) >= 14
-    for name, sub in commands.items():
-        assert any("--quiet" in action.option_strings for action in sub._actions), name
+    found = list(leaves(parser, "sare-tf"))
+    assert {"sare-tf index info", "sare-tf index merge", "sare-tf bench peak"} <= {
+        p for p, _ in found
+    }
+    for path, sub in found:
+        assert any("--quiet" in action.option_strings for action in sub._actions), path
 
 
 @pytest.mark.slow
