@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import typing
 
-from sare_tf.registry import RUNTIME_KINDS
+from sare_tf.registry import PRECISION_POLICIES, RUNTIME_KINDS
 
 
 def option(
@@ -185,7 +185,6 @@ MODEL_HELP = (
     "export (sare-tf export --format onnx|litert)"
 )
 RUNTIMES = tuple(RUNTIME_KINDS)
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def model_option(help: str = MODEL_HELP, *, many: bool = False):
@@ -207,12 +206,12 @@ def runtime_option():
 
 def precision_option(help: str = "compute precision for .keras models (default: as saved)"):
     """`--precision`, the Keras dtype policy a model runs under."""
-    return option(None, help, group="model", choices=PRECISIONS)
+    return option(None, help, group="model", choices=PRECISION_POLICIES)
 
 
-def image_size_option(help: str):
+def image_size_option(help: str, default: tuple[int, int] | None = None):
     """`--image-size H W` (None: the command's own rule, told by `help`)."""
-    return option(None, help, group="model", nargs=2, type=int, metavar=("H", "W"))
+    return option(default, help, group="model", nargs=2, type=int, metavar=("H", "W"))
 
 
 def batch_size_option(default: int, help: str = "images per model call"):

@@ -16,8 +16,9 @@ import keras
 import tensorflow as tf
 
 from sare_tf.hardware import cpu_info, describe_cpu, has_native_bf16
+from sare_tf.registry import PRECISION_POLICIES
 
-POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+POLICIES = PRECISION_POLICIES
 
 
 def gpu_available() -> bool:

@@ -143,6 +143,10 @@ IMAGE_LOSSES = ("geo-classification",)
 RUNTIME_KINDS = {"tf": ("keras", "saved_model"), "onnx": ("onnx",), "litert": ("litert",)}
 # Exported artefacts run by another runtime than TensorFlow (`sare-tf export --format ...`).
 RUNTIME_EXPORTS = ("onnx", "litert")
+# Keras dtype policies a run may ask for; "auto" picks one for the hardware (`sare_tf.precision`).
+PRECISION_POLICIES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# How rankings are read for Recall@N ("auto": from the dataset; `sare_tf.evaluation.protocols`).
+RANKING_PROTOCOLS = ("auto", "standard", "tokyo247", "tokyotm")
 
 
 @dataclasses.dataclass(frozen=True)

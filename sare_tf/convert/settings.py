@@ -11,8 +11,6 @@ from sare_tf.config_options import image_size_option, option
 from sare_tf.convert.formats import FORMATS
 from sare_tf.registry import PRESETS
 
-DEFAULT_IMAGE_SIZE = (480, 640)
-
 
 @dataclasses.dataclass(frozen=True)
 class ImportSettings:
@@ -54,8 +52,8 @@ class ImportSettings:
     )  # fmt: skip
     image_size: tuple[int, int] = image_size_option(
         "the image size the model was trained at, recorded in it (a preset records its "
-        "authors' size)"
-    )
+        "authors' size)", default=(480, 640),
+    )  # fmt: skip
     trained_on: str | None = option(
         None, "what the checkpoint was trained on (recorded)", group="output"
     )
@@ -73,5 +71,3 @@ class ImportSettings:
             raise ValueError("give either a checkpoint file (SRC) or --preset NAME.")
         if self.src is not None and self.out is None:
             raise ValueError("--out MODEL.keras is required with a checkpoint file.")
-        if self.image_size is None:
-            object.__setattr__(self, "image_size", DEFAULT_IMAGE_SIZE)

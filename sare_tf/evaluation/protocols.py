@@ -21,8 +21,9 @@ import re
 import numpy as np
 
 from sare_tf.index.faiss_search import search_index
+from sare_tf.registry import RANKING_PROTOCOLS
 
-PROTOCOLS = ("auto", "standard", "tokyo247", "tokyotm")
+PROTOCOLS = RANKING_PROTOCOLS
 PANORAMA_PATTERN = r"^(?P<panorama>.+?)(?:_\d+){1,2}\.[A-Za-z0-9]+$"
 
 

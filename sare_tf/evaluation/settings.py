@@ -20,8 +20,10 @@ from sare_tf.config_options import (
     quiet_option,
     runtime_option,
 )
+from sare_tf.registry import RANKING_PROTOCOLS
 
-PROTOCOLS = ("auto", "standard", "tokyo247", "tokyotm", "oxford", "holidays")
+# The ranking protocols of Recall@N, and the mAP protocols of Oxford / Paris and Holidays.
+PROTOCOLS = (*RANKING_PROTOCOLS, "oxford", "holidays")
 GROUND_TRUTHS = ("distance", "labels")
 
 

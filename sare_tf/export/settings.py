@@ -15,8 +15,9 @@ from sare_tf.config_options import (
     model_option,
     option,
 )
+from sare_tf.registry import RUNTIME_EXPORTS
 
-FORMATS = ("saved_model", "onnx", "litert")
+FORMATS = ("saved_model", *RUNTIME_EXPORTS)
 QUANTIZATIONS = ("none", "dynamic", "int8")
 DEFAULT_ROOTS = {"saved_model": "saved_models", "onnx": "onnx_models", "litert": "litert_models"}
 

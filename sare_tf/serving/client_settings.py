@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 
 from sare_tf.config_options import batch_size_option, image_size_option, option
+from sare_tf.serving_client import SERVE_JPEG, SERVING_DEFAULT
 
-SIGNATURES = ("serve_jpeg", "serving_default")
+SIGNATURES = (SERVE_JPEG, SERVING_DEFAULT)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 
 from sare_tf.config_options import option
 from sare_tf.image_size import check_image_size
-from sare_tf.registry import AGGREGATOR_NAMES, BACKBONE_NAMES, LOSS_NAMES
+from sare_tf.registry import AGGREGATOR_NAMES, BACKBONE_NAMES, LOSS_NAMES, PRECISION_POLICIES
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -167,7 +167,7 @@ class TrainConfig:
     precision: str = option(
         "auto", "auto: mixed_float16 on a GPU; on a CPU mixed_bfloat16 with native bf16 (AMX, "
         "AVX512-BF16, Arm BF16), else float32", group="run",
-        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        choices=PRECISION_POLICIES,
     )  # fmt: skip
     force_precision: bool = option(
         False, "allow mixed_float16 without a GPU", group="run", switch="on"
