@@ -54,7 +54,7 @@ class ProgressBar:
         total: how many units the work has.
         unit: what a unit is ("image", "query"), for the text.
         enabled: draw the bar (False: every call does nothing).
-        stream: where to write (default: the current `sys.stderr` at each write).
+        stream: where to write (default: `sys.stderr` as it is at the first update).
 
     Example:
         >>> bar = ProgressBar(3, "image", enabled=False)
@@ -68,6 +68,7 @@ class ProgressBar:
         self.enabled = bool(enabled) and _shown and self.total > 0
         self.done = 0
         self._stream = stream
+        self._interactive = None
         self._start = time.perf_counter()
         self._last_draw = -math.inf
         self._tenths_written = 0
@@ -82,11 +83,13 @@ class ProgressBar:
         self.done = min(max(int(done), 0), self.total)
         if not self.enabled or self._finished:
             return
-        stream = self._stream or sys.stderr
+        if self._interactive is None:  # the stream is looked at once, at the first update
+            self._stream = self._stream or sys.stderr
+            self._interactive = _is_terminal(self._stream)
+        stream = self._stream
         finished = self.done >= self.total
         now = time.perf_counter()
-        interactive = _is_terminal(stream)
-        if interactive:
+        if self._interactive:
             if not finished and now - self._last_draw < REDRAW_SECONDS:
                 return
             text = "\r" + self.text(now) + ("\n" if finished else "")

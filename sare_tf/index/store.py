@@ -42,7 +42,7 @@ import numpy as np
 
 from sare_tf._version import __version__
 from sare_tf.artifacts import model_fingerprint
-from sare_tf.atomic import atomic_file, write_text_atomic
+from sare_tf.atomic import atomic_file, write_json_atomic, write_text_atomic
 from sare_tf.data.geodesy import UtmFrame
 from sare_tf.encoding import encode
 from sare_tf.index.config import IndexConfig, as_index_config
@@ -174,7 +174,7 @@ def encode_resumable(
                 f"(recorded {recorded}, now {identity}). Delete it to start over."
             )
     else:
-        write_text_atomic(identity_path, json.dumps(identity, indent=2))
+        write_json_atomic(identity_path, identity)
     paths = list(image_paths)
     starts = list(range(0, len(paths), chunk_size))
     done = [s for s in starts if os.path.exists(os.path.join(work_dir, f"chunk-{s:010d}.npz"))]
@@ -886,7 +886,7 @@ def _write_generation(
         or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sare_tf_version": __version__,
     }
-    write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=2))
+    write_json_atomic(os.path.join(folder, MANIFEST), manifest)
     for name in previous.get("files", {}).values():  # the old generation, now unreferenced
         if name not in files.values():
             try:
