@@ -175,7 +175,7 @@ def write_panels(
     os.makedirs(out_dir, exist_ok=True)
 
     query_images = load_images([dataset.query_image_paths()[q] for q in query_ids], image_size)
-    queries = _Queries(dataset, query_ids, query_images, image_size)
+    queries = _Queries(dataset, query_ids, query_images, image_size, dataset.db_image_paths())
     options = dict(method=method, layer_name=layer_name, batch_size=batch_size, **saliency_kwargs)
     rows_per_model = [_explain_model(entry, queries, options, progress) for entry in entries]
 
@@ -218,12 +218,13 @@ def _descriptors(model, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _Queries:
-    """The queries drawn: their dataset, ids, images (at `image_size`)."""
+    """The queries drawn: their dataset, ids, images (at `image_size`), and the database paths."""
 
     dataset: object
     query_ids: list
     query_images: np.ndarray
     image_size: tuple | None
+    db_paths: list
 
 
 def _explain_model(entry, queries: _Queries, options: dict, progress: bool):
@@ -234,7 +235,7 @@ def _explain_model(entry, queries: _Queries, options: dict, progress: bool):
     dataset, query_ids, query_images = queries.dataset, queries.query_ids, queries.query_images
     image_size = queries.image_size
     batch_size = options["batch_size"]
-    db_paths = dataset.db_image_paths()
+    db_paths = queries.db_paths
     model = as_embedding_model(entry.model)
     if entry.query_descriptors is not None:
         all_queries = _as_matrix(entry.query_descriptors, dataset.num_queries, "query_descriptors")
