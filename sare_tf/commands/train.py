@@ -4,6 +4,7 @@ mining, with validation, best checkpoint and resume."""
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "train NetVLAD descriptors with a SARE / triplet / contrastive loss and hard-negative mining"
 DESCRIPTION = """\
@@ -12,7 +13,7 @@ tuples re-mined every --refresh-every queries, with SGD (momentum, weight decay)
 learning rate halved every --lr-halve-every epochs: the SARE paper's recipe by default
 (Liu, Li, Dai, ICCV 2019). NetVLAD clusters are initialised from training images first.
 After each epoch, Recall@1/5/10 on --val-dataset is logged (console, TensorBoard, summary)
-and the best-by-Recall@5 model is saved as OUT/best.keras. OUT/summary.json holds the
+and the best model by validation Recall@5 (or --select-by) is saved as OUT/best.keras. OUT/summary.json holds the
 config, per-epoch metrics and timings. A killed run resumes from OUT/backup when the same
 command is run again."""
 
@@ -63,13 +64,16 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from sare_tf.training import train
 
     config = config_from_args(args)
     summary = train(config)
-    out = summary.get("out_dir") or os.path.abspath(config.out)
+    report(summary, summary.get("out_dir") or os.path.abspath(config.out))
+    return 0
+
+
+def report(summary: dict, out: str) -> None:
+    """Prints what a finished run left in `out`: the last epoch's recall, the best model."""
     best = summary.get("best")
     last = summary["epochs"][-1] if summary["epochs"] else {}
     recalls = ", ".join(
@@ -85,15 +89,21 @@ def run(args: argparse.Namespace) -> int:
                 "  " + ", ".join(f"R@{n} {100 * initial[f'recall@{n}']:.1f}%" for n in (1, 5, 10))
             )
         print(f"  summary: {os.path.join(out, 'summary.json')}")
-        return 0
+        return
     print(f"Training finished: {len(summary['epochs'])} epochs in {out}")
     if recalls:
         print(f"  last epoch: {recalls}")
     if best:
-        value = best.get("val_recall@5")
+        monitor = best.get("monitor", "val_recall@5")  # older summaries: the paper's R@5
+        value = best.get(monitor)
+        metric = monitor.removeprefix("val_recall@")
         print(
             f"  best model: {os.path.join(out, best['path'])} (epoch {best['epoch']}, "
-            + (f"R@5 {100 * value:.1f}%)" if value is not None else "restored after a collapse)")
+            + (
+                f"R@{metric} {100 * value:.1f}%)"
+                if value is not None
+                else "restored after a collapse)"
+            )
         )
     for record in summary.get("collapse") or []:
         print(
@@ -103,4 +113,3 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("stopped"):
         print(f"  {summary['stopped']}")
     print(f"  summary: {os.path.join(out, 'summary.json')}")
-    return 0

@@ -196,7 +196,11 @@ class TuplePipeline:
 
     Example:
         >>> pipeline = TuplePipeline(train, MiningState(train.num_queries, 10), (480, 640))
-        >>> tuple_model.fit(pipeline.tf_dataset(), epochs=30, callbacks=[HardNegativeMining(pipeline)])
+        >>> mining = HardNegativeMining(pipeline, mine_on_train_begin=False)
+        >>> mining.set_model(tuple_model)
+        >>> mining.refresh(full=True)  # the first tuples: `batches_per_pass` counts their queries
+        >>> tuple_model.fit(pipeline.tf_dataset().repeat(), epochs=30,
+        ...                 steps_per_epoch=pipeline.batches_per_pass(), callbacks=[mining])
     """
 
     def __init__(
@@ -277,13 +281,14 @@ class TuplePipeline:
     def tf_dataset(self) -> tf.data.Dataset:
         """Batches `(images float32 [B, 2+N, H, W, 3] in [0, 255], y float32 [B] zeros)`.
 
-        One pass is one epoch over the valid queries. The cardinality is unknown to tf.data (it
-        follows `state.valid`). Keras `fit` then runs the first epoch to the end of the data
-        (with a harmless "ran out of data" warning) and takes that batch count as the length of
-        the later epochs, with a fresh iterator (so a fresh pass) per epoch: keep the number of
-        valid queries constant across epochs (it is when `valid` means "has a training
-        positive", as `mine_tuples` sets it), or `.repeat()` the dataset and pass
-        `steps_per_epoch`.
+        One pass over the valid queries, pass `e` in the order `pass_order(e)`; the
+        cardinality is unknown to tf.data (it follows `state.valid`). To train, `.repeat()` it
+        and give `fit` `steps_per_epoch=batches_per_pass()`: Keras then keeps one iterator for
+        the whole run, each repetition starting the next pass. Given the single pass, Keras
+        runs the first epoch to the end of the data (with a "ran out of data" warning) and
+        makes a new iterator at every epoch's start, dropping the previous one; its threads
+        may still be inside the image decoder waiting for Python, and the epoch's first step
+        then stalls (30-60 s seen on the demo).
         """
         state, (height, width) = self.state, self.image_size
         tuple_length = 2 + state.num_negatives

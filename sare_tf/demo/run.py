@@ -203,10 +203,11 @@ def _initialised_model(config: DemoConfig, city: _City, steps: _Steps):
 
 def _evaluate(model, city: _City, config: DemoConfig, steps: _Steps, when: str):
     """Recall@N on the test split `when` = "before" or "after" training."""
+    metric = config.training.select_by.replace("recall", "Recall")
     what = (
         "before training"
         if when == "before"
-        else ("after training (best checkpoint by validation Recall@5)")
+        else f"after training (best checkpoint by validation {metric})"
     )
     steps.start(when, f"Recall@N on the test split {what} ({city.test.num_queries} queries)")
     evaluation = run_dataset_evaluation(
@@ -219,7 +220,7 @@ def _evaluate(model, city: _City, config: DemoConfig, steps: _Steps, when: str):
 
 
 def _train(config: DemoConfig, model, city: _City, steps: _Steps):
-    """Trains; returns the best checkpoint (by validation Recall@5), the summary and its path."""
+    """Trains; returns the best checkpoint (by `select_by`), the summary and its path."""
     training = config.training
     steps.start(
         "train",

@@ -259,6 +259,7 @@ class RunSummary(keras.callbacks.Callback):
             best = self.checkpoint.best
             self.summary["best"] = {
                 "epoch": self.checkpoint.best_epoch,
+                "monitor": self.checkpoint.monitor,
                 self.checkpoint.monitor: best if math.isfinite(best) else None,
                 "spread": self.checkpoint.best_spread,
                 "path": os.path.basename(self.checkpoint.path),

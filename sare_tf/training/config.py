@@ -13,6 +13,8 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 OPTIMIZERS = ("sgd", "adam")
+# Validation metrics that can pick best.keras (ValidationRecall reports Recall@1/5/10).
+SELECTION_METRICS = ("recall@1", "recall@5", "recall@10")
 # What a run builds when the settings leave the model open (and no initial model is given).
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_NUM_CLUSTERS = 64
@@ -71,6 +73,8 @@ class TrainConfig:
         descriptors_per_image: local descriptors kept per image for clustering (100).
         eval_batch_size: images per batch when encoding for mining and validation.
         val_every: validate every this many epochs (and after the last).
+        select_by: the validation metric whose best epoch is saved as `best.keras`
+            ("recall@5", the paper's; "recall@1" or "recall@10").
         validate_before_training: also measure validation recall before the first epoch.
         augment: photometric / crop augmentation in the tuple pipeline.
         steps_per_epoch: cap the batches per epoch (None: one pass over the training queries).
@@ -208,6 +212,10 @@ class TrainConfig:
         group="hard-negative mining",
     )
     val_every: int = option(1, "validate every N epochs", group="run")
+    select_by: str = option(
+        "recall@5", "validation metric whose best epoch is saved as OUT/best.keras",
+        group="run", choices=SELECTION_METRICS,
+    )  # fmt: skip
     validate_before_training: bool = option(
         False, "also measure validation recall before the first epoch", group="run", switch="on"
     )
@@ -249,6 +257,11 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"`num_clusters` must be a positive integer. Received: num_clusters={self.num_clusters!r}"
+            )
+        if self.select_by not in SELECTION_METRICS:
+            raise ValueError(
+                f"Unknown selection metric. Expected one of {SELECTION_METRICS}. "
+                f"Received: select_by={self.select_by!r}"
             )
         for name in ("batch_size", "num_negatives", "refresh_every", "num_candidates"):
             value = getattr(self, name)

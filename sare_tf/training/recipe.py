@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import time
-import warnings
 
 import keras
 
@@ -256,9 +255,9 @@ class TrainingRun:
         self._start_summary(resuming)
         if config.epochs == 0:
             return self._finish_initialized(start)
-        dataset, mining = self._make_pipeline(resume_epoch)
+        dataset, batches_per_pass, mining = self._make_pipeline(resume_epoch)
         callbacks = self._make_callbacks(mining)
-        self._fit(dataset, callbacks)
+        self._fit(dataset, self.config.steps_per_epoch or batches_per_pass, callbacks)
         return self._finish(mining, start)
 
     # --- stages ------------------------------------------------------------------------------
@@ -381,10 +380,18 @@ class TrainingRun:
             self.folder.add_timing(name, seconds)
 
     def _make_pipeline(self, resume_epoch: int):
-        """The tuple dataset and the mining callback, with the first tuples mined (or, for an
-        image objective, the labelled images and no mining)."""
+        """The endless tuple dataset, its batches per pass over the training queries and the
+        mining callback, with the first tuples mined (or, for an image objective, the labelled
+        images and no mining).
+
+        The dataset repeats and `fit` is given the batches of a pass as its epoch: Keras then
+        keeps one iterator for the whole run. Given a dataset that ends, Keras makes a new
+        iterator at every epoch's start and drops the previous one, whose tf.data threads
+        may still be inside an image decoder waiting for Python: the first step of an epoch
+        then stalled for 30-60 s in some epochs (measured on the demo).
+        """
         if self.by_images:
-            return self._make_image_pipeline(resume_epoch), None
+            return (*self._make_image_pipeline(resume_epoch), None)
 
         config, data = self.config, self.train_data
         # The mining state lives outside the strategy scope: tf.data reads it on the host.
@@ -398,9 +405,7 @@ class TrainingRun:
             seed=config.seed,
             drop_remainder=self.drop_remainder,
         )
-        dataset = pipeline.tf_dataset()
-        if config.steps_per_epoch:
-            dataset = dataset.repeat()
+        dataset = pipeline.tf_dataset().repeat()
         if self.multiworker:
             prepare_multiworker_fit(self.fit_model, dataset.element_spec)
         if resume_epoch:
@@ -426,23 +431,23 @@ class TrainingRun:
         start = time.perf_counter()
         mining.refresh(full=True)
         self.folder.add_timing("initial_mining_seconds", time.perf_counter() - start)
-        return dataset, mining
+        # After the first mining: the batch count follows the queries that have tuples.
+        return dataset, pipeline.batches_per_pass(), mining
 
     def _make_image_pipeline(self, resume_epoch: int):
-        """Training database images with their cell labels (geographic classification)."""
+        """Training database images with their cell labels (geographic classification), endless,
+        and the batches of one pass over them."""
 
         config = self.config
         logger.info(
             f"Geographic classification: {self.cells.num_cells} non-empty {config.geo_cell_m:g} m "
             f"cells over {self.train_data.num_db} training database images"
         )
+        batch_size = config.batch_size * (2 + config.num_negatives)  # the images of a tuple batch
         dataset = labelled_image_dataset(
             self.train_data.db_image_paths(), self.cells.labels, self.image_size,
-            batch_size=config.batch_size * (2 + config.num_negatives),  # the images of a tuple batch
-            seed=config.seed + resume_epoch,
-        )  # fmt: skip
-        if config.steps_per_epoch:
-            dataset = dataset.repeat()
+            batch_size=batch_size, seed=config.seed + resume_epoch,
+        ).repeat()  # fmt: skip
         if self.multiworker:
             prepare_multiworker_fit(self.fit_model, dataset.element_spec)
         self.folder.summary["geo_classification"] = {
@@ -450,7 +455,7 @@ class TrainingRun:
             "num_cells": self.cells.num_cells,
             "images": self.train_data.num_db,
         }
-        return dataset
+        return dataset, -(-self.train_data.num_db // batch_size)
 
     def _validation(self):
         """The validation callback (None without a validation split)."""
@@ -479,6 +484,7 @@ class TrainingRun:
         config, folder = self.config, self.folder
         validation = self._validation()
         best = folder.summary.get("best") or {}
+        monitor = f"val_{config.select_by}"
         probes = self.train_data.db_image_paths()[:COLLAPSE_PROBE_IMAGES]
         # A collapsed embedding gives every image the same logits: about ln(C) at the start.
         uniform = (
@@ -497,9 +503,10 @@ class TrainingRun:
         )
         self.checkpoint = cb.BestModelCheckpoint(
             folder.file(BEST_MODEL_FILE),
+            monitor=monitor,
             embedding_model=self.embedding,
             # None: the best so far are weights a collapse recovery restored (value unknown).
-            best=float("-inf") if best.get("val_recall@5") is None else best["val_recall@5"],
+            best=float("-inf") if best.get(monitor) is None else best[monitor],
             best_epoch=best.get("epoch"),
             best_spread=best.get("spread", True),
             last_path=folder.file(LAST_MODEL_FILE),
@@ -530,19 +537,16 @@ class TrainingRun:
         folder.write()
         return callbacks
 
-    def _fit(self, dataset, callbacks) -> None:
+    def _fit(self, dataset, steps_per_epoch: int, callbacks) -> None:
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            # Each pass over the tuples ends the epoch by design; Keras warns about it.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            self.fit_model.fit(
-                dataset,
-                epochs=self.config.epochs,
-                steps_per_epoch=self.config.steps_per_epoch,
-                callbacks=callbacks,
-                verbose=self.config.verbose,
-                shuffle=False,  # the pipelines shuffle (seeded, per pass)
-            )
+        self.fit_model.fit(
+            dataset,
+            epochs=self.config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=self.config.verbose,
+            shuffle=False,  # the pipelines shuffle (seeded, per pass)
+        )
         self.folder.add_timing("fit_seconds", time.perf_counter() - start)  # this run only
 
     def _finish(self, mining, start: float) -> dict:

@@ -225,7 +225,8 @@ def test_a_run_that_keeps_collapsing_stops_and_says_what_was_tried(
     assert len(summary["epochs"]) == 3
     # No epoch was ever good: best.keras holds the restored weights of the start of training.
     assert summary["best"] == {
-        "epoch": 0, "val_recall@5": None, "spread": True, "path": "best.keras"
+        "epoch": 0, "monitor": "val_recall@5", "val_recall@5": None, "spread": True,
+        "path": "best.keras",
     }  # fmt: skip
     assert (tmp_path / "run" / "best.keras").is_file()
 

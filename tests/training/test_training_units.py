@@ -19,6 +19,8 @@ from sare_tf.data.tuples import MiningState, TuplePipeline
 from sare_tf.mining import HardNegativeMining
 from sare_tf.models import build_embedding_model, build_tuple_model
 from sare_tf.training import (
+    BestModelCheckpoint,
+    RunSummary,
     TensorBoardScalars,
     TrainConfig,
     TrainingDivergedError,
@@ -75,6 +77,7 @@ def test_cli_defaults_are_the_papers_recipe():
         ({"lr": 0.0}, "lr"),
         ({"momentum": -0.1}, "momentum"),
         ({"backup_every": 0}, "backup_every"),
+        ({"select_by": "recall@2"}, "Unknown selection metric"),
     ],
 )
 def test_bad_config_values_raise(change, message):
@@ -105,6 +108,36 @@ def test_model_save_failure_keeps_the_previous_file(tmp_path):
     assert path.read_bytes() == first and os.listdir(tmp_path) == ["best.keras"]
     with pytest.raises(ValueError, match=".keras"):
         save_model_atomic(model, tmp_path / "best.h5")
+
+
+@pytest.mark.parametrize("select_by, best_epoch", [("recall@5", 1), ("recall@1", 3)])
+def test_best_model_is_the_best_epoch_of_the_chosen_metric(tmp_path, capsys, select_by, best_epoch):
+    # Recall@5 and Recall@1 disagree on which epoch is best (as on a small validation split).
+    history = [(0.55, 0.82), (0.53, 0.66), (0.64, 0.80)]
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="embedding")
+    monitor = f"val_{select_by}"
+    checkpoint = BestModelCheckpoint(
+        tmp_path / "best.keras", monitor=monitor, embedding_model=model
+    )
+    summary = {"epochs": [], "best": None}
+    recorder = RunSummary(tmp_path / "summary.json", summary, None, None, checkpoint)
+    saved = {}
+    for epoch, (recall_1, recall_5) in enumerate(history):
+        model.layers[0].kernel.assign(np.full((3, 2), float(epoch), np.float32))
+        logs = {"loss": 1.0, "val_recall@1": recall_1, "val_recall@5": recall_5}
+        recorder.on_epoch_begin(epoch)
+        checkpoint.on_epoch_end(epoch, logs)
+        recorder.on_epoch_end(epoch, logs)
+        saved[epoch + 1] = float(keras.models.load_model(tmp_path / "best.keras").weights[0][0, 0])
+    assert checkpoint.best_epoch == best_epoch and saved[3] == best_epoch - 1
+    best = json.loads((tmp_path / "summary.json").read_text())["best"]
+    expected = {"recall@5": 0.82, "recall@1": 0.64}[select_by]
+    assert best["epoch"] == best_epoch and best["monitor"] == monitor
+    assert best[monitor] == pytest.approx(expected)
+    # The train command's closing lines name the metric that picked the model.
+    train_command.report({"status": "completed", "epochs": [], "best": best}, str(tmp_path))
+    metric = select_by.replace("recall", "R")
+    assert f"(epoch {best_epoch}, {metric} {100 * expected:.1f}%)" in capsys.readouterr().out
 
 
 def test_tensorboard_scalars_are_readable_without_the_tensorboard_package(tmp_path):
