@@ -286,9 +286,9 @@ class TuplePipeline:
         and give `fit` `steps_per_epoch=batches_per_pass()`: Keras then keeps one iterator for
         the whole run, each repetition starting the next pass. Given the single pass, Keras
         runs the first epoch to the end of the data (with a "ran out of data" warning) and
-        makes a new iterator at every epoch's start, dropping the previous one; its threads
-        may still be inside the image decoder waiting for Python, and the epoch's first step
-        then stalls (30-60 s seen on the demo).
+        makes a new iterator at every epoch's start, dropping the previous one, which stalled
+        some epochs' first step for 30-60 s (the main thread in the iterator's destructor,
+        waiting for tf.data's autotuning thread).
         """
         state, (height, width) = self.state, self.image_size
         tuple_length = 2 + state.num_negatives

@@ -386,9 +386,8 @@ class TrainingRun:
 
         The dataset repeats and `fit` is given the batches of a pass as its epoch: Keras then
         keeps one iterator for the whole run. Given a dataset that ends, Keras makes a new
-        iterator at every epoch's start and drops the previous one, whose tf.data threads
-        may still be inside an image decoder waiting for Python: the first step of an epoch
-        then stalled for 30-60 s in some epochs (measured on the demo).
+        iterator at every epoch's start and drops the previous one (dropping one stalled some
+        epochs' first step for 30-60 s: see `TuplePipeline.tf_dataset`).
         """
         if self.by_images:
             return (*self._make_image_pipeline(resume_epoch), None)
