@@ -13,9 +13,9 @@ tuples re-mined every --refresh-every queries, with SGD (momentum, weight decay)
 learning rate halved every --lr-halve-every epochs: the SARE paper's recipe by default
 (Liu, Li, Dai, ICCV 2019). NetVLAD clusters are initialised from training images first.
 After each epoch, Recall@1/5/10 on --val-dataset is logged (console, TensorBoard, summary)
-and the best model by validation Recall@5 (or --select-by) is saved as OUT/best.keras. OUT/summary.json holds the
-config, per-epoch metrics and timings. A killed run resumes from OUT/backup when the same
-command is run again."""
+and the best model by validation Recall@5 (or --select-by) is saved as OUT/best.keras.
+OUT/summary.json holds the config, per-epoch metrics and timings. A killed run resumes from
+OUT/backup when the same command is run again."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
