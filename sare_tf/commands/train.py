@@ -4,7 +4,12 @@ mining, with validation, best checkpoint and resume."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+
+from sare_tf.config_options import add_config_arguments
+from sare_tf.config_options import config_from_args as from_args
+from sare_tf.training.config import VALIDATION_NS, TrainConfig
 
 HELP = "train NetVLAD descriptors with a SARE / triplet / contrastive loss and hard-negative mining"
 DESCRIPTION = """\
@@ -21,9 +26,6 @@ OUT/backup when the same command is run again."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field (their help texts live in the config's field metadata),
     and `--config` to start from a recorded run."""
-    from sare_tf.config_options import add_config_arguments
-    from sare_tf.training.config import TrainConfig
-
     parser.add_argument(
         "--config", default=None, metavar="JSON",
         help="repeat a recorded run: its summary.json (or a JSON of these settings); flags "
@@ -34,10 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recorded_config(path: str):
     """The `TrainConfig` a run's `summary.json` (its "config") or a settings JSON holds."""
-    import json
-
-    from sare_tf.training.config import TrainConfig
-
     try:
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
@@ -55,9 +53,6 @@ def recorded_config(path: str):
 
 def config_from_args(args: argparse.Namespace):
     """The `TrainConfig` of parsed command-line arguments (over `--config`'s, when given)."""
-    from sare_tf.config_options import config_from_args as from_args
-    from sare_tf.training.config import TrainConfig
-
     config = getattr(args, "config", None)
     base = recorded_config(config) if config else None
     return from_args(TrainConfig, args, base=base, skip_unset=True)
@@ -78,7 +73,7 @@ def report(summary: dict, out: str) -> None:
     last = summary["epochs"][-1] if summary["epochs"] else {}
     recalls = ", ".join(
         f"R@{n} {100 * last[f'val_recall@{n}']:.1f}%"
-        for n in (1, 5, 10)
+        for n in VALIDATION_NS
         if f"val_recall@{n}" in last
     )
     if summary["status"] == "initialized":
@@ -86,7 +81,8 @@ def report(summary: dict, out: str) -> None:
         initial = summary.get("initial_validation") or {}
         if initial:
             print(
-                "  " + ", ".join(f"R@{n} {100 * initial[f'recall@{n}']:.1f}%" for n in (1, 5, 10))
+                "  "
+                + ", ".join(f"R@{n} {100 * initial[f'recall@{n}']:.1f}%" for n in VALIDATION_NS)
             )
         print(f"  summary: {os.path.join(out, 'summary.json')}")
         return

@@ -18,6 +18,7 @@ from sare_tf.atomic import save_model_atomic, write_json_atomic
 from sare_tf.encoding import encode, inference_function
 from sare_tf.evaluation import evaluate_dataset
 from sare_tf.models import embedding_of
+from sare_tf.training.config import VALIDATION_NS
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ValidationRecall(keras.callbacks.Callback):
         dataset,
         image_size,
         embedding_model=None,
-        ns=(1, 5, 10),
+        ns=VALIDATION_NS,
         batch_size: int = 16,
         every: int = 1,
         verbose: int = 1,

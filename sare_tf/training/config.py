@@ -13,8 +13,9 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 OPTIMIZERS = ("sgd", "adam")
-# Validation metrics that can pick best.keras (ValidationRecall reports Recall@1/5/10).
-SELECTION_METRICS = ("recall@1", "recall@5", "recall@10")
+# The Recall@N measured on the validation split after each epoch; any can pick best.keras.
+VALIDATION_NS = (1, 5, 10)
+SELECTION_METRICS = tuple(f"recall@{n}" for n in VALIDATION_NS)
 # What a run builds when the settings leave the model open (and no initial model is given).
 DEFAULT_BACKBONE = "vgg16"
 DEFAULT_NUM_CLUSTERS = 64
