@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from sare_tf.data.checks import BadImageLog, check_policy
 from sare_tf.data.images import safe_load_image
+from sare_tf.data.parallelism import PREFETCH_BATCHES, decoders, without_autotuning
 from sare_tf.models import feature_model, netvlad_layer
 from sare_tf.progress import ProgressBar
 
@@ -30,10 +31,10 @@ def _image_batches(
     dataset = tf.data.Dataset.from_tensor_slices(list(paths))
     dataset = dataset.map(
         lambda path: safe_load_image(path, image_size, bad_images),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=decoders(),
     )
     dataset = dataset.filter(_was_read).map(_image_only)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotuning(dataset.batch(batch_size).prefetch(PREFETCH_BATCHES))
 
 
 # Named functions, not two lambdas on one line: AutoGraph cannot tell such lambdas apart and

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from sare_tf.artifacts import DescriptorModel
 from sare_tf.data.images import BadImageError, read_rgb, resize_image, safe_load_image
+from sare_tf.data.parallelism import PREFETCH_BATCHES, decoders, without_autotuning
 from sare_tf.image_size import check_image_size
 from sare_tf.progress import ProgressBar
 
@@ -133,7 +134,8 @@ def _make_dataset(paths, image_size, long_side, boxes, num_parallel_calls):
     dataset = tf.data.Dataset.from_tensor_slices(
         (np.arange(len(paths), dtype=np.int64), np.asarray(paths, dtype=object), box_array)
     )
-    return dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return without_autotuning(dataset)
 
 
 def _crop(image, box):
@@ -227,7 +229,8 @@ def encode(
             queries to 640); applied before `image_size` when both are given.
         boxes: optional per-image `(x1, y1, x2, y2)` pixel crop (None entries: whole image),
             e.g. the Oxford / Paris query regions.
-        num_parallel_calls: parallel decoders (default: tf.data AUTOTUNE).
+        num_parallel_calls: parallel decoders (default: one per usable core; no autotuning,
+            see `sare_tf.data.parallelism`).
         progress: show a progress bar.
         require_any: raise when not one image could be read (a whole dataset of bad files is
             a mistake); False when the call is one part of a larger job (an index chunk), which
@@ -259,10 +262,10 @@ def encode(
         image_size,
         None if long_side is None else int(long_side),
         box_array,
-        num_parallel_calls or tf.data.AUTOTUNE,
+        decoders(num_parallel_calls),
     )
     if image_size is not None:
-        batches = dataset.batch(batch_size).prefetch(2).as_numpy_iterator()
+        batches = dataset.batch(batch_size).prefetch(PREFETCH_BATCHES).as_numpy_iterator()
     else:
         batches = same_size_batches(dataset.prefetch(batch_size), batch_size, 4 * batch_size)
 

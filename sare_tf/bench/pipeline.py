@@ -75,12 +75,16 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf  # noqa: F401  (initialised before the timings)
 
     from sare_tf.data import GeoDataset
+    from sare_tf.data.parallelism import PREFETCH_BATCHES, decoders
     from sare_tf.data.tuples import MiningState, make_tuple_dataset, random_tuples
     from sare_tf.synthetic.city import make_synthetic_city
 
     report = report_header("pipeline")
     results = []
-    print(f"CPU cores visible: {os.cpu_count()}; tf.data threads: AUTOTUNE")
+    print(
+        f"CPU cores visible: {os.cpu_count()}; tf.data: {decoders()} parallel decoders, "
+        f"{PREFETCH_BATCHES} batches ahead, no autotuning"
+    )
     for source, target in args.settings:
         city_dir = os.path.join(args.work_dir, f"city_{source[0]}x{source[1]}")
         start = time.perf_counter()

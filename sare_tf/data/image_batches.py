@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from sare_tf.data.checks import BadImageLog, check_policy
 from sare_tf.data.images import DEFAULT_MAX_PIXELS, safe_load_image
+from sare_tf.data.parallelism import PREFETCH_BATCHES, decoders, without_autotuning
 
 
 def labelled_image_dataset(
@@ -42,9 +43,9 @@ def labelled_image_dataset(
         image, ok = safe_load_image(path, (height, width), bad_images, max_pixels)
         return image, label, ok
 
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(load, num_parallel_calls=decoders())
     dataset = dataset.filter(lambda image, label, ok: ok)
     dataset = dataset.map(lambda image, label, ok: (image, label))
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = without_autotuning(dataset.batch(batch_size).prefetch(PREFETCH_BATCHES))
     dataset.bad_images = bad_images
     return dataset

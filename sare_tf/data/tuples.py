@@ -26,6 +26,7 @@ import tensorflow as tf
 from sare_tf.data.checks import BadImageLog, check_policy
 from sare_tf.data.geo_dataset import GeoDataset
 from sare_tf.data.images import DEFAULT_MAX_PIXELS, safe_load_image
+from sare_tf.data.parallelism import PREFETCH_BATCHES, decoders, without_autotuning
 
 
 class MiningState:
@@ -182,8 +183,9 @@ class TuplePipeline:
         seed: seeds the per-pass shuffle (pass `e` uses `(seed, e)`) and the augmentation.
         shuffle: shuffle the valid queries at every pass (else in id order).
         drop_remainder: drop a last incomplete batch.
-        num_parallel_calls: parallel image loads (default AUTOTUNE).
-        prefetch: batches prepared ahead (default AUTOTUNE).
+        num_parallel_calls: parallel image loads (default: one per usable core; the pipeline
+            does not autotune, see `sare_tf.data.parallelism`).
+        prefetch: batches prepared ahead.
         bad_images: a `BadImageLog` to record bad files in (one is made from `on_bad_image`
             otherwise); available as the dataset's `bad_images` attribute.
         on_bad_image: "skip" (drop tuples with a bad image, count them) or "error".
@@ -213,8 +215,8 @@ class TuplePipeline:
         seed: int = 0,
         shuffle: bool = True,
         drop_remainder: bool = False,
-        num_parallel_calls: int = tf.data.AUTOTUNE,
-        prefetch: int = tf.data.AUTOTUNE,
+        num_parallel_calls: int | None = None,
+        prefetch: int = PREFETCH_BATCHES,
         bad_images: BadImageLog | None = None,
         on_bad_image: str = "skip",
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -234,8 +236,12 @@ class TuplePipeline:
         self.seed = int(seed)
         self.shuffle = shuffle
         self.drop_remainder = drop_remainder
-        self.num_parallel_calls = num_parallel_calls
-        self.prefetch = prefetch
+        self.num_parallel_calls = decoders(num_parallel_calls)
+        if int(prefetch) < 1:
+            raise ValueError(
+                f"`prefetch` must be a number of batches >= 1. Received: prefetch={prefetch}"
+            )
+        self.prefetch = int(prefetch)
         self.bad_images = bad_images or BadImageLog(check_policy(on_bad_image))
         self.max_pixels = max_pixels
 
@@ -284,11 +290,10 @@ class TuplePipeline:
         One pass over the valid queries, pass `e` in the order `pass_order(e)`; the
         cardinality is unknown to tf.data (it follows `state.valid`). To train, `.repeat()` it
         and give `fit` `steps_per_epoch=batches_per_pass()`: Keras then keeps one iterator for
-        the whole run, each repetition starting the next pass. Given the single pass, Keras
-        runs the first epoch to the end of the data (with a "ran out of data" warning) and
-        makes a new iterator at every epoch's start, dropping the previous one, which stalled
-        some epochs' first step for 30-60 s (the main thread in the iterator's destructor,
-        waiting for tf.data's autotuning thread).
+        the whole run, each repetition starting the next pass (given the single pass, Keras
+        runs the first epoch to the end of the data, with a "ran out of data" warning, and
+        makes a new iterator at every epoch's start). The pipeline does not autotune:
+        `sare_tf.data.parallelism` says why.
         """
         state, (height, width) = self.state, self.image_size
         tuple_length = 2 + state.num_negatives
@@ -332,7 +337,7 @@ class TuplePipeline:
         pipeline = pipeline.map(
             lambda images: (images, tf.zeros([tf.shape(images)[0]], tf.float32))
         )
-        pipeline = pipeline.prefetch(self.prefetch)
+        pipeline = without_autotuning(pipeline.prefetch(self.prefetch))
         pipeline.bad_images = self.bad_images
         pipeline.tuple_pipeline = self
         return pipeline

@@ -386,8 +386,7 @@ class TrainingRun:
 
         The dataset repeats and `fit` is given the batches of a pass as its epoch: Keras then
         keeps one iterator for the whole run. Given a dataset that ends, Keras makes a new
-        iterator at every epoch's start and drops the previous one (dropping one stalled some
-        epochs' first step for 30-60 s: see `TuplePipeline.tf_dataset`).
+        iterator at every epoch's start and drops the previous one.
         """
         if self.by_images:
             return (*self._make_image_pipeline(resume_epoch), None)
