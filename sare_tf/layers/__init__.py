@@ -1,8 +1,9 @@
-"""Keras layers of sare_tf: aggregators (NetVLAD, CRN-NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, tuple folding."""
+"""Keras layers of sare_tf: aggregators (NetVLAD, CRN-NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, group normalisation, tuple folding."""
 
 from sare_tf.layers.boq import BoQ
 from sare_tf.layers.crn import CRNNetVLAD
 from sare_tf.layers.gem import GeM, gem_aggregate, gem_pool
+from sare_tf.layers.group_normalization import GroupNormalization, group_moments
 from sare_tf.layers.image_preprocessing import ImagePreprocessing
 from sare_tf.layers.netvlad import NetVLAD, cluster_descriptors, netvlad_aggregate
 from sare_tf.layers.pca_whitening import PCAWhitening, fit_pca_whitening
@@ -14,6 +15,7 @@ __all__ = [
     "CRNNetVLAD",
     "FoldTuples",
     "GeM",
+    "GroupNormalization",
     "ImagePreprocessing",
     "NetVLAD",
     "PCAWhitening",
@@ -23,6 +25,7 @@ __all__ = [
     "fit_pca_whitening",
     "gem_aggregate",
     "gem_pool",
+    "group_moments",
     "netvlad_aggregate",
     "sinkhorn_log_assignment",
 ]

@@ -10,6 +10,7 @@ import os
 
 import keras
 
+from sare_tf.layers.group_normalization import GroupNormalization
 from sare_tf.model.dinov2_vit import dinov2_vit
 from sare_tf.model.torchvision_resnet import torchvision_resnet
 from sare_tf.registry import BACKBONES, backbone_spec
@@ -84,7 +85,7 @@ def _tiny(inputs, weights):
                 filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                 name=f"{name}_linear" if last else name,
             )(x)  # fmt: skip
-            x = keras.layers.GroupNormalization(
+            x = GroupNormalization(
                 TINY_GN_GROUPS, center=not last, name=name if last else f"block{block}_norm{conv}"
             )(x)
             if not last:
