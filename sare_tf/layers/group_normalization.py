@@ -30,11 +30,14 @@ def group_moments(pixels, groups: int):
         `(mean, variance)`, each `[B, 1, C]` in the dtype of `pixels`: a channel's value is its
         group's.
     """
-    per_group = pixels.shape[-1] // groups
+    channels = pixels.shape[-1]
+    per_group = channels // groups
+    group_shape = [tf.shape(pixels)[0], groups, per_group]
 
     def over_groups(per_channel_mean):  # [B, C] -> [B, 1, C] group means (equal counts)
-        grouped = tf.reshape(per_channel_mean, [-1, groups, per_group])
-        return tf.repeat(tf.reduce_mean(grouped, axis=-1), per_group, axis=1)[:, None, :]
+        # broadcast_to + reshape: two ops to trace (tf.repeat is a dozen; a model traces often).
+        group_means = tf.reduce_mean(tf.reshape(per_channel_mean, group_shape), -1, keepdims=True)
+        return tf.reshape(tf.broadcast_to(group_means, group_shape), [-1, 1, channels])
 
     # Means, not sums over a count: a division by a count known when the graph is traced is
     # rewritten as a multiplication, and a served model (batch unknown) would round otherwise.
@@ -64,16 +67,21 @@ class GroupNormalization(keras.layers.GroupNormalization):
             return super().call(inputs)
         # float32 at least, as Keras: bf16 / fp16 statistics overflow or lose the variance.
         dtype = keras.backend.result_type(inputs.dtype, "float32")
-        features = tf.cast(inputs, dtype)
+        features = _as_dtype(inputs, dtype)
         shape = tf.shape(features)
         pixels = tf.reshape(features, [shape[0], -1, shape[-1]])
         with tf.name_scope("moments"):  # named as Keras' statistics are (export tools match it)
             mean, variance = group_moments(pixels, self.groups)
         scale = tf.math.rsqrt(variance + self.epsilon)
         if self.scale:
-            scale = scale * tf.cast(self.gamma, dtype)
+            scale = scale * _as_dtype(self.gamma.value, dtype)
         shift = -mean * scale
         if self.center:
-            shift = shift + tf.cast(self.beta, dtype)
+            shift = shift + _as_dtype(self.beta.value, dtype)
         outputs = tf.reshape(pixels * scale + shift, shape)
-        return tf.cast(outputs, self.compute_dtype)
+        return _as_dtype(outputs, self.compute_dtype)
+
+
+def _as_dtype(tensor, dtype):
+    """`tensor` in `dtype`, without a Cast op when it already is (fewer ops to trace)."""
+    return tensor if tensor.dtype == dtype else tf.cast(tensor, dtype)
