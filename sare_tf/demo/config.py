@@ -39,9 +39,8 @@ def demo_training(quick: bool = False):
     negatives instead of the paper's ten make a tuple 7 images instead of 12, so a step costs
     about 40 % less and 5 epochs (5 mining refreshes) fit the time 3 epochs of 10 negatives
     took; that recipe gained only +9.0 points of Recall@1 for seed 0 on AVX2 kernels, this one
-    +19.5 (float32, oneDNN capped at AVX2), +20.0 (float32, AVX-512) and +12.5 (bf16), seeds
-    1 and 2 +24.0 to +42.5 (README, Results). AdamW at 1e-4
-    collapsed seed 1 at epoch 3 (Recall@1 +2.5 points): Adam moves every weight by about lr
+    +12.5 to +21.0 for seed 0 over precisions and kernels, +14.5 to +41.5 for seeds 1 and 2
+    (README, Results). AdamW at 1e-4 collapsed seed 1 at epoch 3 (Recall@1 +2.5 points): Adam moves every weight by about lr
     whatever its gradient, and the first steps move all local features the same way
     (docs/training_collapse.md); SGD's steps follow the gradient. `best.keras` is the epoch
     with the best validation Recall@1, the figure the demo reports (the paper picks by Recall@5;
