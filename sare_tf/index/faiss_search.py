@@ -201,16 +201,19 @@ def _order_ties(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
 
 
-def _flat_vectors(faiss_index) -> np.ndarray:
-    """A read-only numpy view of the vectors stored in a flat index (no copy)."""
-    count, dim = faiss_index.ntotal, faiss_index.d
-    return faiss.rev_swig_ptr(faiss_index.get_xb(), count * dim).reshape(count, dim)
+def _whole_row(faiss_index, xq_row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One query against the whole database, ties by id, cut at k. Faiss scores it: a numpy
+    product would differ from faiss's scores in the last bit and make results depend on k."""
+    D, I = faiss_index.search(xq_row[None], faiss_index.ntotal)
+    D, I = _order_ties(_as_similarities(faiss_index, D, I), I)
+    return D[0, :k], I[0, :k]
 
 
-def _exact_row(xq_row: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    similarities = xb @ xq_row
-    order = np.lexsort((np.arange(len(xb)), -similarities))[:k]
-    return similarities[order], order.astype(np.int64)
+def _as_similarities(faiss_index, D: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """Faiss's scores as similarities (unit vectors: 1 - |x - y|^2 / 2 for an L2 index)."""
+    if faiss_index.metric_type == faiss.METRIC_L2:
+        return np.where(I >= 0, 1.0 - D / 2.0, -np.inf).astype(np.float32)
+    return D
 
 
 def search_index(faiss_index, xq, k: int, block_size: int = 2048, progress: bool = False):
@@ -246,14 +249,11 @@ def search_index(faiss_index, xq, k: int, block_size: int = 2048, progress: bool
         return D_all, I_all
     for start, stop in _iterate_blocks(len(xq), block_size, progress, "query"):
         D, I = faiss_index.search(xq[start:stop], probe)
-        if faiss_index.metric_type == faiss.METRIC_L2:
-            D = np.where(I >= 0, 1.0 - D / 2.0, -np.inf).astype(np.float32)
+        D = _as_similarities(faiss_index, D, I)
         if is_flat and probe > depth:
             boundary_tie = D[:, depth] == D[:, depth - 1]
             for row in np.flatnonzero(boundary_tie):
-                D[row, :depth], I[row, :depth] = _exact_row(
-                    xq[start + row], _flat_vectors(faiss_index), depth
-                )
+                D[row, :depth], I[row, :depth] = _whole_row(faiss_index, xq[start + row], depth)
         D, I = _order_ties(D[:, :depth], I[:, :depth])
         D_all[start:stop, :depth] = D
         I_all[start:stop, :depth] = I

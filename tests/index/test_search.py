@@ -58,6 +58,23 @@ def test_exact_search_orders_ties_by_database_id_across_the_cutoff():
     )
 
 
+def test_a_tie_at_the_cutoff_leaves_every_score_as_any_other_k_gives_it():
+    # Real-valued vectors (faiss's and numpy's products differ in the last bit) with one
+    # database vector repeated: each query's third best ties at k=3, not at k=10.
+    rng = np.random.default_rng(3)
+    xb, xq = unit_rows(rng, 400, 64), unit_rows(rng, 60, 64)
+    index = build_index(xb)
+    _, I = search_index(index, xq, 10)
+    xb_tied = np.concatenate([xb, xb[I[:, 2]]])
+    index = build_index(xb_tied)
+    D3, I3 = search_index(index, xq, 3)
+    D10, I10 = search_index(index, xq, 10)
+    tied = D10[:, 2] == D10[:, 3]  # across k=3's cut-off (where no other copy came first)
+    assert tied.sum() >= 30, tied.sum()
+    np.testing.assert_array_equal(I3, I10[:, :3])
+    np.testing.assert_array_equal(D3, D10[:, :3])  # to the bit: a result never depends on k
+
+
 def test_k_larger_than_database_pads_with_minus_one():
     xb = np.eye(4, dtype=np.float32)
     D, I = search(xb[[1]], xb, k=6)
