@@ -1,4 +1,4 @@
-"""What the CPU can do for bfloat16, read from the operating system.
+"""What the CPU can do for bfloat16, and the cores this process may use, read from the operating system.
 
 Mixed bfloat16 is fast on a CPU only when the hardware multiplies bf16 natively: AMX tiles
 (Intel Sapphire Rapids and later) or the AVX512-BF16 dot-product instructions (Intel Cooper
@@ -88,6 +88,13 @@ def onednn_isa_cap(environ=None) -> str | None:
     return value.strip().upper() if value and value.strip() else None
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def cpu_info(cpuinfo_path: str | Path = CPUINFO, environ=None) -> dict:
     """Describes this machine's CPU for bf16 work.
 
@@ -110,7 +117,7 @@ def cpu_info(cpuinfo_path: str | Path = CPUINFO, environ=None) -> dict:
     return {
         "model": name or platform.processor() or "unknown",
         "machine": platform.machine(),
-        "cores": os.cpu_count() or 1,
+        "cores": usable_cores(),
         "bf16": bf16,
         "isa_cap": isa_cap,
     }

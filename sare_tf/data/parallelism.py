@@ -13,18 +13,11 @@ core and a small buffer ahead.
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
+from sare_tf.hardware import usable_cores
+
 PREFETCH_BATCHES = 2
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def decoders(num_parallel_calls: int | None = None) -> int:

@@ -12,7 +12,8 @@ import tensorflow as tf
 from sare_tf import cluster_init, encoding
 from sare_tf.data import GeoDataset
 from sare_tf.data.image_batches import labelled_image_dataset
-from sare_tf.data.parallelism import decoders, usable_cores
+from sare_tf.data.parallelism import decoders
+from sare_tf.hardware import usable_cores
 from sare_tf.data.tuples import MiningState, TuplePipeline
 
 
