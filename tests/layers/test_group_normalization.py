@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sare_tf.layers import GroupNormalization
+from sare_tf.layers.group_normalization import group_normalization_gradients, normalize_groups
 
 
 def _reference(x, groups, gamma, beta, epsilon):
@@ -74,7 +75,9 @@ def test_output_is_the_papers_normalisation(groups, shape, center, scale):
     assert ours.get_config() == {**keras_layer.get_config(), "name": ours.name}
 
 
-def test_gradients_equal_keras_layers_in_float64():
+@pytest.mark.parametrize("training", [False, True])
+def test_gradients_equal_keras_layers_in_float64(training):
+    """Inference mode differentiates the plain ops; training mode uses the closed-form gradient."""
     shape = (2, 6, 5, 16)
     x = tf.constant(np.random.default_rng(2).normal(size=shape) * 2 + 1)
     ours, keras_layer, _ = _pair(4, shape, dtype="float64")
@@ -83,11 +86,57 @@ def test_gradients_equal_keras_layers_in_float64():
     for layer in (ours, keras_layer):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * upstream)
+            loss = tf.reduce_sum(layer(x, training=training) * upstream)
         gradients.append(tape.gradient(loss, [x, *layer.trainable_variables]))
     assert ours(x).dtype == tf.float64
     for mine, theirs in zip(*gradients, strict=True):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "center, scale", [(True, True), (False, True), (True, False), (False, False)]
+)
+def test_closed_form_gradient_equals_autodiff_of_the_normalisation(center, scale):
+    rng = np.random.default_rng(6)
+    pixels = tf.constant(rng.normal(size=(3, 30, 12)) * 3 + 5)
+    upstream = tf.constant(rng.normal(size=(3, 30, 12)))
+    gamma = tf.constant(rng.normal(size=12)) if scale else None
+    beta = tf.constant(rng.normal(size=12)) if center else None
+    with tf.GradientTape() as tape:
+        tape.watch(pixels)
+        watched = [p for p in (gamma, beta) if p is not None]
+        tape.watch(watched)
+        outputs, mean, inverse_std = normalize_groups(pixels, 3, 1e-3, gamma, beta)
+        loss = tf.reduce_sum(outputs * upstream)
+    expected = tape.gradient(loss, [pixels, *watched])
+    d_pixels, d_gamma, d_beta = group_normalization_gradients(
+        pixels, upstream, mean, inverse_std, 3, gamma
+    )
+    closed_form = [d_pixels, *([d_gamma] if scale else []), *([d_beta] if center else [])]
+    for mine, autodiff in zip(closed_form, expected, strict=True):
+        np.testing.assert_allclose(mine.numpy(), autodiff.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_training_step_gradients_match_in_float32_with_a_large_mean():
+    """The closed form sums dy * x uncentred (as PyTorch does): still float32-accurate when the
+    group mean is 50 standard deviations from zero."""
+    shape = (4, 12, 10, 32)
+    rng = np.random.default_rng(8)
+    x64 = rng.normal(size=shape) + 50.0
+    upstream = rng.normal(size=shape)
+    ours, _, weights = _pair(8, shape)
+    reference, _, _ = _pair(8, shape, dtype="float64")
+    reference.set_weights(weights)
+    results = []
+    for layer, dtype in ((ours, tf.float32), (reference, tf.float64)):
+        x = tf.constant(x64, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * tf.constant(upstream, dtype))
+        results.append([g.numpy() for g in tape.gradient(loss, [x, *layer.trainable_variables])])
+    for mine, exact in zip(*results, strict=True):
+        scale = np.abs(exact).max()
+        np.testing.assert_allclose(mine, exact, rtol=0, atol=2e-4 * scale)
 
 
 def test_mixed_bfloat16_computes_statistics_in_float32():
