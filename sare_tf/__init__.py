@@ -2,8 +2,10 @@
 
 Importing the package is cheap: it does not import TensorFlow or Keras. Submodules
 (``sare_tf.layers``, ``sare_tf.losses``, ``sare_tf.model``, ...) are imported on first use.
-Two side effects: TensorFlow's C++ start-up chatter is quietened (only when the user has not
-set ``TF_CPP_MIN_LOG_LEVEL``), and sare_tf's layers, losses and models are registered with Keras as
+Three side effects: TensorFlow's C++ start-up chatter is quietened (only when the user has not
+set ``TF_CPP_MIN_LOG_LEVEL``); TensorFlow's CPU memory comes from its pooling (BFC) allocator
+(only when the user has not set ``TF_CPU_ALLOCATOR_USE_BFC``, and only if sare_tf is imported
+before TensorFlow's first tensor); and sare_tf's layers, losses and models are registered with Keras as
 soon as Keras is imported (now, if it already is), so that after ``import sare_tf``,
 ``keras.models.load_model("best.keras")`` rebuilds sare_tf models.
 """
@@ -20,6 +22,11 @@ from sare_tf._version import __version__
 
 # TensorFlow prints CUDA probing lines at import on CPU-only hosts; they are noise for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's default CPU allocator hands every large tensor back to the OS when it is freed, so
+# each training step page-faults its activations in again. The pooling allocator keeps them (the
+# memory stays reserved for the process, as on a GPU). Measured: sare-tf demo's system time fell
+# from 3.7 to 0.25 CPU-minutes on a 2-core AVX2 EPYC, inference +19 % (sare-tf bench training).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 _SUBMODULES = (
     "artifacts",

@@ -47,3 +47,29 @@ def test_import_sare_tf_still_imports_no_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert completed.stdout.split() == ["False", "False"], completed.stderr
+
+
+MEMORY_INFO = """
+import sare_tf
+import tensorflow as tf
+tf.ones([500, 500]) * 2.0
+try:
+    print("POOLED", tf.config.experimental.get_memory_info("CPU:0")["peak"] > 0)
+except ValueError:  # TensorFlow's default CPU allocator keeps no statistics
+    print("POOLED", False)
+"""
+
+
+@pytest.mark.parametrize("user_setting, pooled", [(None, True), ("false", False)])
+def test_import_sare_tf_selects_tensorflows_pooling_cpu_allocator(user_setting, pooled, tmp_path):
+    """sare_tf makes TensorFlow keep freed CPU memory in its BFC pool (no page faults per
+    training step) unless the user chose otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    if user_setting is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = user_setting
+    completed = subprocess.run(
+        [sys.executable, "-c", MEMORY_INFO], capture_output=True, text=True,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert f"POOLED {pooled}" in completed.stdout
