@@ -12,7 +12,7 @@ from sare_tf.training.config import TrainConfig
 
 def _training_presets():
     demo = TrainConfig(
-        loss="sare-joint", backbone="tiny", num_clusters=16, image_size=(72, 96), epochs=5,
+        loss="sare-joint", backbone="tiny", num_clusters=16, image_size=(96, 128), epochs=5,
         batch_size=4, num_negatives=5, optimizer="sgd", lr=1e-3, lr_halve_every=2,
         num_candidates=300, trainable_from=None, augment=False, precision="auto", seed=0,
         eval_batch_size=32, select_by="recall@1", tensorboard=False, verbose=1,

@@ -79,12 +79,12 @@ def _recipe_line(training) -> str:
     height, width = training.image_size
     return (
         f"recipe: {training.backbone} backbone (no pretrained weights exist offline, so a small "
-        f"group-normalised network trained from scratch) at {height}x{width} (a step costs what "
-        "its pixels do: small images keep the demo within minutes on CPUs without bf16), "
+        f"group-normalised network trained from scratch) at {height}x{width}, "
         f"NetVLAD({training.num_clusters}), {training.num_negatives} negatives per tuple"
         f"{_fewer_negatives_why(training.num_negatives)}, "
         f"{training.epochs} epochs of {training.loss} with {training.optimizer} lr {training.lr:g} "
-        "(SGD with momentum, as the paper: Adam's equal-size first steps collapsed a seed)"
+        "(SGD with momentum, as the paper: Adam's equal-size first steps collapsed a seed); "
+        "sized to finish in minutes on 2 CPU cores"
     )
 
 
