@@ -9,7 +9,7 @@ the `tiny` backbone at 96x128, 28 images, float32 (AMD EPYC, AVX-512): inference
 img/s, a training step 0.32 -> 0.27 s (`sare-tf bench training --backbone tiny`).
 
 In training the gradient is the closed form (`group_normalization_gradients`) rather than
-autodiff through the moments: half the passes over memory. On a 2-core AMD EPYC with AVX2 only
+autodiff through the moments: about half the time. On a 2-core AMD EPYC with AVX2 only
 (no AVX-512), 28 images of 96x128x32, forward + backward 188 -> 101 ms (PyTorch's fused kernel:
 60 ms). Inference graphs, and so every export, keep plain TensorFlow ops.
 
@@ -78,14 +78,14 @@ def normalize_groups(pixels, groups: int, epsilon: float, gamma=None, beta=None)
 
 
 def group_normalization_gradients(pixels, upstream, mean, inverse_std, groups: int, gamma=None):
-    """The gradients of `normalize_groups` in closed form, in five passes over the pixels.
+    """The gradients of `normalize_groups` in closed form: seven pixel-sized operations.
 
     With x_hat = (x - mean) * inverse_std, the output gamma * x_hat + beta and g = dy * gamma:
     dx = inverse_std * (g - <g> - x_hat * <g * x_hat>), where <.> is the mean over a group's
     pixels and channels; d_gamma = sum(dy * x_hat) and d_beta = sum(dy) over images and pixels.
-    The sums of dy and dy * x per channel are all the pixel-sized work besides dx itself (as
-    PyTorch's CPU kernel does); autodiff through the two-pass moments takes about twice the
-    passes over memory.
+    The per-channel sums of dy and dy * x (as PyTorch's CPU kernel takes them) are all the
+    pixel-sized work besides dx itself; autodiff through the two-pass moments also differentiates
+    the squared differences and both broadcasts, and took about twice the time.
 
     Args:
         pixels: the forward input `[B, P, C]`.
