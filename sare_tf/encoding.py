@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -50,17 +51,30 @@ def _as_boxes(boxes, count: int) -> np.ndarray | None:
     return array
 
 
+# One traced inference function per Keras model, shared by every caller (mining, validation, the
+# collapse guard, cluster initialisation): tracing a ViT costs seconds, and a training run would
+# otherwise pay it in each callback and at each epoch. Keyed weakly, and the function reaches its
+# model through a weak reference, so a model nobody holds any more (a replaced serving version)
+# is freed with its function.
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def inference_function(model):
     """`images [B, H, W, 3] float32 -> descriptors`: one trace of a Keras model for every size.
 
-    Weights are read at call time, so callers that extract repeatedly while the model trains
-    (mining, validation) build it once and pass it to `extract_descriptors` each time.
+    Weights are read at call time, so the same function serves every extraction while the model
+    trains; asking again for the same model returns the function already traced.
     """
 
-    return tf.function(
-        lambda images: model(images, training=False),
-        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-    )
+    traced = _TRACED.get(model)
+    if traced is None:
+        model_ref = weakref.ref(model)
+        traced = tf.function(
+            lambda images: model_ref()(images, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
+        _TRACED[model] = traced
+    return traced
 
 
 def predict_fn(model):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ import tensorflow as tf
 from PIL import Image
 
 from sare_tf.data.images import resize_image
-from sare_tf.encoding import encode, extract_descriptors, same_size_batches
+from sare_tf.encoding import encode, extract_descriptors, inference_function, same_size_batches
+from sare_tf.model import build_embedding_model
 
 
 def pil_pixels(path):
@@ -128,3 +131,19 @@ def test_encode_returns_validity_and_takes_the_descriptor_models_image_size(
     expected = extract_descriptors(tiny_model, paths[:3], image_size=(32, 40), progress=False)
     np.testing.assert_allclose(descriptors[:3], expected, atol=1e-6)
     assert not descriptors[3].any()
+
+
+def test_a_model_is_traced_once_for_every_encode_and_freed_with_its_function(jpeg_folder):
+    _, paths = jpeg_folder
+    model = build_embedding_model("tiny", num_clusters=4)
+    encode(model, paths, image_size=(32, 48), progress=False)
+    native, valid = encode(model, paths[:4], progress=False)  # three sizes
+    traced = inference_function(model)
+    assert traced.experimental_get_tracing_count() == 1  # both calls, every size: one trace
+    assert valid.all()
+    np.testing.assert_allclose(native[3], describe_one(model, pil_pixels(paths[3])), atol=1e-5)
+    # A model nobody holds any more is freed, with its traced function.
+    model_ref = weakref.ref(model)
+    del model, traced
+    gc.collect()
+    assert model_ref() is None
