@@ -6,6 +6,24 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _share_the_cores_between_test_workers() -> None:
+    """Under pytest-xdist (`pytest -n N`) each worker sizes TensorFlow's and PyTorch's thread
+    pools for its share of the cores, not for the whole machine: N workers each running as many
+    threads as there are cores would fight over them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
+
+
+_share_the_cores_between_test_workers()
+
+# Imported before Keras so that TensorFlow starts with the settings sare_tf chooses for it
+# (its pooling CPU allocator), as in a user's process.
+import sare_tf  # noqa: F401, I001
+
 import keras
 import numpy as np
 import pytest

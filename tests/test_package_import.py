@@ -19,13 +19,16 @@ print("LOADED", model.get_layer("netvlad").__class__.__name__, type(model).__nam
 @pytest.mark.parametrize(
     "imports",
     [
-        "import sare_tf\nimport keras",
-        "import keras\nimport sare_tf",
-        "import sare_tf, tensorflow as tf\nkeras = tf.keras",
+        pytest.param("import sare_tf\nimport keras", id="sare_tf-first"),
+        pytest.param("import keras\nimport sare_tf", id="keras-first", marks=pytest.mark.slow),
+        pytest.param(
+            "import sare_tf, tensorflow as tf\nkeras = tf.keras",
+            id="through-tf.keras",
+            marks=pytest.mark.slow,
+        ),
         # Keras first imported by a layer module while sare_tf.layers is half-initialised.
-        "import sare_tf.layers\nimport keras",
+        pytest.param("import sare_tf.layers\nimport keras", id="a-subpackage-first"),
     ],
-    ids=["sare_tf-first", "keras-first", "through-tf.keras", "a-subpackage-first"],
 )
 def test_keras_load_model_after_import_sare_tf(imports, tmp_path):
     from sare_tf.models import build_embedding_model
@@ -60,7 +63,10 @@ except ValueError:  # TensorFlow's default CPU allocator keeps no statistics
 """
 
 
-@pytest.mark.parametrize("user_setting, pooled", [(None, True), ("false", False)])
+@pytest.mark.parametrize(
+    "user_setting, pooled",
+    [(None, True), pytest.param("false", False, marks=pytest.mark.slow)],
+)
 def test_import_sare_tf_selects_tensorflows_pooling_cpu_allocator(user_setting, pooled, tmp_path):
     """sare_tf makes TensorFlow keep freed CPU memory in its BFC pool (no page faults per
     training step) unless the user chose otherwise."""

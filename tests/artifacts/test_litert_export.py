@@ -14,6 +14,10 @@ from sare_tf.artifacts import load_descriptor_model, model_fingerprint
 from sare_tf.cli import main
 from sare_tf.encoding import encode
 
+# One pytest-xdist worker runs this module, so its module fixture (a model exported in every LiteRT mode)
+# is built once.
+pytestmark = pytest.mark.xdist_group("litert-exports")
+
 
 def _cosines(a, b):
     return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

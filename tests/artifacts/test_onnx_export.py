@@ -20,6 +20,7 @@ def _cosines(a, b):
     return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+@pytest.mark.slow
 def test_float_and_int8_onnx_exports_round_trip(tiny_model, tiny_city, tmp_path, capsys):
     from sare_tf.artifacts import store_image_size
 

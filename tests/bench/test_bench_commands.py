@@ -98,6 +98,7 @@ def test_bench_help_lists_every_benchmark_with_one_line(capsys):
     assert "--no-peak" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_peak_measures_each_dtype_in_a_child(tmp_path, capsys):
     out = tmp_path / "peak.json"
     argv = ["bench", "peak", "--height", "12", "--width", "16", "--channels", "16",
@@ -118,6 +119,7 @@ def test_peak_measures_each_dtype_in_a_child(tmp_path, capsys):
     assert "float32 conv peak:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 oneDNN ISA cap")
 def test_peak_reports_bf16_unsupported_when_onednn_has_no_bf16_convolution():
     # Capped at AVX2, oneDNN has no bf16 convolution: the child must answer, not crash. Where
@@ -147,6 +149,7 @@ def cpu_flags() -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_extraction_reports_gflops_and_share_of_the_peak(tmp_path, fake_peak, capsys):
     pytest.importorskip("ai_edge_litert")
     out = tmp_path / "extraction.json"
@@ -404,6 +407,7 @@ def test_index_and_import_benchmarks_at_tiny_size(tmp_path):
     assert results["import_seconds"] > 0 and results["import_peak_gib"] > 0
 
 
+@pytest.mark.slow
 def test_models_times_sare_tf_beside_pytorch_in_the_same_run(tmp_path, capsys):
     pytest.importorskip("torch")
     path = tmp_path / "models.json"

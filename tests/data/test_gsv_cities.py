@@ -75,6 +75,7 @@ def test_bad_rows_are_refused_with_file_line_and_field(tmp_path):
         read_gsv_cities(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["msls", "gsv-cities"])
 def test_train_a_tiny_epoch_on_the_synthetic_city_in_another_layout(tmp_path, layout, capsys):
     from sare_tf import cli

@@ -18,6 +18,7 @@ def test_cosine_summary_by_hand():
     assert summary["q01"] == pytest.approx(np.quantile([0.0, 0.6, 1.0, 1.0], 0.01))
 
 
+@pytest.mark.slow
 def test_a_tiny_report_puts_float_exports_at_zero_change(tiny_model, tiny_city, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("ai_edge_litert")

@@ -95,6 +95,7 @@ def test_index_search_equals_evaluate_and_localize_agrees(tiny_model_file, test_
     assert page.count("data:image/jpeg;base64,") == 3 * 11
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index_kind", ["flat", "ivfpq"])
 def test_shards_built_apart_and_merged_equal_one_build(
     tiny_model_file, test_split, tmp_path, index_kind

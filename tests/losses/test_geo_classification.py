@@ -72,6 +72,7 @@ def test_the_head_starts_small_and_shares_the_embedding(tiny_model):
         build_geo_classifier(tiny_model, 1)
 
 
+@pytest.mark.slow
 def test_train_geo_classification_and_export_without_the_head(tiny_city, tmp_path):
     from sare_tf import cli
 

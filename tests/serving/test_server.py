@@ -21,6 +21,10 @@ from sare_tf.data import GeoDataset
 from sare_tf.index.store import PlaceIndex
 from sare_tf.serving_client import build_predict_request, predict, predict_url
 
+# One pytest-xdist worker runs this module, so its module fixture (an export, an index and a running server)
+# is built once.
+pytestmark = pytest.mark.xdist_group("served")
+
 IMAGE_SIZE = (48, 64)
 
 
@@ -205,6 +209,7 @@ def test_load_test_with_invalid_bodies_is_error_free_and_batches(tmp_path):
     assert batcher["model_calls"] < batcher["images"]  # concurrent requests were batched
 
 
+@pytest.mark.slow
 def test_transformer_with_a_remote_predictor_answers_like_one_process(served, tmp_path):
     """KServe's split: this server decodes, batches and searches; the predictor runs the model."""
     port = free_port()

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 
+@pytest.mark.slow
 def test_compare_trains_each_loss_from_one_initial_model(tiny_city, tmp_path, capsys):
     from sare_tf import cli
 

@@ -54,6 +54,7 @@ def test_epochs_zero_writes_the_cluster_initialised_model_and_its_recall(tiny_ci
         assert json.load(handle)["status"] == "initialized"
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_city, tmp_path):
     """Issue 19.2: the seed must seed the model's initial weights too."""
     first = train(_config(tiny_city, tmp_path / "a", epochs=0))
@@ -78,6 +79,7 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(tiny_city, tm
         np.testing.assert_allclose(trained_a[name], trained_b[name], atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_initial_model_settings_are_checked_and_the_summary_describes_the_model(
     tiny_city, tmp_path
 ):
@@ -130,6 +132,7 @@ def test_uniform_loss_and_pairwise_distance_against_hand_values():
     assert mean_pairwise_distance(np.array([[0, 0], [3, 0], [0, 4]])) == pytest.approx(4.0)
 
 
+@pytest.mark.slow
 def test_embedding_collapse_is_detected_warned_and_recorded(tiny_city, tmp_path, caplog):
     """Issue 19.7: a far too high learning rate collapses the embedding; say so."""
     config = _config(
@@ -185,6 +188,7 @@ def _spread(path, tiny_city):
     return mean_pairwise_distance(descriptors[valid])
 
 
+@pytest.mark.slow
 def test_a_collapse_is_undone_the_rate_lowered_and_never_the_best_model(
     tiny_city, tmp_path, caplog
 ):
@@ -211,6 +215,7 @@ def test_a_collapse_is_undone_the_rate_lowered_and_never_the_best_model(
     assert summary["status"] in ("completed", "stopped_collapsed")
 
 
+@pytest.mark.slow
 def test_a_run_that_keeps_collapsing_stops_and_says_what_was_tried(
     tiny_city, tmp_path, monkeypatch
 ):
