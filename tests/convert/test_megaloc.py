@@ -78,15 +78,15 @@ def test_megaloc_release_at_its_resolution_and_non_square(tmp_path):
     assert sidecar["model"]["descriptor_dim"] == 40
     model = keras.saving.load_model(tmp_path / "megaloc.keras", compile=False)
     for size in ((322, 322), (224, 308)):
-        images = _images(size, 15, seed=size[1])
+        images = _images(size, 9, seed=size[1])  # 3 queries, 6 database images
         want = torch_forward(torch, torch_model, images)
-        got = np.asarray(model.predict(images, batch_size=5, verbose=0))
+        got = np.asarray(model.predict(images, batch_size=3, verbose=0))
         assert np.sum(got * want, axis=1).min() >= 0.9999
         # random ViTs map images close together; still farther apart than the tolerance
-        assert (want[3:] @ want[3:].T)[np.triu_indices(12, 1)].max() < 0.9999
+        assert (want[3:] @ want[3:].T)[np.triu_indices(6, 1)].max() < 0.9999
         np.testing.assert_allclose(got, want, atol=2e-5)
-        top_got = np.argsort(-(got[:3] @ got[3:].T), axis=1)[:, :10]
-        np.testing.assert_array_equal(top_got, np.argsort(-(want[:3] @ want[3:].T), axis=1)[:, :10])
+        top_got = np.argsort(-(got[:3] @ got[3:].T), axis=1)[:, :5]
+        np.testing.assert_array_equal(top_got, np.argsort(-(want[:3] @ want[3:].T), axis=1)[:, :5])
 
 
 def test_safetensors_reader_equals_the_package_and_refuses_bad_files(tmp_path):
