@@ -1,6 +1,7 @@
-"""Keras layers of sare_tf: aggregators (NetVLAD, CRN-NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, group normalisation, tuple folding."""
+"""Keras layers of sare_tf: aggregators (NetVLAD, CRN-NetVLAD, GeM, BoQ, Salad), PCA whitening, preprocessing, group normalisation, tuple folding, Conv2D with a faster training gradient."""
 
 from sare_tf.layers.boq import BoQ
+from sare_tf.layers.conv2d import Conv2D
 from sare_tf.layers.crn import CRNNetVLAD
 from sare_tf.layers.gem import GeM, gem_aggregate, gem_pool
 from sare_tf.layers.group_normalization import GroupNormalization, group_moments
@@ -13,6 +14,7 @@ from sare_tf.layers.tuple_folding import FoldTuples, UnfoldTuples
 __all__ = [
     "BoQ",
     "CRNNetVLAD",
+    "Conv2D",
     "FoldTuples",
     "GeM",
     "GroupNormalization",

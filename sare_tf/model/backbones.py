@@ -10,6 +10,7 @@ import os
 
 import keras
 
+from sare_tf.layers.conv2d import Conv2D
 from sare_tf.layers.group_normalization import GroupNormalization
 from sare_tf.model.dinov2_vit import dinov2_vit
 from sare_tf.model.torchvision_resnet import torchvision_resnet
@@ -81,7 +82,7 @@ def _tiny(inputs, weights):
         for conv in (1, 2):
             last = block == 4 and conv == 2
             name = f"block{block}_conv{conv}"
-            x = keras.layers.Conv2D(
+            x = Conv2D(
                 filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                 name=f"{name}_linear" if last else name,
             )(x)  # fmt: skip

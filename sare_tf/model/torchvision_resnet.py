@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import keras
 
+from sare_tf.layers.conv2d import Conv2D
+
 # Blocks per stage and the block type of each depth, as torchvision's constructors set them.
 DEPTHS = {
     18: ("basic", (2, 2, 2, 2)),
@@ -62,7 +64,7 @@ def channels_after(depth: int, stage: int) -> int:
 def _conv(x, filters: int, size: int, stride: int, name: str):
     if size > 1:
         x = keras.layers.ZeroPadding2D(size // 2, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(filters, size, strides=stride, use_bias=False, name=name)(x)
+    return Conv2D(filters, size, strides=stride, use_bias=False, name=name)(x)
 
 
 def _bn(x, name: str):
