@@ -10,8 +10,9 @@ many channels. Measured on a 2-core AMD EPYC with AVX2 only, float32, 3x3 kernel
 
 For a stride-1, undilated convolution (VALID padding, or SAME with an odd kernel), the gradient
 with respect to the input is the convolution of the upstream gradient with the kernel rotated by
-180 degrees and its input and output channels swapped (the same values to float rounding). Every other convolution keeps TensorFlow's own gradient, and inference graphs
-(so every export) keep the plain Conv2D op.
+180 degrees and its input and output channels swapped (the same values to float rounding).
+Every other convolution keeps TensorFlow's own gradient, and inference graphs (so every export)
+keep the plain Conv2D op.
 """
 
 from __future__ import annotations
