@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from sare_tf.layers import ImagePreprocessing, NetVLAD, PCAWhitening
+from sare_tf.layers import Conv2D, ImagePreprocessing, NetVLAD, PCAWhitening
 
 VGG16_CONVS = (
     "block1_conv1", "block1_conv2",
@@ -73,9 +73,7 @@ def build_model(converted: dict, image_size=(480, 640), name: str = "imported_ne
         kernel, _ = converted["encoder"][layer_name]
         # conv5_3 is linear: NetVLAD crops VGG16 before its last ReLU.
         activation = None if layer_name == VGG16_CONVS[-1] else "relu"
-        layer = keras.layers.Conv2D(
-            kernel.shape[-1], 3, padding="same", activation=activation, name=layer_name
-        )
+        layer = Conv2D(kernel.shape[-1], 3, padding="same", activation=activation, name=layer_name)
         x = layer(x)
         created[layer_name] = layer
         if layer_name in POOL_AFTER:

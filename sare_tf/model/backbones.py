@@ -18,7 +18,22 @@ from sare_tf.registry import BACKBONES, backbone_spec
 
 
 def _vgg16(inputs, weights):
-    return keras.applications.VGG16(include_top=False, weights=weights, input_tensor=inputs)
+    """Keras' VGG16 (its ImageNet download or a local weights file), convolutions as `Conv2D`.
+
+    Keras builds the network and loads its weights; its layers are then rebuilt in order under
+    the same names and configs with sare_tf's `Conv2D`, whose training gradient is faster
+    (`sare_tf.layers.conv2d`), and given the same weights.
+    """
+    scaffold = keras.applications.VGG16(include_top=False, weights=weights, input_tensor=inputs)
+    x = inputs
+    for layer in scaffold.layers:
+        if not layer.name.startswith("block"):
+            continue  # the caller's layers in front of the backbone
+        cls = Conv2D if type(layer) is keras.layers.Conv2D else type(layer)
+        rebuilt = cls.from_config(layer.get_config())
+        x = rebuilt(x)
+        rebuilt.set_weights(layer.get_weights())
+    return keras.Model(inputs, x, name=scaffold.name)
 
 
 def _keras_resnet50(inputs, weights):

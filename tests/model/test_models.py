@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sare_tf.convert.vgg16_netvlad import VGG16_CONVS
+from sare_tf.layers import Conv2D
 from sare_tf.models import (
     BACKBONES,
     build_embedding_model,
@@ -72,6 +74,27 @@ def test_gradients_reach_trainable_layers_and_frozen_layers_do_not_move(vgg16_mo
     ):
         np.testing.assert_array_equal(before, after.numpy())
     assert not np.array_equal(trained_before, vgg16_model.get_layer("block5_conv3").kernel.numpy())
+
+
+def test_vgg16_holds_keras_weights_in_sare_tf_convolutions(tmp_path):
+    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(48, 64, 3))
+    path = tmp_path / "vgg16_notop.weights.h5"
+    reference.save_weights(path)
+    model = build_embedding_model(
+        "vgg16", num_clusters=4, weights=str(path), input_shape=(48, 64, 3)
+    )
+    for name in VGG16_CONVS:
+        assert type(model.get_layer(name)) is Conv2D, name
+        for ours, theirs in zip(
+            model.get_layer(name).weights, reference.get_layer(name).weights, strict=True
+        ):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    images = _images(2, seed=4)
+    conv5_3 = keras.Model(reference.input, reference.get_layer("block5_conv3").output)
+    expected = conv5_3(keras.applications.vgg16.preprocess_input(images.copy()))
+    features = feature_model(model)(images)
+    # Keras' conv5_3 has its ReLU, the cropped backbone's has not.
+    np.testing.assert_allclose(np.maximum(features, 0), expected, rtol=1e-4, atol=1e-3)
 
 
 def test_tuple_model_shape_and_equivalence(vgg16_model):
