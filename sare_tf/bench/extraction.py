@@ -40,6 +40,7 @@ an emulation: the clock, caches and memory are still this machine's.
 Usage:
     sare-tf bench extraction                      # 480x640, float32 and mixed_bfloat16, + peak
     sare-tf bench extraction --runtime tf torch --precision float32 --batch-size 4
+    sare-tf bench extraction --runtime tf torch --precision float32 --batch-size 4 --repeats 3
     sare-tf bench extraction --runtime tf onnx litert --part full --batch-size 1
     sare-tf bench extraction --runtime onnx --quantize int8 --batch-size 4
     sare-tf bench extraction --precision mixed_bfloat16 --part full
@@ -53,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
@@ -99,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rounds", type=int, default=2, help="timed rounds; the best is kept (default 2)"
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches (default 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="measure every configuration this many times, interleaved (A B A B ...), so a "
+        "ratio compares runs taken at the same time of a drifting machine; each keeps its best "
+        "round, and each ratio is also printed per repeat (default 1)",
+    )  # fmt: skip
     parser.add_argument(
         "--precision",
         nargs="+",
@@ -349,11 +357,19 @@ def _ratios(results) -> None:
         for r in results
         if r["runtime"] == "torch"
     }
+    torch_repeats = {
+        (r["precision"], r["part"]): r["best_by_repeat"] for r in results if r["runtime"] == "torch"
+    }
     for result in results:
         if result["runtime"] == "tf":
-            torch_rate = torch_rates.get((result["precision"], result["part"]))
+            key = (result["precision"], result["part"])
+            torch_rate = torch_rates.get(key)
             if torch_rate:
                 result["ratio_to_torch"] = round(result["images_per_second"] / torch_rate, 3)
+            paired = zip(result["best_by_repeat"], torch_repeats.get(key, []), strict=False)
+            by_repeat = [round(ours / theirs, 3) for ours, theirs in paired]
+            if len(by_repeat) > 1:
+                result["ratio_to_torch_by_repeat"] = by_repeat
         elif result["runtime"] != "torch":
             for precision, rate in tf_rates.items():
                 result[f"ratio_to_tf_{precision}"] = round(result["images_per_second"] / rate, 3)
@@ -384,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
     write_report(
         args.json,
         report,
-        config={flag: getattr(args, flag) for flag in CHILD_FLAGS},
+        config={**{flag: getattr(args, flag) for flag in CHILD_FLAGS}, "repeats": args.repeats},
         peak=peaks,
         results=results,
         failed=failed,
@@ -393,30 +409,53 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure_rows(args, rows, peaks) -> tuple[list[dict], list[dict]]:
-    """Each row measured in a child process, read against the peak: `(results, failures)`."""
-    results, failed = [], []
-    for runtime, precision, part in rows:
-        flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
-        try:
-            result = run_child("extraction", flags + child_flags(args))
-        except ChildProcessError as error:  # e.g. no bf16 convolution on this CPU: go on
-            last = str(error).strip().splitlines()[-1]
-            print(f"{runtime:8} {args.backbone:10} {part:9} {precision:15} failed: {last}")
-            failed.append({"runtime": runtime, "precision": precision, "part": part,
-                           "error": last})  # fmt: skip
-            continue
+    """Each row measured in a child process `--repeats` times, interleaved, read against the
+    peak: `(results, failures)`; a result keeps its best round and each repeat's best."""
+    by_row, failed = {}, []
+    for repeat in range(args.repeats):
+        # The stage profile of the first repeat is enough.
+        extra = ["--no-stages"] if repeat else []
+        for row in rows:
+            if row in _failed_rows(failed):
+                continue
+            runtime, precision, part = row
+            flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
+            label = f"{runtime:8} {args.backbone:10} {part:9} {precision:15}"
+            try:
+                result = run_child("extraction", flags + child_flags(args) + extra)
+            except ChildProcessError as error:  # e.g. no bf16 convolution on this CPU: go on
+                last = str(error).strip().splitlines()[-1]
+                print(f"{label} failed: {last}")
+                failed.append({"runtime": runtime, "precision": precision, "part": part,
+                               "error": last})  # fmt: skip
+                continue
+            rate = result["images_per_second"]
+            if row in by_row:
+                _merge_repeat(by_row[row], result)
+            else:
+                by_row[row] = {**result, "best_by_repeat": [rate]}
+            repeat_label = f"   (repeat {repeat + 1} of {args.repeats})" if args.repeats > 1 else ""
+            print(f"{label} {rate:8.2f}{repeat_label}", flush=True)
+    results = []
+    for (runtime, precision, _), result in by_row.items():
         # Exported runtimes are read against the float32 roofline (no int8 peak is measured).
         policy = precision if runtime in ("tf", "torch") else "float32"
         result.update(
             efficiency(result["images_per_second"] * result["conv_flops_per_image"], policy, peaks)
         )
         results.append(result)
-        print(
-            f"{runtime:8} {result['backbone']:10} {part:9} {precision:15} "
-            f"{result['images_per_second']:8.2f}",
-            flush=True,
-        )
     return results, failed
+
+
+def _failed_rows(failed: list[dict]) -> set[tuple[str, str, str]]:
+    return {(f["runtime"], f["precision"], f["part"]) for f in failed}
+
+
+def _merge_repeat(result: dict, repeat: dict) -> None:
+    """Adds a later repeat's rounds to a row's result; its best round is the row's best."""
+    result["rounds"] = result["rounds"] + repeat["rounds"]
+    result["best_by_repeat"].append(repeat["images_per_second"])
+    result["images_per_second"] = max(result["images_per_second"], repeat["images_per_second"])
 
 
 def _overhead_lines(args, results) -> list[str]:
@@ -454,6 +493,13 @@ def _result_lines(args, results) -> list[str]:
         ]
         if "ratio_to_torch" in result:
             ratios.append(f"{result['ratio_to_torch']:.2f}x PyTorch (same part and precision)")
+        if "ratio_to_torch_by_repeat" in result:
+            by_repeat = result["ratio_to_torch_by_repeat"]
+            ratios.append(
+                "per repeat "
+                + " / ".join(f"{r:.2f}x" for r in by_repeat)
+                + f" (median {statistics.median(by_repeat):.2f}x)"
+            )
         if "cosine_to_float32" in result:
             cosine = result["cosine_to_float32"]
             ratios.append(f"descriptor cosine to Keras float32 min {cosine['min']:.5f}")

@@ -233,7 +233,27 @@ def test_training_reports_tuples_per_second_split_and_pytorchs_same_step(tmp_pat
         assert mining["share"] == pytest.approx(2 * encode / (2 * encode + train), abs=1e-3)
     ratio = rows["sare_tf"]["tuples_per_second"] / rows["torch"]["tuples_per_second"]
     assert rows["sare_tf"]["ratio_to_torch"] == pytest.approx(ratio, abs=2e-3)
+    assert rows["sare_tf"]["tuples_per_second_by_repeat"] == [rows["sare_tf"]["tuples_per_second"]]
+    assert "ratio_to_torch_by_repeat" not in rows["sare_tf"]  # one repeat
     assert _positive(report["pipeline"]["tuples_per_second"])
+
+
+def test_training_repeats_keep_the_fastest_run_and_pair_ratios_by_repeat():
+    from sare_tf.bench.training import _keep_fastest, _ratios
+
+    fastest = {}
+    for framework, rates in (("sare_tf", (0.5, 0.4, 0.6)), ("torch", (0.4, 0.5, 0.5))):
+        for step, rate in enumerate(rates):
+            run = {"framework": framework, "precision": "float32", "tuples_per_second": rate,
+                   "step_seconds": [step]}  # fmt: skip
+            _keep_fastest(fastest, framework, run)
+    ours, theirs = fastest["sare_tf"], fastest["torch"]
+    assert ours["tuples_per_second"] == 0.6 and ours["step_seconds"] == [2]
+    assert theirs["step_seconds"] == [1]  # the first of the two fastest
+    assert ours["tuples_per_second_by_repeat"] == [0.5, 0.4, 0.6]
+    _ratios([ours, theirs])
+    assert ours["ratio_to_torch"] == 1.2
+    assert ours["ratio_to_torch_by_repeat"] == [1.25, 0.8, 1.2]
 
 
 def test_pytorchs_reference_step_is_skipped_where_it_has_no_such_model(capsys):
@@ -258,10 +278,12 @@ def test_extraction_beside_pytorch_with_the_heads_stage_profile(tmp_path, fake_p
     out = tmp_path / "extraction.json"
     argv = ["bench", "extraction", "--backbone", "tiny", "--num-clusters", "4",
             "--height", "32", "--width", "48", "--batch-size", "2", "--batches", "1",
-            "--rounds", "1", "--precision", "float32", "--part", "full",
+            "--rounds", "1", "--precision", "float32", "--part", "full", "--repeats", "2",
             "--runtime", "tf", "torch", "--peak-json", str(fake_peak), "--json", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
     tf_row, torch_row = _report(out)["results"]
+    assert len(tf_row["best_by_repeat"]) == len(torch_row["best_by_repeat"]) == 2
+    assert len(tf_row["rounds"]) == 2 and tf_row["images_per_second"] == max(tf_row["rounds"])
     assert (tf_row["runtime"], torch_row["runtime"]) == ("tf", "torch")
     assert torch_row["conv_flops_per_image"] == tf_row["conv_flops_per_image"]
     ratio = tf_row["images_per_second"] / torch_row["images_per_second"]
@@ -278,7 +300,26 @@ def test_extraction_beside_pytorch_with_the_heads_stage_profile(tmp_path, fake_p
     assert sum(row["share"] for row in profile["stages"]) == pytest.approx(1.0)
     printed = capsys.readouterr().out
     assert "x PyTorch (same part and precision)" in printed
+    assert "(repeat 2 of 2)" in printed and "per repeat " in printed
     assert "head (after the backbone):" in printed
+
+
+def test_extraction_repeats_keep_the_best_round_and_pair_ratios_by_repeat():
+    from sare_tf.bench.extraction import _merge_repeat, _ratios
+
+    def row(runtime, rounds):
+        best = max(rounds)
+        return {"runtime": runtime, "precision": "float32", "part": "full",
+                "images_per_second": best, "rounds": rounds, "best_by_repeat": [best]}  # fmt: skip
+
+    tf_row, torch_row = row("tf", [0.9, 1.0]), row("torch", [0.8])
+    _merge_repeat(tf_row, row("tf", [1.2, 1.1]))
+    _merge_repeat(torch_row, row("torch", [1.1, 1.0]))
+    assert tf_row["rounds"] == [0.9, 1.0, 1.2, 1.1] and tf_row["images_per_second"] == 1.2
+    assert tf_row["best_by_repeat"] == [1.0, 1.2] and torch_row["best_by_repeat"] == [0.8, 1.1]
+    _ratios([tf_row, torch_row])
+    assert tf_row["ratio_to_torch"] == round(1.2 / 1.1, 3)
+    assert tf_row["ratio_to_torch_by_repeat"] == [1.25, round(1.2 / 1.1, 3)]
 
 
 def test_the_stage_profile_runs_the_models_own_computation():
