@@ -80,6 +80,21 @@ def test_the_layer_trains_with_keras_gradients_and_keeps_its_config(settings, fa
     assert Conv2D.from_config(ours.get_config()).get_config() == ours.get_config()
 
 
+def test_a_frozen_layer_keeps_kerass_op_and_its_input_gradient():
+    inputs = tf.constant(np.random.default_rng(3).normal(size=(2, 6, 5, 4)).astype("float32"))
+    ours, theirs = Conv2D(3, 3, padding="same"), keras.layers.Conv2D(3, 3, padding="same")
+    ours.build(inputs.shape)
+    theirs.build(inputs.shape)
+    theirs.set_weights(ours.get_weights())
+    ours.trainable = theirs.trainable = False
+    (got, got_ops), (want, _) = (
+        _traced_gradient_ops(ours, inputs, training=True),
+        _traced_gradient_ops(theirs, inputs, training=True),
+    )
+    assert "Conv2DBackpropInput" in got_ops and len(got) == 1  # no trainable variables
+    np.testing.assert_allclose(got[0].numpy(), want[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_models_saved_with_either_layer_load_the_others_weights(tmp_path):
     inputs = keras.Input((8, 8, 3))
     ours = keras.Model(inputs, Conv2D(4, 3, padding="same", name="conv")(inputs))
