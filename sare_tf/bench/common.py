@@ -26,6 +26,16 @@ def default_json(name: str) -> str:
     return f"{DEFAULT_DIR}/{name}.json"
 
 
+def add_repeats_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds `--repeats N`: every configuration measured N times, interleaved."""
+    parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="measure every configuration this many times, interleaved (A B A B ...), so a "
+        "ratio compares runs taken at the same time of a drifting machine; each keeps its "
+        "fastest, and every ratio to PyTorch is also printed per repeat (default 1)",
+    )  # fmt: skip
+
+
 def add_json_argument(
     parser: argparse.ArgumentParser, name: str, default_help: str | None = None
 ) -> None:

@@ -57,7 +57,13 @@ import os
 import statistics
 import time
 
-from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
+from sare_tf.bench.common import (
+    add_json_argument,
+    add_repeats_argument,
+    report_header,
+    run_child,
+    write_report,
+)
 from sare_tf.bench.peak import add_peak_arguments, describe_efficiency, efficiency, peak_for
 from sare_tf.bench.stage_profile import describe_profile
 from sare_tf.registry import BACKBONE_NAMES, RUNTIME_KINDS
@@ -101,12 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rounds", type=int, default=2, help="timed rounds; the best is kept (default 2)"
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches (default 1)")
-    parser.add_argument(
-        "--repeats", type=int, default=1,
-        help="measure every configuration this many times, interleaved (A B A B ...), so a "
-        "ratio compares runs taken at the same time of a drifting machine; each keeps its best "
-        "round, and each ratio is also printed per repeat (default 1)",
-    )  # fmt: skip
+    add_repeats_argument(parser)
     parser.add_argument(
         "--precision",
         nargs="+",

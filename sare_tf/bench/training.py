@@ -53,7 +53,13 @@ import sys
 import tempfile
 import time
 
-from sare_tf.bench.common import add_json_argument, report_header, run_child, write_report
+from sare_tf.bench.common import (
+    add_json_argument,
+    add_repeats_argument,
+    report_header,
+    run_child,
+    write_report,
+)
 from sare_tf.bench.peak import add_peak_arguments, describe_efficiency, efficiency, peak_for
 from sare_tf.registry import BACKBONE_NAMES, LOSS_NAMES
 
@@ -105,12 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=int, default=1, help="untimed steps (tracing) (default: %(default)s)"
     )
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default: %(default)s)")
-    parser.add_argument(
-        "--repeats", type=int, default=1,
-        help="run every (framework, precision) this many times, interleaved (A B A B ...), so "
-        "a ratio compares runs taken at the same time of a drifting machine; each keeps its "
-        "fastest run, and the ratio is also printed per repeat (default: %(default)s)",
-    )  # fmt: skip
+    add_repeats_argument(parser)
     parser.add_argument(
         "--jit-compile", action="store_true", help="compile sare_tf's step with XLA"
     )
