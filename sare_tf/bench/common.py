@@ -26,10 +26,17 @@ def default_json(name: str) -> str:
     return f"{DEFAULT_DIR}/{name}.json"
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more. Received: {value}")
+    return value
+
+
 def add_repeats_argument(parser: argparse.ArgumentParser) -> None:
     """Adds `--repeats N`: every configuration measured N times, interleaved."""
     parser.add_argument(
-        "--repeats", type=int, default=1,
+        "--repeats", type=_at_least_one, default=1,
         help="measure every configuration this many times, interleaved (A B A B ...), so a "
         "ratio compares runs taken at the same time of a drifting machine; each keeps its "
         "fastest, and every ratio to PyTorch is also printed per repeat (default 1)",

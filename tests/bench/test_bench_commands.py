@@ -238,6 +238,12 @@ def test_training_reports_tuples_per_second_split_and_pytorchs_same_step(tmp_pat
     assert _positive(report["pipeline"]["tuples_per_second"])
 
 
+def test_repeats_below_one_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "training", "--repeats", "0"])
+    assert "--repeats: must be 1 or more. Received: 0" in capsys.readouterr().err
+
+
 def test_training_repeats_keep_the_fastest_run_and_pair_ratios_by_repeat():
     from sare_tf.bench.training import _keep_fastest, _ratios
 
