@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,18 @@ def add_repeats_argument(parser: argparse.ArgumentParser) -> None:
         "ratio compares runs taken at the same time of a drifting machine; each keeps its "
         "fastest, and every ratio to PyTorch is also printed per repeat (default 1)",
     )  # fmt: skip
+
+
+def ratios_by_repeat(ours: list[float], theirs: list[float]) -> list[float]:
+    """Each repeat's ratio of two interleaved measurements (`--repeats`); [] with one repeat."""
+    by_repeat = [round(a / b, 3) for a, b in zip(ours, theirs, strict=False)]
+    return by_repeat if len(by_repeat) > 1 else []
+
+
+def describe_ratios_by_repeat(by_repeat: list[float]) -> str:
+    """`per repeat 1.15x / 1.16x / 1.18x (median 1.16x)`."""
+    ratios = " / ".join(f"{ratio:.2f}x" for ratio in by_repeat)
+    return f"per repeat {ratios} (median {statistics.median(by_repeat):.2f}x)"
 
 
 def add_json_argument(

@@ -54,12 +54,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 
 from sare_tf.bench.common import (
     add_json_argument,
     add_repeats_argument,
+    describe_ratios_by_repeat,
+    ratios_by_repeat,
     report_header,
     run_child,
     write_report,
@@ -353,24 +354,16 @@ def _ratios(results) -> None:
         for r in results
         if r["runtime"] == "tf" and r["part"] == "full"
     }
-    torch_rates = {
-        (r["precision"], r["part"]): r["images_per_second"]
-        for r in results
-        if r["runtime"] == "torch"
-    }
-    torch_repeats = {
-        (r["precision"], r["part"]): r["best_by_repeat"] for r in results if r["runtime"] == "torch"
-    }
+    torch_rows = {(r["precision"], r["part"]): r for r in results if r["runtime"] == "torch"}
     for result in results:
         if result["runtime"] == "tf":
-            key = (result["precision"], result["part"])
-            torch_rate = torch_rates.get(key)
-            if torch_rate:
-                result["ratio_to_torch"] = round(result["images_per_second"] / torch_rate, 3)
-            paired = zip(result["best_by_repeat"], torch_repeats.get(key, []), strict=False)
-            by_repeat = [round(ours / theirs, 3) for ours, theirs in paired]
-            if len(by_repeat) > 1:
-                result["ratio_to_torch_by_repeat"] = by_repeat
+            torch_row = torch_rows.get((result["precision"], result["part"]))
+            if torch_row:
+                rate = result["images_per_second"] / torch_row["images_per_second"]
+                result["ratio_to_torch"] = round(rate, 3)
+                by_repeat = ratios_by_repeat(result["best_by_repeat"], torch_row["best_by_repeat"])
+                if by_repeat:
+                    result["ratio_to_torch_by_repeat"] = by_repeat
         elif result["runtime"] != "torch":
             for precision, rate in tf_rates.items():
                 result[f"ratio_to_tf_{precision}"] = round(result["images_per_second"] / rate, 3)
@@ -412,12 +405,12 @@ def run(args: argparse.Namespace) -> int:
 def _measure_rows(args, rows, peaks) -> tuple[list[dict], list[dict]]:
     """Each row measured in a child process `--repeats` times, interleaved, read against the
     peak: `(results, failures)`; a result keeps its best round and each repeat's best."""
-    by_row, failed = {}, []
+    by_row, failed, failed_rows = {}, [], set()
     for repeat in range(args.repeats):
         # The stage profile of the first repeat is enough.
         extra = ["--no-stages"] if repeat else []
         for row in rows:
-            if row in _failed_rows(failed):
+            if row in failed_rows:
                 continue
             runtime, precision, part = row
             flags = ["--single", "--runtime", runtime, "--precision", precision, "--part", part]
@@ -429,6 +422,7 @@ def _measure_rows(args, rows, peaks) -> tuple[list[dict], list[dict]]:
                 print(f"{label} failed: {last}")
                 failed.append({"runtime": runtime, "precision": precision, "part": part,
                                "error": last})  # fmt: skip
+                failed_rows.add(row)
                 continue
             rate = result["images_per_second"]
             if row in by_row:
@@ -446,10 +440,6 @@ def _measure_rows(args, rows, peaks) -> tuple[list[dict], list[dict]]:
         )
         results.append(result)
     return results, failed
-
-
-def _failed_rows(failed: list[dict]) -> set[tuple[str, str, str]]:
-    return {(f["runtime"], f["precision"], f["part"]) for f in failed}
 
 
 def _merge_repeat(result: dict, repeat: dict) -> None:
@@ -495,12 +485,7 @@ def _result_lines(args, results) -> list[str]:
         if "ratio_to_torch" in result:
             ratios.append(f"{result['ratio_to_torch']:.2f}x PyTorch (same part and precision)")
         if "ratio_to_torch_by_repeat" in result:
-            by_repeat = result["ratio_to_torch_by_repeat"]
-            ratios.append(
-                "per repeat "
-                + " / ".join(f"{r:.2f}x" for r in by_repeat)
-                + f" (median {statistics.median(by_repeat):.2f}x)"
-            )
+            ratios.append(describe_ratios_by_repeat(result["ratio_to_torch_by_repeat"]))
         if "cosine_to_float32" in result:
             cosine = result["cosine_to_float32"]
             ratios.append(f"descriptor cosine to Keras float32 min {cosine['min']:.5f}")

@@ -56,6 +56,8 @@ import time
 from sare_tf.bench.common import (
     add_json_argument,
     add_repeats_argument,
+    describe_ratios_by_repeat,
+    ratios_by_repeat,
     report_header,
     run_child,
     write_report,
@@ -423,13 +425,10 @@ def _ratios(results: list[dict]) -> None:
         result["ratio_to_torch"] = round(
             result["tuples_per_second"] / torch_row["tuples_per_second"], 3
         )
-        paired = zip(
-            result["tuples_per_second_by_repeat"],
-            torch_row["tuples_per_second_by_repeat"],
-            strict=False,
+        by_repeat = ratios_by_repeat(
+            result["tuples_per_second_by_repeat"], torch_row["tuples_per_second_by_repeat"]
         )
-        by_repeat = [round(ours / theirs, 3) for ours, theirs in paired]
-        if len(by_repeat) > 1:
+        if by_repeat:
             result["ratio_to_torch_by_repeat"] = by_repeat
 
 
@@ -501,11 +500,10 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for r in results:
         if "ratio_to_torch_by_repeat" in r:
-            by_repeat = r["ratio_to_torch_by_repeat"]
             print(
-                f"{r['framework']} {r['precision']} vs torch per repeat: "
-                + " / ".join(f"{ratio:.2f}x" for ratio in by_repeat)
-                + f" (median {statistics.median(by_repeat):.2f}x; the table keeps the fastest run)"
+                f"{r['framework']} {r['precision']} vs torch "
+                f"{describe_ratios_by_repeat(r['ratio_to_torch_by_repeat'])}; "
+                "the table keeps the fastest run"
             )
         for line in _efficiency_lines(r, peaks):
             print(line)
